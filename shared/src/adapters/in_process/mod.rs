@@ -1,0 +1,7 @@
+//! In-process adapters for the embedded mode.
+
+mod event_feed;
+mod orchestrator;
+
+pub use event_feed::BroadcastFeed;
+pub use orchestrator::EmbeddedOrchestrator;

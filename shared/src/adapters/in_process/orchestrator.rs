@@ -1,0 +1,200 @@
+//! The embedded orchestrator: drives each run's steps in-process with the
+//! same retry and timeout policy the state machine uses, enforces the run's
+//! deadline, and stops a run when asked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::domain::{RunId, StepNext, StopReason, Terminal};
+use crate::engine::{Engine, StepError};
+use crate::policy::StepPolicy;
+use crate::ports::{Orchestrator, OrchestratorError};
+
+const SETTLE_ATTEMPTS: u32 = 20;
+
+pub struct EmbeddedOrchestrator {
+    engine: Engine,
+    policy: StepPolicy,
+    /// Bounds steps executing at once across all runs.
+    step_slots: Arc<Semaphore>,
+    /// Runs being driven, with the signal that stops them.
+    driving: Mutex<HashMap<RunId, Arc<Notify>>>,
+    this: Weak<EmbeddedOrchestrator>,
+}
+
+impl EmbeddedOrchestrator {
+    pub fn new(engine: Engine, policy: StepPolicy, max_concurrent_steps: usize) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            engine,
+            policy,
+            step_slots: Arc::new(Semaphore::new(max_concurrent_steps.max(1))),
+            driving: Mutex::new(HashMap::new()),
+            this: this.clone(),
+        })
+    }
+
+    /// Picks up every run a previous process left unfinished.
+    pub async fn resume_unfinished(&self) -> Result<usize, OrchestratorError> {
+        let runs = self
+            .engine
+            .ledger
+            .unfinished_runs()
+            .await
+            .map_err(|e| OrchestratorError(e.to_string()))?;
+        for run in &runs {
+            self.spawn_driver(*run);
+        }
+        if !runs.is_empty() {
+            tracing::info!(count = runs.len(), "resumed unfinished runs");
+        }
+        Ok(runs.len())
+    }
+
+    /// Runs currently driven by this process.
+    pub fn active_runs(&self) -> usize {
+        self.driving.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    fn spawn_driver(&self, run: RunId) {
+        let stop = Arc::new(Notify::new());
+        {
+            let Ok(mut driving) = self.driving.lock() else {
+                return;
+            };
+            if driving.contains_key(&run) {
+                return;
+            }
+            driving.insert(run, stop.clone());
+        }
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            this.drive(run, stop).await;
+            if let Ok(mut driving) = this.driving.lock() {
+                driving.remove(&run);
+            }
+        });
+    }
+
+    async fn drive(&self, run_id: RunId, stop: Arc<Notify>) {
+        let run = loop {
+            match self.engine.ledger.mark_started(run_id).await {
+                Ok(Some(run)) => break run,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(run_id = %run_id, %error, "cannot start run; retrying");
+                    tokio::time::sleep(self.policy.backoff(1)).await;
+                }
+            }
+        };
+        if run.status.is_terminal() {
+            return;
+        }
+        self.engine.feed.publish(run_id, run.last_seq);
+        let deadline = run.deadline.unwrap_or_else(Utc::now);
+        let until_deadline = (deadline - Utc::now()).to_std().unwrap_or_default();
+        let deadline_at = tokio::time::Instant::now() + until_deadline;
+
+        let stepping = self.step_loop(run_id, run.next_step);
+        tokio::select! {
+            terminal = stepping => {
+                if let Some(terminal) = terminal {
+                    self.finalize(run_id, terminal).await;
+                }
+            }
+            () = tokio::time::sleep_until(deadline_at) => {
+                let detail = format!("the run exceeded its {} s limit", run.limits.timeout_seconds);
+                self.finalize(run_id, Terminal::new(StopReason::Timeout, detail)).await;
+            }
+            () = stop.notified() => {
+                tracing::info!(run_id = %run_id, "stopped driving run");
+            }
+        }
+    }
+
+    /// Steps until the run finishes; returns the terminal state the
+    /// orchestrator must record when a step could not (errors).
+    async fn step_loop(&self, run_id: RunId, mut step_no: i32) -> Option<Terminal> {
+        let mut retries = 0;
+        loop {
+            let result = {
+                let Ok(_slot) = self.step_slots.acquire().await else {
+                    return None;
+                };
+                match tokio::time::timeout(
+                    self.policy.step_timeout,
+                    self.engine.execute_step(run_id, step_no),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(StepError::LlmUnavailable(format!(
+                        "step {step_no} did not finish within {:?}",
+                        self.policy.step_timeout
+                    ))),
+                }
+            };
+            match result {
+                Ok(outcome) if outcome.next == StepNext::Step => {
+                    step_no = outcome.step_no;
+                    retries = 0;
+                }
+                Ok(_) => return None,
+                Err(error) if error.is_retryable() && retries < self.policy.max_retries => {
+                    retries += 1;
+                    let wait = self.policy.backoff(retries);
+                    tracing::warn!(run_id = %run_id, step_no, retries, ?wait, error = %error,
+                        error_name = %error.error_name(), "step failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => {
+                    tracing::error!(run_id = %run_id, step_no, error = %error,
+                        error_name = %error.error_name(), "step failed; ending run");
+                    return Some(Terminal::new(error.stop_reason(), error.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn finalize(&self, run_id: RunId, terminal: Terminal) {
+        // Settlement must not be lost: keep trying while the store is down.
+        // Should every try fail, the run stays unfinished in the ledger and
+        // the next start of the process resumes and settles it.
+        for attempt in 1..=SETTLE_ATTEMPTS {
+            match self.engine.finalize(run_id, terminal.clone()).await {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::error!(run_id = %run_id, attempt, %error, "cannot settle run; retrying");
+                    tokio::time::sleep(self.policy.backoff(attempt.min(5))).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Orchestrator for EmbeddedOrchestrator {
+    async fn start(&self, run: RunId) -> Result<(), OrchestratorError> {
+        self.spawn_driver(run);
+        Ok(())
+    }
+
+    async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {
+        let stop = self
+            .driving
+            .lock()
+            .map_err(|_| OrchestratorError("driver registry poisoned".to_owned()))?
+            .get(&run)
+            .cloned();
+        if let Some(stop) = stop {
+            stop.notify_one();
+        }
+        Ok(())
+    }
+}
+

@@ -1,0 +1,5 @@
+//! Implementations of the ports: one module per backend.
+
+pub mod in_process;
+pub mod openai;
+pub mod postgres;

@@ -1,0 +1,51 @@
+//! `GET /v1/runs/{id}/events`: the run's events as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::auth::Caller;
+use super::runs::team_run;
+use super::{ApiError, AppState};
+use crate::sse::stream_run_events;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    after: Option<i64>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let run = team_run(&state, team, &id).await?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event seq"))?,
+        ),
+    };
+    let after = last_event_id.or(query.after).unwrap_or(0).max(0);
+    let frames = stream_run_events(state.engine.ledger.clone(), state.engine.feed.clone(), run.id, after);
+    let events = ReceiverStream::new(frames).map(|frame| {
+        Ok(match frame {
+            Ok(frame) => Event::default().id(frame.id.to_string()).event(frame.event).data(frame.data),
+            Err(message) => Event::default().event("error").data(message),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

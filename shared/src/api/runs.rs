@@ -1,0 +1,288 @@
+//! `/v1/runs`: create (idempotent), list, show, steps, cancel.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
+use crate::ledger::{NewRun, RunPage};
+use crate::ports::IdempotencyClaim;
+
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRun {
+    agent: String,
+    #[serde(default)]
+    version: Option<i32>,
+    input: Value,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// The run as the API shows it.
+pub fn run_json(run: &Run) -> Value {
+    let base = format!("/v1/runs/{}", run.id);
+    json!({
+        "id": run.id,
+        "status": run.status,
+        "agent": run.agent,
+        "version": run.version,
+        "active_agent": run.active_agent,
+        "active_version": run.active_version,
+        "stop_reason": run.stop_reason,
+        "stop_detail": run.stop_detail,
+        "input": run.input,
+        "output": run.output,
+        "raw_output": run.raw_output,
+        "metadata": run.metadata,
+        "limits": run.limits,
+        "steps": run.next_step - 1,
+        "handoff_depth": run.handoff_depth,
+        "usage": {
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "total_tokens": run.input_tokens + run.output_tokens,
+            "llm_calls": run.llm_calls,
+        },
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "links": {
+            "self": base,
+            "steps": format!("{base}/steps"),
+            "events": format!("{base}/events"),
+            "cancel": format!("{base}/cancel"),
+        },
+    })
+}
+
+fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("run_not_found", format!("no run {raw}")))
+}
+
+/// A team's run, or 404 (also for another team's run: existence is not confirmed).
+pub async fn team_run(state: &AppState, team: TeamId, raw_id: &str) -> Result<Run, ApiError> {
+    let id = parse_run_id(raw_id)?;
+    state
+        .engine
+        .ledger
+        .get_team_run(team, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run_not_found", format!("no run {raw_id}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
+    let request: CreateRun = serde_json::from_value(raw.clone())
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let agent_name = AgentName::parse(&request.agent)
+        .map_err(|message| ApiError::bad_request("invalid_agent_name", message))?;
+    if request.input.is_null() {
+        return Err(ApiError::bad_request("invalid_body", "input must not be null"));
+    }
+    let metadata = request.metadata.unwrap_or_else(|| json!({}));
+    if !metadata.is_object() {
+        return Err(ApiError::bad_request("invalid_body", "metadata must be an object"));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+            })?;
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters"),
+                ));
+            }
+            Some(key.to_owned())
+        }
+    };
+
+    let ledger = &state.engine.ledger;
+    let agent = ledger
+        .get_agent(team, agent_name.as_str(), request.version)
+        .await?
+        .ok_or_else(|| match request.version {
+            Some(version) => ApiError::bad_request(
+                "unknown_agent_version",
+                format!("agent {agent_name} has no version {version}"),
+            ),
+            None => ApiError::bad_request("unknown_agent", format!("no agent named {agent_name}")),
+        })?;
+
+    let mut run_id = RunId::new();
+    let mut replayed = false;
+    if let Some(key) = &idempotency_key {
+        // serde_json keeps object keys sorted, so equal bodies hash equally.
+        let request_hash = hex::encode(Sha256::digest(raw.to_string().as_bytes()));
+        match state
+            .engine
+            .hot
+            .claim_idempotency_key(team, key, &request_hash, run_id)
+            .await?
+        {
+            IdempotencyClaim::Claimed => {}
+            IdempotencyClaim::Existing {
+                request_hash: stored,
+                run_id: existing,
+            } => {
+                if stored != request_hash {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_key_conflict",
+                        "this Idempotency-Key was used with a different request body",
+                    )
+                    .with_details(json!({"run_id": existing})));
+                }
+                run_id = existing;
+                replayed = true;
+            }
+        }
+    }
+
+    // Creating is idempotent by id, so a replay whose first attempt died
+    // before creating the run creates it now.
+    let created = ledger
+        .create_run(&NewRun {
+            id: run_id,
+            team_id: team,
+            agent: agent.name.clone(),
+            version: agent.version,
+            input: request.input,
+            metadata,
+            limits: agent.spec.limits.clone(),
+        })
+        .await?;
+    if created {
+        state.engine.feed.publish(run_id, 1);
+        state.orchestrator.start(run_id).await?;
+        tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name, version = agent.version, "run accepted");
+    }
+    let run = ledger
+        .get_run(run_id)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("run_not_ready", "the run is being created; retry"))?;
+    let mut response = (StatusCode::ACCEPTED, Json(run_json(&run))).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = format!("/v1/runs/{run_id}").parse() {
+        headers.insert("location", location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(|message| ApiError::bad_request("invalid_query", message))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 200"));
+    }
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            crate::ledger::decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
+        })
+        .transpose()?;
+    let RunPage { runs, next_cursor } = state.engine.ledger.list_runs(team, status, cursor, limit).await?;
+    Ok(Json(json!({
+        "data": runs.iter().map(run_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    })))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(run_json(&team_run(&state, team, &id).await?)))
+}
+
+pub async fn steps(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = team_run(&state, team, &id).await?;
+    let steps = state.engine.ledger.steps(run.id).await?;
+    Ok(Json(json!({"data": steps, "next_cursor": null})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: CancelRequest = if body.is_empty() {
+        CancelRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+    };
+    let run = team_run(&state, team, &id).await?;
+    if run.status.is_terminal() {
+        if run.status == RunStatus::Cancelled {
+            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response());
+        }
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run_already_finished",
+            format!("the run already ended as {}", run.status),
+        ));
+    }
+    let reason = request.reason.unwrap_or_else(|| "cancelled by the user".to_owned());
+    // The flag stops any worker at its next check; settling records the end now.
+    state.engine.hot.set_cancel_flag(run.id, &reason).await?;
+    state
+        .engine
+        .finalize(run.id, Terminal::new(StopReason::Cancelled, reason))
+        .await?;
+    state.orchestrator.stop(run.id).await?;
+    let run = team_run(&state, team, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response())
+}

@@ -1,0 +1,346 @@
+//! Agent configurations: what a team stores with `PUT /v1/agents/{name}`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Prefix of the tools generated for handoffs: `transfer_to_<agent>`.
+pub const HANDOFF_TOOL_PREFIX: &str = "transfer_to_";
+
+/// A validated agent name: 1–64 chars of `a-z 0-9 - _`, starting with a letter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgentName(String);
+
+impl AgentName {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let valid_chars = raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let starts_with_letter = raw.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        if raw.is_empty() || raw.len() > 64 || !valid_chars || !starts_with_letter {
+            return Err(format!(
+                "agent name {raw:?} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter"
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The handoff tool that transfers control to this agent.
+    pub fn handoff_tool(&self) -> String {
+        format!("{HANDOFF_TOOL_PREFIX}{}", self.0.replace('-', "_"))
+    }
+}
+
+impl TryFrom<String> for AgentName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<AgentName> for String {
+    fn from(value: AgentName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The body of `PUT /v1/agents/{name}`; stored as JSONB, immutable per version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Model name sent to the provider.
+    pub model: String,
+    /// The system prompt.
+    pub instructions: String,
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+    /// Agents this one may hand off to (each becomes a `transfer_to_<agent>` tool).
+    #[serde(default)]
+    pub handoffs: Vec<AgentName>,
+    /// JSON Schema the final answer must satisfy; without it the answer is free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// Upper bound on completion tokens per LLM call.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    /// When the estimated prompt exceeds this, the oldest tool results are abbreviated.
+    #[serde(default = "default_input_token_budget")]
+    pub input_token_budget: u32,
+    /// Repair prompts allowed after an answer fails its schema.
+    #[serde(default = "default_max_repairs")]
+    pub max_repairs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Run-wide limits; taken from the agent a run starts with.
+    #[serde(default)]
+    pub limits: RunLimits,
+}
+
+fn default_max_output_tokens() -> u32 {
+    1024
+}
+fn default_input_token_budget() -> u32 {
+    32_000
+}
+fn default_max_repairs() -> u32 {
+    2
+}
+
+/// Kill switches that hold for a whole run, across handoffs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunLimits {
+    /// LLM steps a run may take.
+    pub max_steps: u32,
+    /// Input plus output tokens a run may spend.
+    pub run_token_budget: u64,
+    /// Handoffs a run may make.
+    pub max_handoff_depth: u32,
+    /// Wall-clock cap from the run's start.
+    pub timeout_seconds: u32,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_steps: 25,
+            run_token_budget: 200_000,
+            max_handoff_depth: 5,
+            timeout_seconds: 600,
+        }
+    }
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments.
+    #[serde(default = "empty_object_schema")]
+    pub parameters: Value,
+    #[serde(flatten)]
+    pub kind: ToolKind,
+    /// Per-attempt timeout.
+    #[serde(default = "default_tool_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn empty_object_schema() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+fn default_tool_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToolKind {
+    /// POST the call as JSON to `url`; the response body is the result.
+    Http {
+        url: String,
+        /// When set, requests carry `X-Agentrun-Signature: sha256=<hex HMAC of the body>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+    },
+    /// Runs inside agentrun.
+    Builtin {
+        builtin: Builtin,
+        /// Builtin-specific data (for `lookup`, the table to look in).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<Value>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// Returns its arguments.
+    Echo,
+    /// Waits `ms` milliseconds (at most 60,000), then returns.
+    Sleep,
+    /// Returns the current UTC time.
+    Now,
+    /// Looks `arguments[config.key]` up in `config.table`.
+    Lookup,
+}
+
+impl AgentSpec {
+    /// Checks what serde cannot: names, uniqueness, and that the output schema compiles.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.model.trim().is_empty() {
+            problems.push("model must not be empty".to_owned());
+        }
+        let mut names = HashSet::new();
+        for tool in &self.tools {
+            let valid = !tool.name.is_empty()
+                && tool.name.len() <= 64
+                && tool
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                problems.push(format!(
+                    "tool name {:?} must be 1-64 characters of a-z, A-Z, 0-9, '_' or '-'",
+                    tool.name
+                ));
+            }
+            if tool.name.starts_with(HANDOFF_TOOL_PREFIX) {
+                problems.push(format!(
+                    "tool name {:?} is reserved: list the agent under `handoffs` instead",
+                    tool.name
+                ));
+            }
+            if !names.insert(tool.name.as_str()) {
+                problems.push(format!("tool name {:?} appears twice", tool.name));
+            }
+            if tool.timeout_ms == 0 || tool.timeout_ms > 300_000 {
+                problems.push(format!(
+                    "tool {:?}: timeout_ms must be between 1 and 300000",
+                    tool.name
+                ));
+            }
+            if let ToolKind::Http { url, .. } = &tool.kind {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    problems.push(format!("tool {:?}: url must be http(s)", tool.name));
+                }
+            }
+        }
+        let mut handoff_tools = HashSet::new();
+        for agent in &self.handoffs {
+            if !handoff_tools.insert(agent.handoff_tool()) {
+                problems.push(format!("handoff to {agent:?} appears twice"));
+            }
+        }
+        if let Some(schema) = &self.output_schema {
+            if let Err(err) = jsonschema::validator_for(schema) {
+                problems.push(format!("output_schema is not a valid JSON Schema: {err}"));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_steps == 0 || limits.max_steps > 1000 {
+            problems.push("limits.max_steps must be between 1 and 1000".to_owned());
+        }
+        if limits.run_token_budget == 0 {
+            problems.push("limits.run_token_budget must be positive".to_owned());
+        }
+        if limits.timeout_seconds == 0 || limits.timeout_seconds > 86_400 {
+            problems.push("limits.timeout_seconds must be between 1 and 86400".to_owned());
+        }
+        if self.max_output_tokens == 0 {
+            problems.push("max_output_tokens must be positive".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The agent a `transfer_to_*` tool name points at, if it is one of this agent's handoffs.
+    pub fn handoff_target(&self, tool_name: &str) -> Option<&AgentName> {
+        self.handoffs.iter().find(|a| a.handoff_tool() == tool_name)
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+
+    /// A stable digest of the spec, so an unchanged `PUT` makes no new version.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        // serde_json maps are sorted (no preserve_order), so this is canonical.
+        let canonical = serde_json::to_vec(&canonicalize(
+            serde_json::to_value(self).unwrap_or(Value::Null),
+        ))
+        .unwrap_or_default();
+        hex::encode(Sha256::digest(canonical))
+    }
+}
+
+fn canonicalize(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, canonicalize(v)))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(canonicalize).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: Value) -> AgentSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn agent_names_are_validated() {
+        assert!(AgentName::parse("support-triage").is_ok());
+        assert!(AgentName::parse("").is_err());
+        assert!(AgentName::parse("Upper").is_err());
+        assert!(AgentName::parse("9lives").is_err());
+        assert!(AgentName::parse("has space").is_err());
+        assert_eq!(
+            AgentName::parse("billing-pro").unwrap().handoff_tool(),
+            "transfer_to_billing_pro"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in_and_unknown_fields_are_rejected() {
+        let s = spec(json!({"model": "m", "instructions": "hi"}));
+        assert_eq!(s.limits, RunLimits::default());
+        assert_eq!(s.max_repairs, 2);
+        assert!(serde_json::from_value::<AgentSpec>(
+            json!({"model": "m", "instructions": "hi", "bogus": 1})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let s = spec(json!({
+            "model": "",
+            "instructions": "x",
+            "tools": [
+                {"name": "a", "kind": "builtin", "builtin": "echo"},
+                {"name": "a", "kind": "http", "url": "ftp://x"},
+                {"name": "transfer_to_x", "kind": "builtin", "builtin": "now"}
+            ],
+            "output_schema": {"type": "nonsense-type"}
+        }));
+        let problems = s.validate().unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+    }
+
+    #[test]
+    fn digest_ignores_key_order() {
+        let a = spec(json!({"model": "m", "instructions": "i", "output_schema": {"a": 1, "b": 2}}));
+        let b = spec(json!({"instructions": "i", "output_schema": {"b": 2, "a": 1}, "model": "m"}));
+        assert_eq!(a.digest(), b.digest());
+    }
+}

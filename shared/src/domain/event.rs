@@ -1,0 +1,113 @@
+//! Run events, as streamed over SSE (DESIGN §7).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{RunId, RunStatus};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum EventType {
+    #[serde(rename = "run.queued")]
+    RunQueued,
+    #[serde(rename = "run.started")]
+    RunStarted,
+    #[serde(rename = "step.started")]
+    StepStarted,
+    #[serde(rename = "llm.completed")]
+    LlmCompleted,
+    #[serde(rename = "tool.started")]
+    ToolStarted,
+    #[serde(rename = "tool.completed")]
+    ToolCompleted,
+    #[serde(rename = "handoff")]
+    Handoff,
+    #[serde(rename = "output.invalid")]
+    OutputInvalid,
+    #[serde(rename = "step.completed")]
+    StepCompleted,
+    #[serde(rename = "run.succeeded")]
+    RunSucceeded,
+    #[serde(rename = "run.failed")]
+    RunFailed,
+    #[serde(rename = "run.cancelled")]
+    RunCancelled,
+    #[serde(rename = "run.timed_out")]
+    RunTimedOut,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::RunQueued => "run.queued",
+            EventType::RunStarted => "run.started",
+            EventType::StepStarted => "step.started",
+            EventType::LlmCompleted => "llm.completed",
+            EventType::ToolStarted => "tool.started",
+            EventType::ToolCompleted => "tool.completed",
+            EventType::Handoff => "handoff",
+            EventType::OutputInvalid => "output.invalid",
+            EventType::StepCompleted => "step.completed",
+            EventType::RunSucceeded => "run.succeeded",
+            EventType::RunFailed => "run.failed",
+            EventType::RunCancelled => "run.cancelled",
+            EventType::RunTimedOut => "run.timed_out",
+        }
+    }
+
+    /// The event that closes a run ending in `status`.
+    pub fn terminal_for(status: RunStatus) -> Option<EventType> {
+        match status {
+            RunStatus::Succeeded => Some(EventType::RunSucceeded),
+            RunStatus::Failed => Some(EventType::RunFailed),
+            RunStatus::Cancelled => Some(EventType::RunCancelled),
+            RunStatus::TimedOut => Some(EventType::RunTimedOut),
+            RunStatus::Queued | RunStatus::Running => None,
+        }
+    }
+}
+
+/// Whether an event type name (as stored) ends a stream.
+pub fn is_terminal_event(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "run.succeeded" | "run.failed" | "run.cancelled" | "run.timed_out"
+    )
+}
+
+/// An event about to be appended; the ledger gives it its `seq`.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub kind: EventType,
+    pub step_no: Option<i32>,
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventType, step_no: Option<i32>, data: Value) -> Self {
+        Self {
+            kind,
+            step_no,
+            data,
+        }
+    }
+}
+
+/// An event as stored and streamed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunEvent {
+    pub run_id: RunId,
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_no: Option<i32>,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl RunEvent {
+    pub fn is_terminal(&self) -> bool {
+        is_terminal_event(&self.kind)
+    }
+}

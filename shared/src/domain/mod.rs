@@ -1,0 +1,13 @@
+//! Domain types: identifiers, agent specs, runs, messages and events.
+
+pub mod agent;
+pub mod event;
+pub mod ids;
+pub mod message;
+pub mod run;
+
+pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec};
+pub use event::{EventType, NewEvent, RunEvent};
+pub use ids::{RunId, TeamId};
+pub use message::{ChatMessage, FunctionCall, ToolCall};
+pub use run::{Run, RunStatus, StepNext, StepOutcome, StopReason, Terminal};

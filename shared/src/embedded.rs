@@ -1,0 +1,120 @@
+//! The embedded mode: the whole platform in one process on PostgreSQL
+//! (`agentrun dev`, and the end-to-end tests).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
+use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
+use crate::adapters::postgres::PgHotStore;
+use crate::api::{router, AppState};
+use crate::domain::{AgentName, AgentSpec, TeamId};
+use crate::engine::{Engine, ToolRunner};
+use crate::ledger::{ensure_database, Ledger, StoreError};
+use crate::policy::StepPolicy;
+use crate::ports::LlmError;
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedSettings {
+    pub database_url: String,
+    pub max_db_connections: usize,
+    pub llm: OpenAiSettings,
+    pub policy: StepPolicy,
+    /// Steps executing at once across all runs.
+    pub max_concurrent_steps: usize,
+}
+
+impl EmbeddedSettings {
+    pub fn new(database_url: impl Into<String>, llm: OpenAiSettings) -> Self {
+        Self {
+            database_url: database_url.into(),
+            max_db_connections: 32,
+            llm,
+            policy: StepPolicy::default(),
+            max_concurrent_steps: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("cannot read agent configs: {0}")]
+    Agents(String),
+}
+
+/// A started embedded platform.
+pub struct Embedded {
+    pub engine: Engine,
+    pub orchestrator: Arc<EmbeddedOrchestrator>,
+}
+
+impl Embedded {
+    /// Creates the database if needed, applies migrations and wires the
+    /// in-process adapters. Call [`Embedded::resume`] once serving.
+    pub async fn start(settings: EmbeddedSettings) -> Result<Self, EmbeddedError> {
+        ensure_database(&settings.database_url).await?;
+        let ledger = Ledger::connect(&settings.database_url, settings.max_db_connections)?;
+        ledger.migrate().await?;
+        let engine = Engine {
+            hot: Arc::new(PgHotStore::new(ledger.pool().clone())),
+            ledger,
+            llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+            feed: Arc::new(BroadcastFeed::new()),
+            tools: ToolRunner::new(),
+        };
+        let orchestrator =
+            EmbeddedOrchestrator::new(engine.clone(), settings.policy.clone(), settings.max_concurrent_steps);
+        Ok(Self { engine, orchestrator })
+    }
+
+    pub fn router(&self) -> Router {
+        router(AppState {
+            engine: self.engine.clone(),
+            orchestrator: self.orchestrator.clone(),
+        })
+    }
+
+    /// Resumes the runs a previous process left unfinished.
+    pub async fn resume(&self) -> Result<usize, EmbeddedError> {
+        self.orchestrator
+            .resume_unfinished()
+            .await
+            .map_err(|e| EmbeddedError::Store(StoreError::Unavailable(e.0)))
+    }
+}
+
+/// Loads every `<agent-name>.json` in `dir` as an agent spec for `team`;
+/// an unchanged file makes no new version. Returns (name, version, new).
+pub async fn load_agent_dir(
+    ledger: &Ledger,
+    team: TeamId,
+    dir: &Path,
+) -> Result<Vec<(String, i32, bool)>, EmbeddedError> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| EmbeddedError::Agents(format!("{}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    let mut loaded = Vec::new();
+    for path in paths {
+        let where_ = path.display().to_string();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let name = AgentName::parse(stem).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        let spec: AgentSpec =
+            serde_json::from_str(&text).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        spec.validate()
+            .map_err(|problems| EmbeddedError::Agents(format!("{where_}: {}", problems.join("; "))))?;
+        let (version, created) = ledger.put_agent(team, name.as_str(), &spec).await?;
+        loaded.push((version.name, version.version, created));
+    }
+    Ok(loaded)
+}

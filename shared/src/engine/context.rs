@@ -1,0 +1,124 @@
+//! Builds the prompt for a step and keeps it inside the agent's input budget
+//! by abbreviating the oldest tool results first.
+
+use crate::domain::message::estimate_tokens;
+use crate::domain::{AgentSpec, ChatMessage};
+use crate::ports::ToolDefinition;
+
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolDefinition>,
+    pub estimated_tokens: u64,
+    /// How many tool results were abbreviated to fit.
+    pub trimmed: usize,
+}
+
+/// Tool results longer than this are candidates for abbreviation.
+const KEEP_CHARS: usize = 200;
+
+pub fn tool_definitions(spec: &AgentSpec) -> Vec<ToolDefinition> {
+    let mut tools: Vec<ToolDefinition> = spec
+        .tools
+        .iter()
+        .map(|t| ToolDefinition::function(&t.name, &t.description, t.parameters.clone()))
+        .collect();
+    tools.extend(spec.handoffs.iter().map(|agent| {
+        ToolDefinition::function(
+            &agent.handoff_tool(),
+            &format!("Hand the conversation over to the {agent} agent."),
+            serde_json::json!({"type": "object", "properties": {}}),
+        )
+    }));
+    tools
+}
+
+pub fn build_prompt(spec: &AgentSpec, history: Vec<ChatMessage>) -> Prompt {
+    let tools = tool_definitions(spec);
+    let tool_chars: usize = tools
+        .iter()
+        .map(|t| t.function.name.len() + t.function.description.len() + t.function.parameters.to_string().len())
+        .sum();
+    let mut messages = Vec::with_capacity(history.len() + 1);
+    messages.push(ChatMessage::System {
+        content: spec.instructions.clone(),
+    });
+    messages.extend(history);
+    let mut chars: usize = tool_chars + messages.iter().map(ChatMessage::text_len).sum::<usize>();
+    let budget_chars = spec.input_token_budget as usize * 4;
+    let mut trimmed = 0;
+    for message in messages.iter_mut() {
+        if chars <= budget_chars {
+            break;
+        }
+        if let ChatMessage::Tool { content, .. } = message {
+            if content.len() > KEEP_CHARS {
+                let cut = content.len() - KEEP_CHARS;
+                let mut keep = KEEP_CHARS;
+                while !content.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                let abbreviated = format!(
+                    "{}… [abbreviated by agentrun: {cut} characters omitted to fit the context window]",
+                    &content[..keep]
+                );
+                chars = chars - content.len() + abbreviated.len();
+                *content = abbreviated;
+                trimmed += 1;
+            }
+        }
+    }
+    Prompt {
+        messages,
+        tools,
+        estimated_tokens: estimate_tokens(chars),
+        trimmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(budget: u32) -> AgentSpec {
+        serde_json::from_value(json!({
+            "model": "m", "instructions": "be brief", "input_token_budget": budget
+        }))
+        .unwrap()
+    }
+
+    fn tool(content: &str) -> ChatMessage {
+        ChatMessage::Tool {
+            tool_call_id: "c".into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn oldest_tool_results_are_abbreviated_first() {
+        let history = vec![
+            ChatMessage::User { content: "hi".into() },
+            tool(&"a".repeat(4000)),
+            tool(&"b".repeat(4000)),
+        ];
+        // ~2,000 tokens of history against a 1,500-token budget: one trim suffices.
+        let prompt = build_prompt(&spec(1500), history);
+        assert_eq!(prompt.trimmed, 1);
+        match (&prompt.messages[2], &prompt.messages[3]) {
+            (ChatMessage::Tool { content: first, .. }, ChatMessage::Tool { content: second, .. }) => {
+                assert!(first.contains("abbreviated by agentrun"));
+                assert_eq!(second.len(), 4000);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(prompt.estimated_tokens <= 1500);
+    }
+
+    #[test]
+    fn prompts_within_budget_are_untouched() {
+        let prompt = build_prompt(&spec(32_000), vec![tool(&"x".repeat(5000))]);
+        assert_eq!(prompt.trimmed, 0);
+        assert_eq!(prompt.messages.len(), 2);
+    }
+}

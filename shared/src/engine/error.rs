@@ -1,0 +1,98 @@
+use crate::domain::StopReason;
+use crate::ledger::StoreError;
+use crate::ports::{HotStoreError, LlmError};
+
+/// Why a step did not produce an outcome. The names are what the state
+/// machine's Retry and Catch match (contract).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("LLM unavailable: {0}")]
+    LlmUnavailable(String),
+    #[error("LLM rate limited: {0}")]
+    RateLimited(String),
+    #[error("store unavailable: {0}")]
+    Store(String),
+    #[error("{reason}: {detail}")]
+    Fatal { reason: StopReason, detail: String },
+}
+
+impl StepError {
+    pub fn fatal(reason: StopReason, detail: impl Into<String>) -> Self {
+        StepError::Fatal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// `Retryable.*` or `Fatal.<stop_reason>`.
+    pub fn error_name(&self) -> String {
+        match self {
+            StepError::LlmUnavailable(_) => "Retryable.LlmUnavailable".to_owned(),
+            StepError::RateLimited(_) => "Retryable.RateLimited".to_owned(),
+            StepError::Store(_) => "Retryable.Store".to_owned(),
+            StepError::Fatal { reason, .. } => format!("Fatal.{reason}"),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StepError::Fatal { .. })
+    }
+
+    /// The stop reason a run ends with when this error is final.
+    pub fn stop_reason(&self) -> StopReason {
+        match self {
+            StepError::LlmUnavailable(_) | StepError::RateLimited(_) => StopReason::LlmUnavailable,
+            StepError::Store(_) => StopReason::Internal,
+            StepError::Fatal { reason, .. } => *reason,
+        }
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(detail) => StepError::Store(detail),
+            other => StepError::fatal(StopReason::Internal, other.to_string()),
+        }
+    }
+}
+
+impl From<HotStoreError> for StepError {
+    fn from(err: HotStoreError) -> Self {
+        StepError::Store(err.to_string())
+    }
+}
+
+impl From<LlmError> for StepError {
+    fn from(err: LlmError) -> Self {
+        match err {
+            LlmError::RateLimited { .. } => StepError::RateLimited(err.to_string()),
+            LlmError::Unavailable(_) | LlmError::InvalidResponse(_) => {
+                StepError::LlmUnavailable(err.to_string())
+            }
+            LlmError::Rejected(_) => StepError::fatal(StopReason::LlmUnavailable, err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_match_the_state_machine_contract() {
+        assert_eq!(
+            StepError::LlmUnavailable("x".into()).error_name(),
+            "Retryable.LlmUnavailable"
+        );
+        assert_eq!(
+            StepError::from(LlmError::RateLimited { retry_after: None }).error_name(),
+            "Retryable.RateLimited"
+        );
+        assert_eq!(
+            StepError::fatal(StopReason::OutputInvalid, "x").error_name(),
+            "Fatal.output_invalid"
+        );
+        assert!(!StepError::from(LlmError::Rejected("401".into())).is_retryable());
+    }
+}

@@ -1,0 +1,46 @@
+//! The engine: one agent step (DESIGN §5) and the settlement of a run. The
+//! same code runs in-process, in the step Lambda and in tests.
+
+mod context;
+mod error;
+mod output;
+mod step;
+mod tools;
+
+use std::sync::Arc;
+
+pub use context::{build_prompt, Prompt};
+pub use error::StepError;
+pub use output::check_output;
+pub use tools::ToolRunner;
+
+use crate::domain::{Run, RunId, Terminal};
+use crate::ledger::Ledger;
+use crate::ports::{EventFeed, HotStore, LlmClient};
+
+/// Everything one step needs; built once per process and shared.
+#[derive(Clone)]
+pub struct Engine {
+    pub ledger: Ledger,
+    pub llm: Arc<dyn LlmClient>,
+    pub hot: Arc<dyn HotStore>,
+    pub feed: Arc<dyn EventFeed>,
+    pub tools: ToolRunner,
+}
+
+impl Engine {
+    /// Ends a run for `terminal` unless it has ended already (first writer
+    /// wins), tells stream readers, and releases the run's hot state.
+    pub async fn finalize(&self, run: RunId, terminal: Terminal) -> Result<Option<Run>, StepError> {
+        let settled = self.ledger.settle_run(run, &terminal).await?;
+        if let Some(settled) = &settled {
+            self.feed.publish(run, settled.last_seq);
+            tracing::info!(run_id = %run, status = %settled.status, stop_reason = %terminal.reason, "run ended");
+        }
+        if let Err(error) = self.hot.release_run(run).await {
+            // The run's outcome is durable; a leftover flag only costs space.
+            tracing::warn!(run_id = %run, %error, "could not release hot state");
+        }
+        Ok(settled)
+    }
+}

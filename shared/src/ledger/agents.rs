@@ -1,0 +1,111 @@
+//! Agent configurations: immutable, numbered versions per team and name.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::{Ledger, StoreError};
+use crate::domain::{AgentSpec, TeamId};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentVersion {
+    pub name: String,
+    pub version: i32,
+    pub spec: AgentSpec,
+    pub created_at: DateTime<Utc>,
+}
+
+fn agent_from_row(row: &Row) -> Result<AgentVersion, StoreError> {
+    let spec = serde_json::from_value(row.get("spec"))
+        .map_err(|e| StoreError::Corrupt(format!("stored agent spec does not parse: {e}")))?;
+    Ok(AgentVersion {
+        name: row.get("name"),
+        version: row.get("version"),
+        spec,
+        created_at: row.get("created_at"),
+    })
+}
+
+impl Ledger {
+    /// Stores `spec` as the next version of `name`, unless it equals the latest
+    /// version; returns the version and whether it is new.
+    pub async fn put_agent(
+        &self,
+        team: TeamId,
+        name: &str,
+        spec: &AgentSpec,
+    ) -> Result<(AgentVersion, bool), StoreError> {
+        let digest = spec.digest();
+        let spec_json = serde_json::to_value(spec)
+            .map_err(|e| StoreError::Rejected(format!("spec does not serialize: {e}")))?;
+        let client = self.client().await?;
+        // Two writers may race for the same next version; the primary key
+        // decides and the loser tries again.
+        for _ in 0..5 {
+            let latest = client
+                .query_opt(
+                    "SELECT name, version, spec, spec_hash, created_at FROM agent_configs
+                     WHERE team_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+                    &[&team.0, &name],
+                )
+                .await?;
+            let next_version = match &latest {
+                Some(row) if row.get::<_, String>("spec_hash") == digest => {
+                    return Ok((agent_from_row(row)?, false));
+                }
+                Some(row) => row.get::<_, i32>("version") + 1,
+                None => 1,
+            };
+            let inserted = client
+                .query_opt(
+                    "INSERT INTO agent_configs (team_id, name, version, spec, spec_hash)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT DO NOTHING
+                     RETURNING name, version, spec, created_at",
+                    &[&team.0, &name, &next_version, &spec_json, &digest],
+                )
+                .await?;
+            if let Some(row) = inserted {
+                return Ok((agent_from_row(&row)?, true));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too many concurrent writers for this agent".to_owned(),
+        ))
+    }
+
+    /// A version of an agent, or its latest when `version` is `None`.
+    pub async fn get_agent(
+        &self,
+        team: TeamId,
+        name: &str,
+        version: Option<i32>,
+    ) -> Result<Option<AgentVersion>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT name, version, spec, created_at FROM agent_configs
+                 WHERE team_id = $1 AND name = $2 AND ($3::int IS NULL OR version = $3)
+                 ORDER BY version DESC LIMIT 1",
+                &[&team.0, &name, &version],
+            )
+            .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    /// The latest version of each of a team's agents, by name.
+    pub async fn list_agents(&self, team: TeamId) -> Result<Vec<AgentVersion>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                "SELECT DISTINCT ON (name) name, version, spec, created_at FROM agent_configs
+                 WHERE team_id = $1 ORDER BY name, version DESC",
+                &[&team.0],
+            )
+            .await?
+            .iter()
+            .map(agent_from_row)
+            .collect()
+    }
+}

@@ -1,0 +1,136 @@
+//! The ledger: PostgreSQL, the durable source of truth in every mode
+//! (embedded, emulated cloud, AWS). It is not a port because it has one
+//! backend; everything else the engine touches is.
+
+mod agents;
+mod events;
+mod migrate;
+mod runs;
+mod steps;
+mod teams;
+
+use std::str::FromStr;
+
+pub use agents::AgentVersion;
+pub use migrate::MIGRATIONS;
+pub use runs::{decode_cursor, encode_cursor, input_message, NewRun, RunPage};
+pub use steps::{CommitResult, LlmTurn, StepCommit, StepRecord, ToolCallRecord};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// Errors from the ledger. `Unavailable` is worth retrying; `Corrupt` is not.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database rejected the operation: {0}")]
+    Rejected(String),
+    #[error("ledger data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        match err.code() {
+            // Constraint and data errors will fail the same way again.
+            Some(code) if code.code().starts_with("23") || code.code().starts_with("22") => {
+                StoreError::Rejected(error_chain(&err))
+            }
+            _ => StoreError::Unavailable(error_chain(&err)),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(error_chain(&err))
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The PostgreSQL-backed ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    pool: Pool,
+}
+
+impl Ledger {
+    /// Builds a pool (connections are opened lazily).
+    pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(database_url)
+            .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Cheap liveness probe for `/healthz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named in `database_url` when it does not exist yet,
+/// connecting to the server's `postgres` database to do so.
+pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
+    let config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        if let Err(err) = client
+            .batch_execute(&format!("CREATE DATABASE \"{quoted}\""))
+            .await
+        {
+            // Another process may have created it in the meantime.
+            if err.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+                return Err(err.into());
+            }
+        }
+    }
+    drop(client);
+    driver.abort();
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Runs: creation, reads, the start transition and settlement.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio_postgres::Row;
+
+use super::events::append_events;
+use super::{Ledger, StoreError};
+use crate::domain::{
+    EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,
+};
+
+pub(super) const RUN_COLUMNS: &str = "id, team_id, agent, version, active_agent, active_version, status,
+    stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
+    handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
+    created_at, started_at, deadline, finished_at";
+
+pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
+    let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("run {what}: {e}"));
+    let status: String = row.get("status");
+    let stop_reason: Option<String> = row.get("stop_reason");
+    Ok(Run {
+        id: RunId(row.get("id")),
+        team_id: TeamId(row.get("team_id")),
+        agent: row.get("agent"),
+        version: row.get("version"),
+        active_agent: row.get("active_agent"),
+        active_version: row.get("active_version"),
+        status: status.parse().map_err(|e| corrupt("status", e))?,
+        stop_reason: stop_reason
+            .map(|r| r.parse::<StopReason>())
+            .transpose()
+            .map_err(|e| corrupt("stop_reason", e))?,
+        stop_detail: row.get("stop_detail"),
+        input: row.get("input"),
+        output: row.get("output"),
+        raw_output: row.get("raw_output"),
+        metadata: row.get("metadata"),
+        limits: serde_json::from_value(row.get("limits"))
+            .map_err(|e| corrupt("limits", e.to_string()))?,
+        next_step: row.get("next_step"),
+        handoff_depth: row.get("handoff_depth"),
+        repairs_used: row.get("repairs_used"),
+        input_tokens: row.get("input_tokens"),
+        output_tokens: row.get("output_tokens"),
+        llm_calls: row.get("llm_calls"),
+        last_seq: row.get("last_seq"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        deadline: row.get("deadline"),
+        finished_at: row.get("finished_at"),
+    })
+}
+
+/// A run about to be created.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub id: RunId,
+    pub team_id: TeamId,
+    pub agent: String,
+    pub version: i32,
+    pub input: Value,
+    pub metadata: Value,
+    pub limits: RunLimits,
+}
+
+/// One page of a run listing, newest first.
+#[derive(Clone, Debug)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    pub next_cursor: Option<String>,
+}
+
+/// The user message a run's input becomes.
+pub fn input_message(input: &Value) -> String {
+    match input {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn usage_json(run: &Run) -> Value {
+    json!({
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "total_tokens": run.input_tokens + run.output_tokens,
+        "llm_calls": run.llm_calls,
+    })
+}
+
+impl Ledger {
+    /// Creates a run (status `queued`, its input as the first message, event
+    /// `run.queued`). Creating an id that exists is a no-op; returns whether
+    /// this call created it.
+    pub async fn create_run(&self, new: &NewRun) -> Result<bool, StoreError> {
+        let limits = serde_json::to_value(&new.limits)
+            .map_err(|e| StoreError::Rejected(format!("limits do not serialize: {e}")))?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
+                                   status, input, metadata, limits, message_count)
+                 VALUES ($1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &new.id.0,
+                    &new.team_id.0,
+                    &new.agent,
+                    &new.version,
+                    &new.input,
+                    &new.metadata,
+                    &limits,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        let message = serde_json::to_value(crate::domain::ChatMessage::User {
+            content: input_message(&new.input),
+        })
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO run_messages (run_id, seq, step_no, agent, message) VALUES ($1, 1, 0, $2, $3)",
+            &[&new.id.0, &new.agent, &message],
+        )
+        .await?;
+        let queued = NewEvent::new(
+            EventType::RunQueued,
+            None,
+            json!({"agent": new.agent, "version": new.version}),
+        );
+        append_events(&tx, new.id, 0, &[queued]).await?;
+        tx.execute(
+            "INSERT INTO usage_daily (team_id, day, runs) VALUES ($1, CURRENT_DATE, 1)
+             ON CONFLICT (team_id, day) DO UPDATE SET runs = usage_daily.runs + 1",
+            &[&new.team_id.0],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn get_run(&self, run: RunId) -> Result<Option<Run>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+                &[&run.0],
+            )
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// A team's run; another team's run is `None`, exactly like a missing one.
+    pub async fn get_team_run(&self, team: TeamId, run: RunId) -> Result<Option<Run>, StoreError> {
+        Ok(self.get_run(run).await?.filter(|r| r.team_id == team))
+    }
+
+    /// A team's runs, newest first. `cursor` is the `next_cursor` of the previous page.
+    pub async fn list_runs(
+        &self,
+        team: TeamId,
+        status: Option<RunStatus>,
+        cursor: Option<(DateTime<Utc>, RunId)>,
+        limit: i64,
+    ) -> Result<RunPage, StoreError> {
+        let (cursor_at, cursor_id) = match cursor {
+            Some((at, id)) => (Some(at), Some(id.0)),
+            None => (None, None),
+        };
+        let status = status.map(RunStatus::as_str);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE team_id = $1
+                       AND ($2::text IS NULL OR status = $2)
+                       AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+                     ORDER BY created_at DESC, id DESC LIMIT $5"
+                ),
+                &[&team.0, &status, &cursor_at, &cursor_id, &(limit + 1)],
+            )
+            .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if runs.len() as i64 > limit {
+            runs.truncate(limit as usize);
+            runs.last().map(|r| encode_cursor(r.created_at, r.id))
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next_cursor })
+    }
+
+    /// Runs not yet finished (for resuming after a restart).
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| RunId(row.get(0)))
+            .collect())
+    }
+
+    /// Moves a queued run to `running` (setting its deadline, event
+    /// `run.started`); returns the run as it now is. Idempotent.
+    pub async fn mark_started(&self, run: RunId) -> Result<Option<Run>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let started = tx
+            .query_opt(
+                "UPDATE runs SET status = 'running', started_at = now(),
+                     deadline = now() + make_interval(secs => (limits->>'timeout_seconds')::double precision)
+                 WHERE id = $1 AND status = 'queued' RETURNING last_seq",
+                &[&run.0],
+            )
+            .await?;
+        if let Some(row) = started {
+            let event = NewEvent::new(EventType::RunStarted, None, json!({}));
+            append_events(&tx, run, row.get(0), &[event]).await?;
+        }
+        let row = tx
+            .query_opt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+                &[&run.0],
+            )
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Ends a run unless it has ended already: status, stop reason and the
+    /// terminal event in one transaction. Returns the run if this call ended it.
+    pub async fn settle_run(
+        &self,
+        run: RunId,
+        terminal: &Terminal,
+    ) -> Result<Option<Run>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT status, last_seq FROM runs WHERE id = $1 FOR UPDATE",
+                &[&run.0],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status: String = row.get(0);
+        if status
+            .parse::<RunStatus>()
+            .map_err(StoreError::Corrupt)?
+            .is_terminal()
+        {
+            return Ok(None);
+        }
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE runs SET status = $2, stop_reason = $3, stop_detail = $4,
+                         output = coalesce($5, output), raw_output = coalesce($6, raw_output),
+                         finished_at = now(), started_at = coalesce(started_at, now())
+                     WHERE id = $1 RETURNING {RUN_COLUMNS}"
+                ),
+                &[
+                    &run.0,
+                    &terminal.reason.status().as_str(),
+                    &terminal.reason.as_str(),
+                    &terminal.detail,
+                    &terminal.output,
+                    &terminal.raw_output,
+                ],
+            )
+            .await?;
+        let mut settled = run_from_row(&row)?;
+        let event = terminal_event(&settled, None);
+        settled.last_seq = append_events(&tx, run, settled.last_seq, &[event]).await?;
+        tx.commit().await?;
+        Ok(Some(settled))
+    }
+}
+
+/// The closing event of a run already marked terminal.
+pub(super) fn terminal_event(run: &Run, step_no: Option<i32>) -> NewEvent {
+    let kind = EventType::terminal_for(run.status).unwrap_or(EventType::RunFailed);
+    let mut data = json!({
+        "status": run.status,
+        "stop_reason": run.stop_reason,
+        "usage": usage_json(run),
+    });
+    if let Some(detail) = &run.stop_detail {
+        data["detail"] = json!(detail);
+    }
+    if let Some(output) = &run.output {
+        data["output"] = output.clone();
+    }
+    if run.status != RunStatus::Succeeded {
+        if let Some(raw) = &run.raw_output {
+            data["raw_output"] = json!(raw);
+        }
+    }
+    NewEvent::new(kind, step_no, data)
+}
+
+/// `next_cursor` is `<created_at micros>_<run id>`.
+pub fn encode_cursor(at: DateTime<Utc>, id: RunId) -> String {
+    format!("{}_{}", at.timestamp_micros(), id)
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, RunId)> {
+    let (micros, id) = cursor.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let id = RunId::new();
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(decode_cursor("garbage"), None);
+        assert_eq!(decode_cursor("12_notanid"), None);
+    }
+
+    #[test]
+    fn string_input_is_the_message_and_json_is_serialized() {
+        assert_eq!(input_message(&json!("hello")), "hello");
+        assert_eq!(input_message(&json!({"a": 1})), r#"{"a":1}"#);
+    }
+}

@@ -1,0 +1,19 @@
+//! agentrun: runs LLM agents as durable, observable, budgeted jobs.
+//!
+//! Layout: `domain` (types and rules), `ports` (traits the engine talks to),
+//! `adapters` (their implementations), `ledger` (the PostgreSQL source of
+//! truth), `engine` (one agent step), `orchestrator` (drives steps), `api`
+//! (the HTTP router), `sse` (the event-stream core), `mock_llm` (the
+//! OpenAI-compatible test double) and `embedded` (wires it all in one process).
+
+pub mod adapters;
+pub mod api;
+pub mod domain;
+pub mod embedded;
+pub mod engine;
+pub mod ledger;
+pub mod mock_llm;
+pub mod policy;
+pub mod ports;
+pub mod sse;
+pub mod sse_client;

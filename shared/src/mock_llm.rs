@@ -1,0 +1,431 @@
+//! An OpenAI-compatible Chat Completions server whose answers are scripted
+//! per model name: tool calls, handoffs, final JSON, latency, 429/5xx
+//! faults and hangs. Used by `agentrun dev`, `agentrun mock-llm`, tests and
+//! benchmarks, always over real HTTP.
+//!
+//! Which scripted turn answers a request is derived from the conversation
+//! itself: the number of assistant messages since the last handoff
+//! (`transfer_to_*` call). A retried request therefore gets the same answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::domain::agent::HANDOFF_TOOL_PREFIX;
+use crate::domain::message::estimate_tokens;
+use crate::domain::ChatMessage;
+use crate::ports::Usage;
+
+/// How one model behaves.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockScript {
+    /// Answers by turn; the last one repeats once the list runs out.
+    #[serde(default)]
+    pub turns: Vec<MockTurn>,
+    #[serde(default)]
+    pub latency_ms: Latency,
+    /// Errors returned before any answer, in order, each `times` times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Answer every request with this HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_always: Option<u16>,
+    /// Fixed token counts; otherwise about four characters a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Latency {
+    Fixed(u64),
+    /// Uniform between the two bounds.
+    Range([u64; 2]),
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::Fixed(0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MockTurn {
+    ToolCalls { tool_calls: Vec<MockToolCall> },
+    Json { json: Value },
+    Content { content: String },
+    /// Never answers within `hang_ms`.
+    Hang { hang_ms: u64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MockToolCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Fault {
+    pub status: u16,
+    /// Value of the `Retry-After` header, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<f64>,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl MockScript {
+    pub fn turns(turns: Vec<MockTurn>) -> Self {
+        Self {
+            turns,
+            ..Self::default()
+        }
+    }
+}
+
+impl MockTurn {
+    pub fn tool(name: &str, arguments: Value) -> Self {
+        MockTurn::ToolCalls {
+            tool_calls: vec![MockToolCall {
+                name: name.to_owned(),
+                arguments,
+            }],
+        }
+    }
+
+    pub fn tools(calls: &[(&str, Value)]) -> Self {
+        MockTurn::ToolCalls {
+            tool_calls: calls
+                .iter()
+                .map(|(name, arguments)| MockToolCall {
+                    name: (*name).to_owned(),
+                    arguments: arguments.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn json(value: Value) -> Self {
+        MockTurn::Json { json: value }
+    }
+
+    pub fn text(content: &str) -> Self {
+        MockTurn::Content {
+            content: content.to_owned(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MockState {
+    scripts: RwLock<HashMap<String, MockScript>>,
+    faults_used: Mutex<HashMap<String, u32>>,
+    requests: Mutex<HashMap<String, u64>>,
+}
+
+impl MockState {
+    pub fn set_script(&self, model: &str, script: MockScript) {
+        if let Ok(mut scripts) = self.scripts.write() {
+            scripts.insert(model.to_owned(), script);
+        }
+    }
+
+    /// Requests received for a model (including faulted ones).
+    pub fn requests(&self, model: &str) -> u64 {
+        self.requests
+            .lock()
+            .map(|r| r.get(model).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.requests.lock().map(|r| r.values().sum()).unwrap_or(0)
+    }
+
+    fn script(&self, model: &str) -> MockScript {
+        self.scripts
+            .read()
+            .ok()
+            .and_then(|s| s.get(model).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The next fault to inject for a model, consuming it.
+    fn take_fault(&self, model: &str, faults: &[Fault]) -> Option<Fault> {
+        let mut used = self.faults_used.lock().ok()?;
+        let count = used.entry(model.to_owned()).or_insert(0);
+        let mut budget = *count;
+        for fault in faults {
+            if budget < fault.times {
+                *count += 1;
+                return Some(fault.clone());
+            }
+            budget -= fault.times;
+        }
+        None
+    }
+}
+
+/// A running mock server.
+pub struct MockLlm {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl MockLlm {
+    /// Serves on `addr` (port 0 picks a free one).
+    pub async fn start(addr: SocketAddr, scripts: HashMap<String, MockScript>) -> std::io::Result<Self> {
+        let state = Arc::new(MockState::default());
+        for (model, script) in scripts {
+            state.set_script(&model, script);
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "mock LLM server stopped");
+            }
+        });
+        Ok(Self { addr, state, server })
+    }
+
+    /// The base URL to give an OpenAI-compatible client.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for MockLlm {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Parses a scripts file: `{"<model>": <MockScript>, ...}`.
+pub fn parse_scripts(text: &str) -> Result<HashMap<String, MockScript>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+pub fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(complete))
+        .route("/chat/completions", post(complete))
+        .route("/_mock/scripts/{model}", put(set_script))
+        .route("/_mock/stats", get(stats))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct CompletionRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+}
+
+async fn set_script(
+    State(state): State<Arc<MockState>>,
+    Path(model): Path<String>,
+    Json(script): Json<MockScript>,
+) -> StatusCode {
+    state.set_script(&model, script);
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(state): State<Arc<MockState>>) -> Json<Value> {
+    let requests = state.requests.lock().map(|r| r.clone()).unwrap_or_default();
+    Json(json!({"requests": requests}))
+}
+
+/// Assistant messages since the last handoff: which turn this request is.
+fn turn_index(messages: &[ChatMessage]) -> usize {
+    let mut index = 0;
+    for message in messages {
+        if let ChatMessage::Assistant { tool_calls, .. } = message {
+            if tool_calls
+                .iter()
+                .any(|c| c.function.name.starts_with(HANDOFF_TOOL_PREFIX))
+            {
+                index = 0;
+            } else {
+                index += 1;
+            }
+        }
+    }
+    index
+}
+
+fn error_response(status: u16, retry_after: Option<f64>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        Json(json!({"error": {"message": "injected by the mock LLM", "type": "mock_fault"}})),
+    )
+        .into_response();
+    if let Some(seconds) = retry_after {
+        if let Ok(value) = seconds.to_string().parse() {
+            response.headers_mut().insert("retry-after", value);
+        }
+    }
+    response
+}
+
+async fn complete(State(state): State<Arc<MockState>>, Json(request): Json<CompletionRequest>) -> Response {
+    if let Ok(mut requests) = state.requests.lock() {
+        *requests.entry(request.model.clone()).or_insert(0) += 1;
+    }
+    let script = state.script(&request.model);
+    let latency = match script.latency_ms {
+        Latency::Fixed(ms) => ms,
+        Latency::Range([low, high]) => rand::thread_rng().gen_range(low.min(high)..=high.max(low)),
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(status) = script.fail_always {
+        return error_response(status, None);
+    }
+    if let Some(fault) = state.take_fault(&request.model, &script.faults) {
+        return error_response(fault.status, fault.retry_after);
+    }
+    let index = turn_index(&request.messages);
+    let turn = script
+        .turns
+        .get(index)
+        .or(script.turns.last())
+        .cloned()
+        .unwrap_or_else(|| MockTurn::text("This is a reply from the agentrun mock LLM."));
+    let (content, tool_calls) = match turn {
+        MockTurn::Hang { hang_ms } => {
+            tokio::time::sleep(Duration::from_millis(hang_ms)).await;
+            return error_response(504, None);
+        }
+        MockTurn::Content { content } => (Some(content), Vec::new()),
+        MockTurn::Json { json } => (Some(json.to_string()), Vec::new()),
+        MockTurn::ToolCalls { tool_calls } => (
+            None,
+            tool_calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, call)| {
+                    let arguments = if call.arguments.is_null() {
+                        "{}".to_owned()
+                    } else {
+                        call.arguments.to_string()
+                    };
+                    json!({
+                        "id": format!("call_{}_{index}_{i}", request.messages.len()),
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": arguments},
+                    })
+                })
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let usage = script.usage.unwrap_or_else(|| {
+        let prompt_chars: usize = request.messages.iter().map(ChatMessage::text_len).sum();
+        let output_chars = content.as_deref().map_or(0, str::len)
+            + tool_calls.iter().map(|c| c.to_string().len()).sum::<usize>();
+        Usage {
+            prompt_tokens: estimate_tokens(prompt_chars),
+            completion_tokens: estimate_tokens(output_chars).max(1),
+        }
+    });
+    let mut message = json!({"role": "assistant", "content": content});
+    let finish_reason = if tool_calls.is_empty() {
+        "stop"
+    } else {
+        message["tool_calls"] = Value::Array(tool_calls);
+        "tool_calls"
+    };
+    Json(json!({
+        "id": format!("chatcmpl-mock-{}", uuid::Uuid::new_v4().simple()),
+        "object": "chat.completion",
+        "created": chrono::Utc::now().timestamp(),
+        "model": request.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FunctionCall, ToolCall};
+
+    fn assistant_calling(name: &str) -> ChatMessage {
+        ChatMessage::Assistant {
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: "1".into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.into(),
+                    arguments: "{}".into(),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn turns_restart_after_a_handoff() {
+        let user = ChatMessage::User { content: "hi".into() };
+        assert_eq!(turn_index(&[user.clone()]), 0);
+        assert_eq!(turn_index(&[user.clone(), assistant_calling("lookup")]), 1);
+        assert_eq!(
+            turn_index(&[user, assistant_calling("lookup"), assistant_calling("transfer_to_billing")]),
+            0
+        );
+    }
+
+    #[test]
+    fn faults_are_consumed_in_order() {
+        let state = MockState::default();
+        let faults = vec![
+            Fault { status: 429, retry_after: Some(1.0), times: 2 },
+            Fault { status: 500, retry_after: None, times: 1 },
+        ];
+        let taken: Vec<u16> = (0..4)
+            .filter_map(|_| state.take_fault("m", &faults).map(|f| f.status))
+            .collect();
+        assert_eq!(taken, vec![429, 429, 500]);
+    }
+
+    #[test]
+    fn scripts_parse_from_json() {
+        let scripts = parse_scripts(
+            r#"{"m": {"turns": [{"tool_calls": [{"name": "f", "arguments": {"a": 1}}]},
+                                {"json": {"ok": true}}, {"content": "hi"}, {"hang_ms": 5}],
+                      "latency_ms": [1, 5], "faults": [{"status": 429, "retry_after": 0.5}]}}"#,
+        )
+        .unwrap();
+        let script = &scripts["m"];
+        assert!(matches!(script.turns[0], MockTurn::ToolCalls { .. }));
+        assert!(matches!(script.turns[1], MockTurn::Json { .. }));
+        assert!(matches!(script.turns[2], MockTurn::Content { .. }));
+        assert!(matches!(script.turns[3], MockTurn::Hang { .. }));
+        assert_eq!(script.faults[0].times, 1);
+    }
+}

@@ -1,0 +1,81 @@
+//! The LLM provider port (OpenAI-compatible Chat Completions semantics).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::ChatMessage;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDefinition>,
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// A tool as the provider sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+impl ToolDefinition {
+    pub fn function(name: &str, description: &str, parameters: Value) -> Self {
+        Self {
+            kind: "function".to_owned(),
+            function: FunctionDefinition {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                parameters,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChatResponse {
+    /// Always `ChatMessage::Assistant`.
+    pub message: ChatMessage,
+    pub usage: Usage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// 429 after the client's own retries.
+    #[error("rate limited by the provider (retry after {retry_after:?})")]
+    RateLimited { retry_after: Option<Duration> },
+    /// 5xx, connect failure or timeout after the client's own retries.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request (4xx other than 429); retrying won't help.
+    #[error("provider rejected the request: {0}")]
+    Rejected(String),
+    #[error("provider sent an unreadable response: {0}")]
+    InvalidResponse(String),
+}
+
+#[async_trait]
+pub trait LlmClient: Send + Sync {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+}

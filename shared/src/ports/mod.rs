@@ -1,0 +1,12 @@
+//! The capabilities the engine and the API rely on, each a small trait with
+//! one adapter per backend (see `crate::adapters`).
+
+pub mod event_feed;
+pub mod hot_store;
+pub mod llm;
+pub mod orchestrator;
+
+pub use event_feed::EventFeed;
+pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim};
+pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolDefinition, Usage};
+pub use orchestrator::{Orchestrator, OrchestratorError};
