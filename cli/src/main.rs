@@ -1,1 +1,77 @@
-fn main(){}
+//! The `agentrun` command.
+
+mod bench;
+mod client;
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "agentrun", version, about = "Run LLM agents as durable, observable, budgeted jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform in this process on PostgreSQL (embedded mode).
+    Dev(dev::DevArgs),
+    /// Submit a run and follow its events live.
+    Run(client::RunArgs),
+    /// Apply database migrations.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Serve the scripted OpenAI-compatible mock LLM.
+    MockLlm {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// JSON file: {"<model>": <script>, ...}
+        #[arg(long, default_value = "examples/mock-llm.json")]
+        scripts: std::path::PathBuf,
+    },
+    /// Measure the engine (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev(args) => {
+            init_logs();
+            dev::run(args).await
+        }
+        Command::Run(args) => {
+            let code = client::run(args).await?;
+            std::process::exit(code);
+        }
+        Command::Migrate { database_url } => {
+            init_logs();
+            agentrun::ledger::ensure_database(&database_url).await?;
+            let applied = agentrun::ledger::Ledger::connect(&database_url, 2)?.migrate().await?;
+            println!("applied {applied} migration(s)");
+            Ok(())
+        }
+        Command::MockLlm { listen, scripts } => {
+            init_logs();
+            let scripts = dev::read_scripts(&scripts)?;
+            let mock = agentrun::mock_llm::MockLlm::start(listen, scripts).await?;
+            println!("mock LLM listening on {}", mock.base_url());
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Command::Bench(args) => {
+            init_logs();
+            bench::run(args).await
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -106,8 +106,20 @@ impl Engine {
                     output_tokens: response.usage.completion_tokens as i64,
                     context_trimmed: prompt.trimmed as i32,
                 };
-                let starts = tool_started_events(&agent, step_no, &tool_calls_of(&fresh.message), &[], attempt);
-                let (stored, seq) = self.ledger.save_llm_turn(run_id, step_no, &fresh, &starts).await?;
+                let calls = tool_calls_of(&fresh.message);
+                let mut events = vec![NewEvent::new(
+                    EventType::LlmCompleted,
+                    Some(step_no),
+                    json!({
+                        "agent": agent.name,
+                        "model": fresh.model,
+                        "input_tokens": fresh.input_tokens,
+                        "output_tokens": fresh.output_tokens,
+                        "tool_calls": calls.iter().map(|c| c.function.name.as_str()).collect::<Vec<_>>(),
+                    }),
+                )];
+                events.extend(tool_started_events(&agent, step_no, &calls, &[], attempt));
+                let (stored, seq) = self.ledger.save_llm_turn(run_id, step_no, &fresh, &events).await?;
                 if let Some(seq) = seq {
                     self.feed.publish(run_id, seq);
                 }
@@ -247,17 +259,7 @@ impl Engine {
         results: Vec<ToolCallRecord>,
     ) -> Result<StepCommit, StepError> {
         let step = Some(step_no);
-        let mut events = vec![NewEvent::new(
-            EventType::LlmCompleted,
-            step,
-            json!({
-                "agent": agent.name,
-                "model": turn.model,
-                "input_tokens": turn.input_tokens,
-                "output_tokens": turn.output_tokens,
-                "tool_calls": calls.iter().map(|c| c.function.name.as_str()).collect::<Vec<_>>(),
-            }),
-        )];
+        let mut events = Vec::new();
         let mut messages = vec![turn.message.clone()];
         let mut handoff_to = None;
         let mut terminal = None;

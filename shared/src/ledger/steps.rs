@@ -209,7 +209,8 @@ impl Ledger {
         .transpose()
     }
 
-    /// Keeps a step's LLM turn and appends `events` (tool starts). When another
+    /// Keeps a step's LLM turn and appends `events` (`llm.completed`, tool
+    /// starts), so those are written exactly once per step. When another
     /// attempt stored a turn first, that one wins and is returned instead.
     pub async fn save_llm_turn(
         &self,

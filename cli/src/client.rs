@@ -1,0 +1,127 @@
+//! `agentrun run`: submit a run over the HTTP API and follow it live.
+
+use std::path::PathBuf;
+
+use agentrun::sse_client::SseParser;
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::dev::read_env_file;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    agent: String,
+    /// The input: JSON, or plain text.
+    #[arg(long)]
+    input: String,
+    #[arg(long)]
+    version: Option<i32>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Defaults to AGENTRUN_URL, then `.agentrun/dev.env`.
+    #[arg(long, env = "AGENTRUN_URL")]
+    url: Option<String>,
+    #[arg(long, env = "AGENTRUN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[arg(long, default_value = ".agentrun/dev.env")]
+    env_file: PathBuf,
+    /// Print the run id and return without following.
+    #[arg(long)]
+    no_follow: bool,
+}
+
+/// Returns the process exit code: 0 when the run succeeded.
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let file = read_env_file(&args.env_file);
+    let url = args
+        .url
+        .or_else(|| file.get("AGENTRUN_URL").cloned())
+        .context("no server URL: start `agentrun dev`, or set AGENTRUN_URL")?;
+    let key = args
+        .api_key
+        .or_else(|| file.get("AGENTRUN_API_KEY").cloned())
+        .context("no API key: set AGENTRUN_API_KEY")?;
+    let input: Value = serde_json::from_str(&args.input).unwrap_or(Value::String(args.input.clone()));
+    let mut body = json!({"agent": args.agent, "input": input});
+    if let Some(version) = args.version {
+        body["version"] = json!(version);
+    }
+    let http = reqwest::Client::new();
+    let mut request = http.post(format!("{url}/v1/runs")).bearer_auth(&key).json(&body);
+    if let Some(idempotency_key) = &args.idempotency_key {
+        request = request.header("idempotency-key", idempotency_key);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let created: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", created["error"]["message"].as_str().unwrap_or("request failed"));
+    }
+    let run_id = created["id"].as_str().context("response has no run id")?.to_owned();
+    println!("run {run_id} ({} v{})", created["agent"].as_str().unwrap_or("?"), created["version"]);
+    if args.no_follow {
+        return Ok(0);
+    }
+
+    let mut stream = http
+        .get(format!("{url}/v1/runs/{run_id}/events"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes_stream();
+    let mut parser = SseParser::default();
+    while let Some(chunk) = stream.next().await {
+        for event in parser.push(&chunk?) {
+            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+            println!("{}", describe(&event.event, &data));
+        }
+    }
+
+    let run: Value = http
+        .get(format!("{url}/v1/runs/{run_id}"))
+        .bearer_auth(&key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if let Some(output) = run.get("output").filter(|o| !o.is_null()) {
+        println!("output:\n{}", serde_json::to_string_pretty(output)?);
+    }
+    Ok(if run["status"] == "succeeded" { 0 } else { 1 })
+}
+
+/// One line per event: seq, step, type and what matters for it.
+fn describe(kind: &str, event: &Value) -> String {
+    let data = &event["data"];
+    let step = event["step_no"].as_i64().map(|s| format!("step {s:>2}")).unwrap_or_else(|| "       ".to_owned());
+    let detail = match kind {
+        "step.started" => format!("agent={} attempt={}", data["agent"].as_str().unwrap_or("?"), data["attempt"]),
+        "llm.completed" => format!(
+            "agent={} tokens={}+{} tools={}",
+            data["agent"].as_str().unwrap_or("?"),
+            data["input_tokens"],
+            data["output_tokens"],
+            data["tool_calls"]
+        ),
+        "tool.started" => format!("tool={} attempt={}", data["tool"].as_str().unwrap_or("?"), data["attempt"]),
+        "tool.completed" => format!(
+            "tool={} error={} {} ms",
+            data["tool"].as_str().unwrap_or("?"),
+            data["is_error"],
+            data["duration_ms"]
+        ),
+        "handoff" => format!("{} -> {}", data["from"].as_str().unwrap_or("?"), data["to"].as_str().unwrap_or("?")),
+        "output.invalid" => format!("errors={}", data["errors"]),
+        "run.succeeded" | "run.failed" | "run.cancelled" | "run.timed_out" => format!(
+            "stop_reason={} tokens={} {}",
+            data["stop_reason"].as_str().unwrap_or("?"),
+            data["usage"]["total_tokens"],
+            data["detail"].as_str().unwrap_or("")
+        ),
+        _ => String::new(),
+    };
+    format!("#{:<3} {step}  {kind:<15} {detail}", event["seq"])
+}

@@ -1,0 +1,121 @@
+//! `agentrun dev`: the embedded platform with a demo team, the example
+//! agents and (unless a real provider is configured) the mock LLM.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentrun::adapters::openai::OpenAiSettings;
+use agentrun::embedded::{load_agent_dir, Embedded, EmbeddedSettings};
+use agentrun::mock_llm::{parse_scripts, MockLlm, MockScript};
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct DevArgs {
+    #[arg(long, env = "AGENTRUN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/agentrun_dev")]
+    database_url: String,
+    /// Agent configs to load for the demo team (`<name>.json`).
+    #[arg(long, default_value = "examples/agents")]
+    agents: PathBuf,
+    /// Scripts for the mock LLM.
+    #[arg(long, default_value = "examples/mock-llm.json")]
+    mock_scripts: PathBuf,
+    /// A real OpenAI-compatible provider instead of the mock.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    openai_base_url: Option<String>,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    openai_api_key: Option<String>,
+    /// Where `dev.env` (URL and API key) is written.
+    #[arg(long, default_value = ".agentrun")]
+    state_dir: PathBuf,
+    /// Step retry base interval in milliseconds.
+    #[arg(long, env = "AGENTRUN_RETRY_BASE_MS", default_value_t = 2000)]
+    retry_base_ms: u64,
+}
+
+pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_scripts(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // Keep the mock alive for the life of the server.
+    let (llm, _mock) = match &args.openai_base_url {
+        Some(url) => {
+            let mut settings = OpenAiSettings::new(url.clone());
+            settings.api_key = args.openai_api_key.clone();
+            (settings, None)
+        }
+        None => {
+            let scripts = if args.mock_scripts.exists() {
+                read_scripts(&args.mock_scripts)?
+            } else {
+                HashMap::new()
+            };
+            let mock = MockLlm::start("127.0.0.1:0".parse()?, scripts).await?;
+            tracing::info!(url = %mock.base_url(), "mock LLM started");
+            (OpenAiSettings::new(mock.base_url()), Some(mock))
+        }
+    };
+    let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
+    settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
+    let platform = Embedded::start(settings)
+        .await
+        .with_context(|| format!("starting on {}", redact(&args.database_url)))?;
+    let ledger = &platform.engine.ledger;
+    let team = ledger.ensure_team("demo").await?;
+    if args.agents.is_dir() {
+        for (name, version, created) in load_agent_dir(ledger, team, &args.agents).await? {
+            tracing::info!(agent = %name, version, new = created, "agent loaded");
+        }
+    }
+
+    let env_file = args.state_dir.join("dev.env");
+    let key = match read_env_file(&env_file).get("AGENTRUN_API_KEY") {
+        Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
+        _ => ledger.issue_api_key(team).await?.secret,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::fs::create_dir_all(&args.state_dir)?;
+    std::fs::write(&env_file, format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\n"))
+        .with_context(|| format!("writing {}", env_file.display()))?;
+
+    println!("agentrun dev is serving {url}");
+    println!("  team: demo   API key: {key}   (also in {})", env_file.display());
+    println!("  try:  cargo run -q --bin agentrun -- run --agent support-triage --input 'I was charged twice'");
+
+    let router = platform.router();
+    let resumed = platform.resume().await?;
+    if resumed > 0 {
+        println!("  resumed {resumed} unfinished run(s)");
+    }
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// `KEY=value` lines; a missing file is empty.
+pub fn read_env_file(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
