@@ -1,1 +1,347 @@
+//! Shared helpers for the end-to-end tests: a fresh database per app, the
+//! platform on a real port, the mock LLM, and a counting HTTP tool receiver.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentrun::adapters::openai::OpenAiSettings;
+use agentrun::domain::TeamId;
+use agentrun::embedded::{Embedded, EmbeddedSettings};
+use agentrun::mock_llm::{MockLlm, MockScript};
+use agentrun::policy::StepPolicy;
+use agentrun::sse_client::{ParsedEvent, SseParser};
+use axum::http::HeaderMap;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+/// Server holding the per-test databases; `postgres` is only used to create them.
+pub fn admin_database_url() -> String {
+    std::env::var("AGENTRUN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Creates an empty, randomly named database and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_database_url();
+    let name = format!("agentrun_test_{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL (set AGENTRUN_TEST_DATABASE_URL)");
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    driver.abort();
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// Retry numbers small enough for tests, same shape as production.
+pub fn fast_policy() -> StepPolicy {
+    StepPolicy {
+        step_timeout: Duration::from_secs(30),
+        heartbeat: Duration::from_secs(5),
+        max_retries: 3,
+        retry_base: Duration::from_millis(50),
+        retry_max_delay: Duration::from_millis(200),
+    }
+}
+
+pub fn fast_llm(base_url: String) -> OpenAiSettings {
+    let mut settings = OpenAiSettings::new(base_url);
+    settings.request_timeout = Duration::from_secs(5);
+    settings.max_retries = 2;
+    settings.retry_base = Duration::from_millis(20);
+    settings.retry_max_delay = Duration::from_millis(100);
+    settings
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub key: String,
+    pub team: TeamId,
+    pub mock: MockLlm,
+    pub platform: Embedded,
+    pub database_url: String,
+    pub http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(HashMap::new()).await
+}
+
+/// The embedded platform on a free port with the given mock scripts.
+pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts).await.unwrap();
+    let database_url = fresh_database().await;
+    let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
+    settings.policy = fast_policy();
+    settings.max_db_connections = 16;
+    let platform = Embedded::start(settings).await.expect("start embedded platform");
+    let team = platform.engine.ledger.ensure_team("test-team").await.unwrap();
+    let key = platform.engine.ledger.issue_api_key(team).await.unwrap().secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = platform.router();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    TestApp {
+        url,
+        key,
+        team,
+        mock,
+        platform,
+        database_url,
+        http: reqwest::Client::new(),
+        server,
+    }
+}
+
+impl TestApp {
+    pub fn script(&self, model: &str, script: MockScript) {
+        self.mock.state.set_script(model, script);
+    }
+
+    pub async fn put_agent(&self, name: &str, spec: Value) -> Value {
+        let response = self
+            .http
+            .put(format!("{}/v1/agents/{name}", self.url))
+            .bearer_auth(&self.key)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "PUT agent {name}: {status} {body}");
+        body
+    }
+
+    pub async fn post_run(&self, body: &Value, idempotency_key: Option<&str>) -> (u16, HeaderMap, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/runs", self.url))
+            .bearer_auth(&self.key)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap())
+    }
+
+    /// Starts a run and returns its id.
+    pub async fn start_run(&self, agent: &str, input: Value) -> String {
+        let (status, _, body) = self.post_run(&json!({"agent": agent, "input": input}), None).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    pub async fn run(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls until the run is terminal.
+    pub async fn wait_finished(&self, id: &str, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let run = self.run(id).await;
+            let status = run["status"].as_str().unwrap_or_default().to_owned();
+            if !["queued", "running"].contains(&status.as_str()) {
+                return run;
+            }
+            assert!(Instant::now() < until, "run {id} still {status} after {within:?}: {run}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn steps(&self, id: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/v1/runs/{id}/steps")).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().unwrap().clone()
+    }
+
+    /// Opens the event stream (optionally after a seq via Last-Event-ID).
+    pub async fn open_events(&self, id: &str, last_event_id: Option<i64>) -> EventStream {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/runs/{id}/events", self.url))
+            .bearer_auth(&self.key);
+        if let Some(seq) = last_event_id {
+            request = request.header("last-event-id", seq.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        EventStream {
+            body: Box::pin(response.bytes_stream()),
+            parser: SseParser::default(),
+            ready: Vec::new(),
+        }
+    }
+
+    /// Every event of a run, read over SSE until the stream ends.
+    pub async fn all_events(&self, id: &str) -> Vec<ParsedEvent> {
+        let mut stream = self.open_events(id, None).await;
+        let mut events = Vec::new();
+        while let Some(event) = stream.next(Duration::from_secs(20)).await {
+            events.push(event);
+        }
+        events
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    pub async fn count(&self, sql: &str, run_id: &str) -> i64 {
+        let id: uuid::Uuid = run_id.parse().unwrap();
+        self.db().await.query_one(sql, &[&id]).await.unwrap().get(0)
+    }
+}
+
+pub struct EventStream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    parser: SseParser,
+    ready: Vec<ParsedEvent>,
+}
+
+impl EventStream {
+    /// The next event, or `None` when the stream ended. Panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<ParsedEvent> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if !self.ready.is_empty() {
+                return Some(self.ready.remove(0));
+            }
+            let chunk = tokio::time::timeout_at(until, self.body.next())
+                .await
+                .expect("no SSE event within the time limit")?;
+            self.ready = self.parser.push(&chunk.unwrap());
+        }
+    }
+}
+
+/// Seq numbers of parsed events.
+pub fn seqs(events: &[ParsedEvent]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+pub fn types(events: &[ParsedEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event.clone()).collect()
+}
+
+/// An HTTP tool endpoint that counts calls per idempotency key and records
+/// when each call started and finished.
+#[derive(Clone)]
+pub struct ToolReceiver {
+    pub url: String,
+    pub calls: Arc<Mutex<HashMap<String, u32>>>,
+    pub signatures: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl ToolReceiver {
+    /// Answers every call after `delay` with `{"ok": true, "tool": ...}`.
+    pub async fn start(delay: Duration) -> Self {
+        let calls: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let signatures: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let (c, s) = (calls.clone(), signatures.clone());
+        let app = axum::Router::new().route(
+            "/tool",
+            axum::routing::post(move |headers: HeaderMap, body: axum::Json<Value>| {
+                let (calls, signatures) = (c.clone(), s.clone());
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned();
+                    *calls.lock().unwrap().entry(key.clone()).or_insert(0) += 1;
+                    signatures.lock().unwrap().push(
+                        headers
+                            .get("x-agentrun-signature")
+                            .map(|v| v.to_str().unwrap().to_owned()),
+                    );
+                    tokio::time::sleep(delay).await;
+                    axum::Json(json!({"ok": true, "tool": body["tool"], "key": key}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}/tool"),
+            calls,
+            signatures,
+        }
+    }
+
+    pub fn counts(&self) -> HashMap<String, u32> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// The `agentrun` binary, built before the tests (`make test` does).
+pub fn agentrun_bin() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("AGENTRUN_BIN") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/agentrun");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bin agentrun` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

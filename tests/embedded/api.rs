@@ -1,0 +1,100 @@
+use agentrun_e2e::spawn_app;
+use serde_json::{json, Value};
+
+use crate::agent;
+
+async fn post(app: &agentrun_e2e::TestApp, body: Value) -> (u16, Value) {
+    let (status, _, body) = app.post_run(&body, None).await;
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agent_or_version_is_a_400_and_creates_no_run() {
+    let app = spawn_app().await;
+    app.put_agent("known", agent("m", json!({}))).await;
+
+    let (status, body) = post(&app, json!({"agent": "unknown", "input": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "unknown_agent");
+    let (status, body) = post(&app, json!({"agent": "known", "version": 7, "input": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "unknown_agent_version");
+    let (status, body) = post(&app, json!({"agent": "known", "input": null})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(&app, json!({"agent": "known", "input": "x", "extra": 1})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_body");
+    let runs: i64 = app.db().await.query_one("SELECT count(*) FROM runs", &[]).await.unwrap().get(0);
+    assert_eq!(runs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_versions_are_immutable_and_unchanged_puts_make_no_version() {
+    let app = spawn_app().await;
+    let first = app.put_agent("writer", agent("m", json!({}))).await;
+    assert_eq!(first["version"], 1);
+    let same = app.put_agent("writer", agent("m", json!({}))).await;
+    assert_eq!(same["version"], 1);
+    let second = app.put_agent("writer", agent("m2", json!({}))).await;
+    assert_eq!(second["version"], 2);
+    let (status, v1) = app.get("/v1/agents/writer/versions/1").await;
+    assert_eq!(status, 200);
+    assert_eq!(v1["spec"]["model"], "m");
+    let (status, _) = app.get("/v1/agents/writer/versions/3").await;
+    assert_eq!(status, 404);
+    let (_, list) = app.get("/v1/agents").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"][0]["version"], 2);
+
+    // A bad spec is refused with every problem listed.
+    let response = app
+        .http
+        .put(format!("{}/v1/agents/broken", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"model": "", "instructions": "x", "output_schema": {"type": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_agent_spec");
+    assert_eq!(body["error"]["details"]["problems"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_valid_key_are_401_and_other_teams_runs_are_404() {
+    let app = spawn_app().await;
+    app.put_agent("mine", agent("m", json!({}))).await;
+    let id = app.start_run("mine", json!("x")).await;
+
+    let anonymous = app.http.get(format!("{}/v1/runs/{id}", app.url)).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let forged = app
+        .http
+        .get(format!("{}/v1/runs/{id}", app.url))
+        .bearer_auth("ar_abcdefgh_notarealkey")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+
+    let ledger = &app.platform.engine.ledger;
+    let other = ledger.ensure_team("other-team").await.unwrap();
+    let other_key = ledger.issue_api_key(other).await.unwrap().secret;
+    for path in [format!("/v1/runs/{id}"), format!("/v1/runs/{id}/steps"), format!("/v1/runs/{id}/events")] {
+        let response = app.http.get(format!("{}{path}", app.url)).bearer_auth(&other_key).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+    }
+    let (status, body) = app.get("/v1/runs/not-a-uuid").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "run_not_found");
+
+    let (status, list) = app.get("/v1/runs?limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert!(list["next_cursor"].is_null());
+    let (status, health) = app.get("/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}

@@ -1,0 +1,180 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentrun::mock_llm::{MockLlm, MockScript, MockTurn};
+use agentrun_e2e::{agentrun_bin, fresh_database, free_port, ToolReceiver};
+use serde_json::{json, Value};
+
+use crate::agent;
+
+struct DevServer {
+    child: Child,
+    url: String,
+}
+
+fn start_dev(database_url: &str, mock_url: &str, agents: &Path, state: &Path, port: u16) -> DevServer {
+    let child = Command::new(agentrun_bin())
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--agents")
+        .arg(agents)
+        .arg("--state-dir")
+        .arg(state)
+        .env("DATABASE_URL", database_url)
+        .env("OPENAI_BASE_URL", mock_url)
+        .env("AGENTRUN_RETRY_BASE_MS", "50")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start agentrun dev");
+    DevServer {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if let Ok(response) = http.get(format!("{url}/healthz")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("agentrun dev did not become healthy at {url}");
+}
+
+fn api_key(state: &Path) -> String {
+    let text = std::fs::read_to_string(state.join("dev.env")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("AGENTRUN_API_KEY="))
+        .unwrap()
+        .to_owned()
+}
+
+/// SIGKILL the server in the middle of a step (one tool call done, another
+/// still running); after a restart the run finishes with no duplicate step,
+/// no repeated tool call and no repeated LLM call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_the_run_without_repeating_anything() {
+    let receiver = ToolReceiver::start(Duration::ZERO).await;
+    let script = MockScript::turns(vec![
+        MockTurn::tools(&[("charge", json!({"cents": 100})), ("audit", json!({"ms": 4000}))]),
+        MockTurn::tool("charge", json!({"cents": 200})),
+        MockTurn::text("done"),
+    ]);
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), HashMap::from([("crashy".to_owned(), script)]))
+        .await
+        .unwrap();
+    let dir: PathBuf = std::env::temp_dir().join(format!("agentrun-crash-{}", uuid::Uuid::new_v4().simple()));
+    let agents = dir.join("agents");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&agents).unwrap();
+    let spec = agent(
+        "crashy",
+        json!({"tools": [
+            {"name": "charge", "kind": "http", "url": receiver.url},
+            {"name": "audit", "kind": "builtin", "builtin": "sleep", "timeout_ms": 10000}
+        ]}),
+    );
+    std::fs::write(agents.join("crashy.json"), spec.to_string()).unwrap();
+    let database_url = fresh_database().await;
+    let port = free_port();
+    let http = reqwest::Client::new();
+
+    let mut server = start_dev(&database_url, &mock.base_url(), &agents, &state, port);
+    wait_healthy(&http, &server.url).await;
+    let key = api_key(&state);
+    let created: Value = http
+        .post(format!("{}/v1/runs", server.url))
+        .bearer_auth(&key)
+        .json(&json!({"agent": "crashy", "input": "charge me"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let run_uuid: uuid::Uuid = id.parse().unwrap();
+
+    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done: i64 = db
+            .query_one("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND step_no = 1", &[&run_uuid])
+            .await
+            .unwrap()
+            .get(0);
+        if done == 1 {
+            break;
+        }
+        assert!(Instant::now() < until, "the first tool call never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    let steps: i64 = db
+        .query_one("SELECT count(*) FROM run_steps WHERE run_id = $1", &[&run_uuid])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(steps, 0, "the kill landed mid-step");
+
+    let mut server = start_dev(&database_url, &mock.base_url(), &agents, &state, port);
+    wait_healthy(&http, &server.url).await;
+    assert_eq!(api_key(&state), key, "the restarted server keeps the key");
+    let until = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let run: Value = http
+            .get(format!("{}/v1/runs/{id}", server.url))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !["queued", "running"].contains(&run["status"].as_str().unwrap()) {
+            break run;
+        }
+        assert!(Instant::now() < until, "run did not finish after the restart: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], "done");
+    let step_rows = db
+        .query("SELECT step_no, attempt FROM run_steps WHERE run_id = $1 ORDER BY step_no", &[&run_uuid])
+        .await
+        .unwrap();
+    let rows: Vec<(i32, i32)> = step_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, vec![(1, 2), (2, 1), (3, 1)]);
+    // Each charge reached the receiver exactly once; the model was asked once per step.
+    let counts = receiver.counts();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts.get(&format!("{id}:1:0")), Some(&1));
+    assert_eq!(counts.get(&format!("{id}:2:0")), Some(&1));
+    assert_eq!(mock.state.requests("crashy"), 3);
+    // Events stay gap-free; step 1 shows its two attempts.
+    let events = db
+        .query("SELECT seq, type, data FROM run_events WHERE run_id = $1 ORDER BY seq", &[&run_uuid])
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let attempts: Vec<i64> = events
+        .iter()
+        .filter(|r| r.get::<_, String>(1) == "step.started" && r.get::<_, Value>(2)["step_no"] == 1)
+        .map(|r| r.get::<_, Value>(2)["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,142 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agentrun::mock_llm::{Latency, MockScript, MockTurn};
+use agentrun::ports::Usage;
+use agentrun_e2e::{spawn_app_with, types, TestApp};
+use serde_json::{json, Value};
+
+use crate::{agent, echo_tool};
+
+/// A model that calls a tool forever.
+fn looping(latency_ms: u64) -> MockScript {
+    MockScript {
+        turns: vec![MockTurn::tool("noop", json!({}))],
+        latency_ms: Latency::Fixed(latency_ms),
+        ..MockScript::default()
+    }
+}
+
+async fn last_event(app: &TestApp, id: &str) -> String {
+    types(&app.all_events(id).await).pop().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_loop_stops_at_max_steps() {
+    let app = spawn_app_with(HashMap::from([("loop".to_owned(), looping(0))])).await;
+    app.put_agent("looper", agent("loop", json!({"tools": [echo_tool("noop")], "limits": {"max_steps": 3}})))
+        .await;
+    let id = app.start_run("looper", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "max_steps");
+    assert_eq!(app.steps(&id).await.len(), 3);
+    assert_eq!(app.mock.state.requests("loop"), 3);
+    assert_eq!(last_event(&app, &id).await, "run.failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_token_budget_stops_before_a_call_that_could_cross_it() {
+    let script = MockScript {
+        usage: Some(Usage { prompt_tokens: 300, completion_tokens: 100 }),
+        ..looping(0)
+    };
+    let app = spawn_app_with(HashMap::from([("spender".to_owned(), script)])).await;
+    app.put_agent(
+        "spender",
+        agent(
+            "spender",
+            json!({"tools": [echo_tool("noop")], "max_output_tokens": 200, "limits": {"run_token_budget": 1000}}),
+        ),
+    )
+    .await;
+    let id = app.start_run("spender", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "run_token_budget");
+    // 400 tokens a call: after two calls (800 spent) the next one's
+    // reservation (prompt estimate + 200 max output) would cross 1,000.
+    assert_eq!(run["usage"]["total_tokens"], 800);
+    assert_eq!(app.mock.state.requests("spender"), 2);
+    assert_eq!(last_event(&app, &id).await, "run.failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_cycle_ends_with_handoff_depth() {
+    let ping = MockScript::turns(vec![MockTurn::tool("transfer_to_pong", json!({}))]);
+    let pong = MockScript::turns(vec![MockTurn::tool("transfer_to_ping", json!({}))]);
+    let app = spawn_app_with(HashMap::from([("ping".to_owned(), ping), ("pong".to_owned(), pong)])).await;
+    app.put_agent("ping", agent("ping", json!({"handoffs": ["pong"], "limits": {"max_handoff_depth": 3}})))
+        .await;
+    app.put_agent("pong", agent("pong", json!({"handoffs": ["ping"]}))).await;
+    let id = app.start_run("ping", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "handoff_depth");
+    assert_eq!(run["handoff_depth"], 3);
+    let events = types(&app.all_events(&id).await);
+    assert_eq!(events.iter().filter(|e| *e == "handoff").count(), 3);
+    assert_eq!(events.last().unwrap(), "run.failed");
+    assert_eq!(app.steps(&id).await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_deadline_times_the_run_out_mid_step() {
+    let app = spawn_app_with(HashMap::from([("slow".to_owned(), looping(400))])).await;
+    app.put_agent("slow", agent("slow", json!({"tools": [echo_tool("noop")], "limits": {"timeout_seconds": 1}})))
+        .await;
+    let id = app.start_run("slow", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "timed_out");
+    assert_eq!(run["stop_reason"], "timeout");
+    let started: chrono::DateTime<chrono::Utc> = run["started_at"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> = run["finished_at"].as_str().unwrap().parse().unwrap();
+    // Ended by the deadline, not by running out of steps (25 steps × 400 ms).
+    assert!(finished - started < chrono::Duration::seconds(5), "{run}");
+    assert!(app.steps(&id).await.len() < 5);
+    assert_eq!(last_event(&app, &id).await, "run.timed_out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_run_and_nothing_commits_after_it() {
+    let app = spawn_app_with(HashMap::from([("busy".to_owned(), looping(200))])).await;
+    app.put_agent("busy", agent("busy", json!({"tools": [echo_tool("noop")]}))).await;
+    let id = app.start_run("busy", json!("go")).await;
+    // Wait until the run is in its second step.
+    let mut stream = app.open_events(&id, None).await;
+    loop {
+        let event = stream.next(Duration::from_secs(10)).await.unwrap();
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        if event.event == "step.started" && data["step_no"] == 2 {
+            break;
+        }
+    }
+    let response = app
+        .http
+        .post(format!("{}/v1/runs/{id}/cancel", app.url))
+        .bearer_auth(&app.key)
+        .json(&json!({"reason": "user pressed stop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    assert_eq!(body["stop_reason"], "cancelled");
+    assert_eq!(body["stop_detail"], "user pressed stop");
+
+    let committed = app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id).await, committed);
+    assert_eq!(last_event(&app, &id).await, "run.cancelled");
+
+    // Cancelling again is harmless; cancelling a finished run of another kind is a conflict.
+    let again = app
+        .http
+        .post(format!("{}/v1/runs/{id}/cancel", app.url))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+}

@@ -1,0 +1,102 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agentrun::mock_llm::{Latency, MockScript, MockTurn};
+use agentrun_e2e::{seqs, spawn_app_with, TestApp};
+use serde_json::{json, Value};
+
+use crate::{agent, echo_tool};
+
+/// Four steps, 150 ms of model latency each: long enough to watch.
+async fn app_with_slow_run() -> (TestApp, String) {
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::tool("noop", json!({"n": 2})),
+            MockTurn::tool("noop", json!({"n": 3})),
+            MockTurn::text("finished"),
+        ],
+        latency_ms: Latency::Fixed(150),
+        ..MockScript::default()
+    };
+    let app = spawn_app_with(HashMap::from([("streamer".to_owned(), script)])).await;
+    app.put_agent("streamer", agent("streamer", json!({"tools": [echo_tool("noop")]}))).await;
+    let id = app.start_run("streamer", json!("go")).await;
+    (app, id)
+}
+
+async fn db_seqs(app: &TestApp, id: &str) -> Vec<i64> {
+    app.db()
+        .await
+        .query("SELECT seq FROM run_events WHERE run_id = $1 ORDER BY seq", &[&id.parse::<uuid::Uuid>().unwrap()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_while_the_run_is_going_and_the_stream_ends_after_the_terminal_event() {
+    let (app, id) = app_with_slow_run().await;
+    let mut stream = app.open_events(&id, None).await;
+    let mut received = Vec::new();
+    let mut status_at_first_step_completed = None;
+    while let Some(event) = stream.next(Duration::from_secs(20)).await {
+        if event.event == "step.completed" && status_at_first_step_completed.is_none() {
+            status_at_first_step_completed = Some(app.run(&id).await["status"].as_str().unwrap().to_owned());
+        }
+        received.push(event);
+    }
+    // The first step's events were delivered while later steps were still to come.
+    assert_eq!(status_at_first_step_completed.as_deref(), Some("running"));
+    assert_eq!(received.last().unwrap().event, "run.succeeded");
+    assert_eq!(seqs(&received), db_seqs(&app, &id).await);
+    let frame: Value = serde_json::from_str(&received[0].data).unwrap();
+    assert_eq!(frame["seq"], 1);
+    assert_eq!(frame["type"], "run.queued");
+    assert_eq!(frame["run_id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_last_event_id_gives_no_gap_and_no_duplicate() {
+    let (app, id) = app_with_slow_run().await;
+    let mut first = app.open_events(&id, None).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(first.next(Duration::from_secs(10)).await.unwrap());
+    }
+    drop(first); // the client goes away mid-run
+    let last: i64 = got.last().unwrap().id.as_deref().unwrap().parse().unwrap();
+    let mut second = app.open_events(&id, Some(last)).await;
+    while let Some(event) = second.next(Duration::from_secs(20)).await {
+        got.push(event);
+    }
+    let all = seqs(&got);
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    assert_eq!(all, db_seqs(&app, &id).await);
+    assert_eq!(got.last().unwrap().event, "run.succeeded");
+    // The disconnect did not disturb the run.
+    assert_eq!(app.run(&id).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_after_the_run_ended_replays_everything_and_after_skips() {
+    let (app, id) = app_with_slow_run().await;
+    app.wait_finished(&id, Duration::from_secs(20)).await;
+    let replay = app.all_events(&id).await;
+    assert_eq!(seqs(&replay), db_seqs(&app, &id).await);
+    assert_eq!(replay.last().unwrap().event, "run.succeeded");
+
+    let response = app
+        .http
+        .get(format!("{}/v1/runs/{id}/events?after=3", app.url))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let mut parser = agentrun::sse_client::SseParser::default();
+    let tail = parser.push(text.as_bytes());
+    assert_eq!(seqs(&tail), (4..=replay.len() as i64).collect::<Vec<_>>());
+}
