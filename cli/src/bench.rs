@@ -20,7 +20,11 @@ pub struct BenchArgs {
     /// Workload (only `w1` so far).
     #[arg(default_value = "w1")]
     workload: String,
-    #[arg(long, env = "BENCH_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/agentrun_bench")]
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/agentrun_bench"
+    )]
     database_url: String,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -38,7 +42,12 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -50,20 +59,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.workload == "w1", "unknown workload {:?}; known: w1", args.workload);
+    anyhow::ensure!(
+        args.workload == "w1",
+        "unknown workload {:?}; known: w1",
+        args.workload
+    );
     anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
-    let mut turns: Vec<MockTurn> = (1..args.steps).map(|_| MockTurn::tool("noop", json!({"x": 1}))).collect();
+    let mut turns: Vec<MockTurn> = (1..args.steps)
+        .map(|_| MockTurn::tool("noop", json!({"x": 1})))
+        .collect();
     turns.push(MockTurn::json(json!({"ok": true})));
     let script = MockScript {
         turns,
         latency_ms: Latency::Fixed(args.latency_ms),
         ..MockScript::default()
     };
-    let mock = MockLlm::start("127.0.0.1:0".parse()?, HashMap::from([("bench".to_owned(), script)])).await?;
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse()?,
+        HashMap::from([("bench".to_owned(), script)]),
+    )
+    .await?;
 
-    let mut settings = EmbeddedSettings::new(args.database_url.clone(), OpenAiSettings::new(mock.base_url()));
+    let mut settings = EmbeddedSettings::new(
+        args.database_url.clone(),
+        OpenAiSettings::new(mock.base_url()),
+    );
     settings.max_db_connections = args.concurrency + 8;
-    let platform = Embedded::start(settings).await.context("starting the engine")?;
+    let platform = Embedded::start(settings)
+        .await
+        .context("starting the engine")?;
     let engine = platform.engine.clone();
     let team = engine.ledger.ensure_team("bench").await?;
     let spec: AgentSpec = serde_json::from_value(json!({
@@ -136,22 +160,51 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let latency = Duration::from_millis(args.latency_ms);
     let overhead = |p| percentile(&times, p).saturating_sub(latency);
     println!("W1 durable step throughput");
-    println!("  concurrency {} runs x {} steps, {:.1} s, mock latency {} ms", args.concurrency, args.steps, elapsed.as_secs_f64(), args.latency_ms);
+    println!(
+        "  concurrency {} runs x {} steps, {:.1} s, mock latency {} ms",
+        args.concurrency,
+        args.steps,
+        elapsed.as_secs_f64(),
+        args.latency_ms
+    );
     println!("  runs completed        {runs}");
     println!("  steps committed       {}", times.len());
-    println!("  steps/s               {:.0}", steps / elapsed.as_secs_f64());
-    println!("  step overhead p50     {:.2} ms", overhead(0.5).as_secs_f64() * 1000.0);
-    println!("  step overhead p99     {:.2} ms", overhead(0.99).as_secs_f64() * 1000.0);
-    println!("  PG transactions/step  {:.2} (xact_commit delta, reads included)", commits as f64 / steps.max(1.0));
-    println!("  CPU s per 1,000 steps {:.3} (this process: engine + mock LLM)", cpu / steps.max(1.0) * 1000.0);
-    println!("  machine               {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "  steps/s               {:.0}",
+        steps / elapsed.as_secs_f64()
+    );
+    println!(
+        "  step overhead p50     {:.2} ms",
+        overhead(0.5).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  step overhead p99     {:.2} ms",
+        overhead(0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  PG transactions/step  {:.2} (xact_commit delta, reads included)",
+        commits as f64 / steps.max(1.0)
+    );
+    println!(
+        "  CPU s per 1,000 steps {:.3} (this process: engine + mock LLM)",
+        cpu / steps.max(1.0) * 1000.0
+    );
+    println!(
+        "  machine               {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     Ok(())
 }
 
 async fn xact_commits(ledger: &agentrun::ledger::Ledger) -> anyhow::Result<i64> {
     let client = ledger.pool().get().await?;
     let row = client
-        .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()", &[])
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
         .await?;
     Ok(row.get(0))
 }

@@ -43,24 +43,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .api_key
         .or_else(|| file.get("AGENTRUN_API_KEY").cloned())
         .context("no API key: set AGENTRUN_API_KEY")?;
-    let input: Value = serde_json::from_str(&args.input).unwrap_or(Value::String(args.input.clone()));
+    let input: Value =
+        serde_json::from_str(&args.input).unwrap_or(Value::String(args.input.clone()));
     let mut body = json!({"agent": args.agent, "input": input});
     if let Some(version) = args.version {
         body["version"] = json!(version);
     }
     let http = reqwest::Client::new();
-    let mut request = http.post(format!("{url}/v1/runs")).bearer_auth(&key).json(&body);
+    let mut request = http
+        .post(format!("{url}/v1/runs"))
+        .bearer_auth(&key)
+        .json(&body);
     if let Some(idempotency_key) = &args.idempotency_key {
         request = request.header("idempotency-key", idempotency_key);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let created: Value = response.json().await?;
     if !status.is_success() {
-        bail!("{status}: {}", created["error"]["message"].as_str().unwrap_or("request failed"));
+        bail!(
+            "{status}: {}",
+            created["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed")
+        );
     }
-    let run_id = created["id"].as_str().context("response has no run id")?.to_owned();
-    println!("run {run_id} ({} v{})", created["agent"].as_str().unwrap_or("?"), created["version"]);
+    let run_id = created["id"]
+        .as_str()
+        .context("response has no run id")?
+        .to_owned();
+    println!(
+        "run {run_id} ({} v{})",
+        created["agent"].as_str().unwrap_or("?"),
+        created["version"]
+    );
     if args.no_follow {
         return Ok(0);
     }
@@ -96,9 +115,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 /// One line per event: seq, step, type and what matters for it.
 fn describe(kind: &str, event: &Value) -> String {
     let data = &event["data"];
-    let step = event["step_no"].as_i64().map(|s| format!("step {s:>2}")).unwrap_or_else(|| "       ".to_owned());
+    let step = event["step_no"]
+        .as_i64()
+        .map(|s| format!("step {s:>2}"))
+        .unwrap_or_else(|| "       ".to_owned());
     let detail = match kind {
-        "step.started" => format!("agent={} attempt={}", data["agent"].as_str().unwrap_or("?"), data["attempt"]),
+        "step.started" => format!(
+            "agent={} attempt={}",
+            data["agent"].as_str().unwrap_or("?"),
+            data["attempt"]
+        ),
         "llm.completed" => format!(
             "agent={} tokens={}+{} tools={}",
             data["agent"].as_str().unwrap_or("?"),
@@ -106,14 +132,22 @@ fn describe(kind: &str, event: &Value) -> String {
             data["output_tokens"],
             data["tool_calls"]
         ),
-        "tool.started" => format!("tool={} attempt={}", data["tool"].as_str().unwrap_or("?"), data["attempt"]),
+        "tool.started" => format!(
+            "tool={} attempt={}",
+            data["tool"].as_str().unwrap_or("?"),
+            data["attempt"]
+        ),
         "tool.completed" => format!(
             "tool={} error={} {} ms",
             data["tool"].as_str().unwrap_or("?"),
             data["is_error"],
             data["duration_ms"]
         ),
-        "handoff" => format!("{} -> {}", data["from"].as_str().unwrap_or("?"), data["to"].as_str().unwrap_or("?")),
+        "handoff" => format!(
+            "{} -> {}",
+            data["from"].as_str().unwrap_or("?"),
+            data["to"].as_str().unwrap_or("?")
+        ),
         "output.invalid" => format!("errors={}", data["errors"]),
         "run.succeeded" | "run.failed" | "run.cancelled" | "run.timed_out" => format!(
             "stop_reason={} tokens={} {}",

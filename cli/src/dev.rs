@@ -15,7 +15,11 @@ use anyhow::Context;
 pub struct DevArgs {
     #[arg(long, env = "AGENTRUN_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/agentrun_dev")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/agentrun_dev"
+    )]
     database_url: String,
     /// Agent configs to load for the demo team (`<name>.json`).
     #[arg(long, default_value = "examples/agents")]
@@ -37,7 +41,8 @@ pub struct DevArgs {
 }
 
 pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_scripts(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -83,11 +88,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     std::fs::create_dir_all(&args.state_dir)?;
-    std::fs::write(&env_file, format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\n"))
-        .with_context(|| format!("writing {}", env_file.display()))?;
+    std::fs::write(
+        &env_file,
+        format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\n"),
+    )
+    .with_context(|| format!("writing {}", env_file.display()))?;
 
     println!("agentrun dev is serving {url}");
-    println!("  team: demo   API key: {key}   (also in {})", env_file.display());
+    println!(
+        "  team: demo   API key: {key}   (also in {})",
+        env_file.display()
+    );
     println!("  try:  cargo run -q --bin agentrun -- run --agent support-triage --input 'I was charged twice'");
 
     let router = platform.router();
@@ -115,7 +126,9 @@ pub fn read_env_file(path: &Path) -> HashMap<String, String> {
 
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }

@@ -7,7 +7,11 @@ mod dev;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agentrun", version, about = "Run LLM agents as durable, observable, budgeted jobs")]
+#[command(
+    name = "agentrun",
+    version,
+    about = "Run LLM agents as durable, observable, budgeted jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate { database_url } => {
             init_logs();
             agentrun::ledger::ensure_database(&database_url).await?;
-            let applied = agentrun::ledger::Ledger::connect(&database_url, 2)?.migrate().await?;
+            let applied = agentrun::ledger::Ledger::connect(&database_url, 2)?
+                .migrate()
+                .await?;
             println!("applied {applied} migration(s)");
             Ok(())
         }
@@ -73,5 +79,8 @@ async fn main() -> anyhow::Result<()> {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

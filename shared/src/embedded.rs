@@ -68,9 +68,15 @@ impl Embedded {
             feed: Arc::new(BroadcastFeed::new()),
             tools: ToolRunner::new(),
         };
-        let orchestrator =
-            EmbeddedOrchestrator::new(engine.clone(), settings.policy.clone(), settings.max_concurrent_steps);
-        Ok(Self { engine, orchestrator })
+        let orchestrator = EmbeddedOrchestrator::new(
+            engine.clone(),
+            settings.policy.clone(),
+            settings.max_concurrent_steps,
+        );
+        Ok(Self {
+            engine,
+            orchestrator,
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -106,13 +112,19 @@ pub async fn load_agent_dir(
     let mut loaded = Vec::new();
     for path in paths {
         let where_ = path.display().to_string();
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        let name = AgentName::parse(stem).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
-        let text = std::fs::read_to_string(&path).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
-        let spec: AgentSpec =
-            serde_json::from_str(&text).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
-        spec.validate()
-            .map_err(|problems| EmbeddedError::Agents(format!("{where_}: {}", problems.join("; "))))?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let name =
+            AgentName::parse(stem).map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        let spec: AgentSpec = serde_json::from_str(&text)
+            .map_err(|e| EmbeddedError::Agents(format!("{where_}: {e}")))?;
+        spec.validate().map_err(|problems| {
+            EmbeddedError::Agents(format!("{where_}: {}", problems.join("; ")))
+        })?;
         let (version, created) = ledger.put_agent(team, name.as_str(), &spec).await?;
         loaded.push((version.name, version.version, created));
     }

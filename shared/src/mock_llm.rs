@@ -63,11 +63,19 @@ impl Default for Latency {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MockTurn {
-    ToolCalls { tool_calls: Vec<MockToolCall> },
-    Json { json: Value },
-    Content { content: String },
+    ToolCalls {
+        tool_calls: Vec<MockToolCall>,
+    },
+    Json {
+        json: Value,
+    },
+    Content {
+        content: String,
+    },
     /// Never answers within `hang_ms`.
-    Hang { hang_ms: u64 },
+    Hang {
+        hang_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,7 +200,10 @@ pub struct MockLlm {
 
 impl MockLlm {
     /// Serves on `addr` (port 0 picks a free one).
-    pub async fn start(addr: SocketAddr, scripts: HashMap<String, MockScript>) -> std::io::Result<Self> {
+    pub async fn start(
+        addr: SocketAddr,
+        scripts: HashMap<String, MockScript>,
+    ) -> std::io::Result<Self> {
         let state = Arc::new(MockState::default());
         for (model, script) in scripts {
             state.set_script(&model, script);
@@ -205,7 +216,11 @@ impl MockLlm {
                 tracing::error!(%error, "mock LLM server stopped");
             }
         });
-        Ok(Self { addr, state, server })
+        Ok(Self {
+            addr,
+            state,
+            server,
+        })
     }
 
     /// The base URL to give an OpenAI-compatible client.
@@ -287,7 +302,10 @@ fn error_response(status: u16, retry_after: Option<f64>) -> Response {
     response
 }
 
-async fn complete(State(state): State<Arc<MockState>>, Json(request): Json<CompletionRequest>) -> Response {
+async fn complete(
+    State(state): State<Arc<MockState>>,
+    Json(request): Json<CompletionRequest>,
+) -> Response {
     if let Ok(mut requests) = state.requests.lock() {
         *requests.entry(request.model.clone()).or_insert(0) += 1;
     }
@@ -342,7 +360,10 @@ async fn complete(State(state): State<Arc<MockState>>, Json(request): Json<Compl
     let usage = script.usage.unwrap_or_else(|| {
         let prompt_chars: usize = request.messages.iter().map(ChatMessage::text_len).sum();
         let output_chars = content.as_deref().map_or(0, str::len)
-            + tool_calls.iter().map(|c| c.to_string().len()).sum::<usize>();
+            + tool_calls
+                .iter()
+                .map(|c| c.to_string().len())
+                .sum::<usize>();
         Usage {
             prompt_tokens: estimate_tokens(prompt_chars),
             completion_tokens: estimate_tokens(output_chars).max(1),
@@ -391,11 +412,17 @@ mod tests {
 
     #[test]
     fn turns_restart_after_a_handoff() {
-        let user = ChatMessage::User { content: "hi".into() };
-        assert_eq!(turn_index(&[user.clone()]), 0);
+        let user = ChatMessage::User {
+            content: "hi".into(),
+        };
+        assert_eq!(turn_index(std::slice::from_ref(&user)), 0);
         assert_eq!(turn_index(&[user.clone(), assistant_calling("lookup")]), 1);
         assert_eq!(
-            turn_index(&[user, assistant_calling("lookup"), assistant_calling("transfer_to_billing")]),
+            turn_index(&[
+                user,
+                assistant_calling("lookup"),
+                assistant_calling("transfer_to_billing")
+            ]),
             0
         );
     }
@@ -404,8 +431,16 @@ mod tests {
     fn faults_are_consumed_in_order() {
         let state = MockState::default();
         let faults = vec![
-            Fault { status: 429, retry_after: Some(1.0), times: 2 },
-            Fault { status: 500, retry_after: None, times: 1 },
+            Fault {
+                status: 429,
+                retry_after: Some(1.0),
+                times: 2,
+            },
+            Fault {
+                status: 500,
+                retry_after: None,
+                times: 1,
+            },
         ];
         let taken: Vec<u16> = (0..4)
             .filter_map(|_| state.take_fault("m", &faults).map(|f| f.status))

@@ -80,7 +80,9 @@ async fn follow(
                 failures += 1;
                 tracing::warn!(run_id = %run, %error, failures, "reading events failed");
                 if failures >= 30 {
-                    let _ = tx.send(Err(format!("event store unavailable: {error}"))).await;
+                    let _ = tx
+                        .send(Err(format!("event store unavailable: {error}")))
+                        .await;
                     return;
                 }
             }

@@ -55,7 +55,9 @@ mod tests {
     #[test]
     fn parses_split_frames_and_skips_comments() {
         let mut parser = SseParser::default();
-        assert!(parser.push(b": keep-alive\n\nid: 1\nevent: run.qu").is_empty());
+        assert!(parser
+            .push(b": keep-alive\n\nid: 1\nevent: run.qu")
+            .is_empty());
         let events = parser.push(b"eued\ndata: {\"a\":1}\n\nid: 2\ndata: x\n\n");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].id.as_deref(), Some("1"));

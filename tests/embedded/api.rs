@@ -24,7 +24,13 @@ async fn unknown_agent_or_version_is_a_400_and_creates_no_run() {
     let (status, body) = post(&app, json!({"agent": "known", "input": "x", "extra": 1})).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_body");
-    let runs: i64 = app.db().await.query_one("SELECT count(*) FROM runs", &[]).await.unwrap().get(0);
+    let runs: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(runs, 0);
 }
 
@@ -58,7 +64,13 @@ async fn agent_versions_are_immutable_and_unchanged_puts_make_no_version() {
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_agent_spec");
-    assert_eq!(body["error"]["details"]["problems"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        body["error"]["details"]["problems"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +79,12 @@ async fn requests_without_a_valid_key_are_401_and_other_teams_runs_are_404() {
     app.put_agent("mine", agent("m", json!({}))).await;
     let id = app.start_run("mine", json!("x")).await;
 
-    let anonymous = app.http.get(format!("{}/v1/runs/{id}", app.url)).send().await.unwrap();
+    let anonymous = app
+        .http
+        .get(format!("{}/v1/runs/{id}", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
     let body: Value = anonymous.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
@@ -83,8 +100,18 @@ async fn requests_without_a_valid_key_are_401_and_other_teams_runs_are_404() {
     let ledger = &app.platform.engine.ledger;
     let other = ledger.ensure_team("other-team").await.unwrap();
     let other_key = ledger.issue_api_key(other).await.unwrap().secret;
-    for path in [format!("/v1/runs/{id}"), format!("/v1/runs/{id}/steps"), format!("/v1/runs/{id}/events")] {
-        let response = app.http.get(format!("{}{path}", app.url)).bearer_auth(&other_key).send().await.unwrap();
+    for path in [
+        format!("/v1/runs/{id}"),
+        format!("/v1/runs/{id}/steps"),
+        format!("/v1/runs/{id}/events"),
+    ] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&other_key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), 404, "{path}");
     }
     let (status, body) = app.get("/v1/runs/not-a-uuid").await;

@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentrun::mock_llm::{MockLlm, MockScript, MockTurn};
-use agentrun_e2e::{agentrun_bin, fresh_database, free_port, ToolReceiver};
+use agentrun_e2e::{agentrun_bin, free_port, fresh_database, ToolReceiver};
 use serde_json::{json, Value};
 
 use crate::agent;
@@ -14,7 +14,13 @@ struct DevServer {
     url: String,
 }
 
-fn start_dev(database_url: &str, mock_url: &str, agents: &Path, state: &Path, port: u16) -> DevServer {
+fn start_dev(
+    database_url: &str,
+    mock_url: &str,
+    agents: &Path,
+    state: &Path,
+    port: u16,
+) -> DevServer {
     let child = Command::new(agentrun_bin())
         .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--agents")
@@ -63,14 +69,21 @@ fn api_key(state: &Path) -> String {
 async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let receiver = ToolReceiver::start(Duration::ZERO).await;
     let script = MockScript::turns(vec![
-        MockTurn::tools(&[("charge", json!({"cents": 100})), ("audit", json!({"ms": 4000}))]),
+        MockTurn::tools(&[
+            ("charge", json!({"cents": 100})),
+            ("audit", json!({"ms": 4000})),
+        ]),
         MockTurn::tool("charge", json!({"cents": 200})),
         MockTurn::text("done"),
     ]);
-    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), HashMap::from([("crashy".to_owned(), script)]))
-        .await
-        .unwrap();
-    let dir: PathBuf = std::env::temp_dir().join(format!("agentrun-crash-{}", uuid::Uuid::new_v4().simple()));
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().unwrap(),
+        HashMap::from([("crashy".to_owned(), script)]),
+    )
+    .await
+    .unwrap();
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("agentrun-crash-{}", uuid::Uuid::new_v4().simple()));
     let agents = dir.join("agents");
     let state = dir.join("state");
     std::fs::create_dir_all(&agents).unwrap();
@@ -102,12 +115,17 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let id = created["id"].as_str().unwrap().to_owned();
     let run_uuid: uuid::Uuid = id.parse().unwrap();
 
-    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await.unwrap();
+    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let done: i64 = db
-            .query_one("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND step_no = 1", &[&run_uuid])
+            .query_one(
+                "SELECT count(*) FROM tool_calls WHERE run_id = $1 AND step_no = 1",
+                &[&run_uuid],
+            )
             .await
             .unwrap()
             .get(0);
@@ -120,7 +138,10 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     let steps: i64 = db
-        .query_one("SELECT count(*) FROM run_steps WHERE run_id = $1", &[&run_uuid])
+        .query_one(
+            "SELECT count(*) FROM run_steps WHERE run_id = $1",
+            &[&run_uuid],
+        )
         .await
         .unwrap()
         .get(0);
@@ -143,7 +164,10 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
         if !["queued", "running"].contains(&run["status"].as_str().unwrap()) {
             break run;
         }
-        assert!(Instant::now() < until, "run did not finish after the restart: {run}");
+        assert!(
+            Instant::now() < until,
+            "run did not finish after the restart: {run}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     server.child.kill().unwrap();
@@ -152,7 +176,10 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], "done");
     let step_rows = db
-        .query("SELECT step_no, attempt FROM run_steps WHERE run_id = $1 ORDER BY step_no", &[&run_uuid])
+        .query(
+            "SELECT step_no, attempt FROM run_steps WHERE run_id = $1 ORDER BY step_no",
+            &[&run_uuid],
+        )
         .await
         .unwrap();
     let rows: Vec<(i32, i32)> = step_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -165,7 +192,10 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     assert_eq!(mock.state.requests("crashy"), 3);
     // Events stay gap-free; step 1 shows its two attempts.
     let events = db
-        .query("SELECT seq, type, data FROM run_events WHERE run_id = $1 ORDER BY seq", &[&run_uuid])
+        .query(
+            "SELECT seq, type, data FROM run_events WHERE run_id = $1 ORDER BY seq",
+            &[&run_uuid],
+        )
         .await
         .unwrap();
     let seqs: Vec<i64> = events.iter().map(|r| r.get(0)).collect();

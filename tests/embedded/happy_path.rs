@@ -10,17 +10,24 @@ use agentrun_e2e::{seqs, spawn_app_with, types};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut scripts = parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
+    let mut scripts =
+        parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
     for script in scripts.values_mut() {
         script.latency_ms = agentrun::mock_llm::Latency::Fixed(0);
     }
     let app = spawn_app_with(scripts).await;
-    let loaded = load_agent_dir(&app.platform.engine.ledger, app.team, &examples.join("agents"))
-        .await
-        .unwrap();
+    let loaded = load_agent_dir(
+        &app.platform.engine.ledger,
+        app.team,
+        &examples.join("agents"),
+    )
+    .await
+    .unwrap();
     assert_eq!(loaded.len(), 3);
 
-    let id = app.start_run("support-triage", serde_json::json!("I was charged twice")).await;
+    let id = app
+        .start_run("support-triage", serde_json::json!("I was charged twice"))
+        .await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["stop_reason"], "completed");
@@ -31,18 +38,37 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
 
     // Exactly one ledger row per step, numbered 1..=4.
     let steps = app.steps(&id).await;
-    let numbers: Vec<i64> = steps.iter().map(|s| s["step_no"].as_i64().unwrap()).collect();
+    let numbers: Vec<i64> = steps
+        .iter()
+        .map(|s| s["step_no"].as_i64().unwrap())
+        .collect();
     assert_eq!(numbers, vec![1, 2, 3, 4]);
-    assert_eq!(app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id).await, 4);
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+            .await,
+        4
+    );
     let agents: Vec<&str> = steps.iter().map(|s| s["agent"].as_str().unwrap()).collect();
-    assert_eq!(agents, vec!["support-triage", "support-triage", "billing", "billing"]);
+    assert_eq!(
+        agents,
+        vec!["support-triage", "support-triage", "billing", "billing"]
+    );
     assert_eq!(steps[0]["tool_calls"][0]["name"], "lookup_customer");
-    assert!(steps[0]["tool_calls"][0]["result"].as_str().unwrap().contains("cus_1001"));
+    assert!(steps[0]["tool_calls"][0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("cus_1001"));
     assert_eq!(steps[2]["tool_calls"][0]["name"], "list_invoices");
 
     // Usage on the run is the sum of its steps.
-    let input: i64 = steps.iter().map(|s| s["input_tokens"].as_i64().unwrap()).sum();
-    let output: i64 = steps.iter().map(|s| s["output_tokens"].as_i64().unwrap()).sum();
+    let input: i64 = steps
+        .iter()
+        .map(|s| s["input_tokens"].as_i64().unwrap())
+        .sum();
+    let output: i64 = steps
+        .iter()
+        .map(|s| s["output_tokens"].as_i64().unwrap())
+        .sum();
     assert!(input > 0 && output > 0);
     assert_eq!(run["usage"]["input_tokens"], input);
     assert_eq!(run["usage"]["output_tokens"], output);
@@ -59,7 +85,8 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     assert_eq!(kinds.iter().filter(|k| *k == "step.completed").count(), 4);
     assert_eq!(kinds.iter().filter(|k| *k == "handoff").count(), 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id).await,
+        app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
+            .await,
         n
     );
 }

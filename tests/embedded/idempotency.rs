@@ -17,7 +17,10 @@ async fn app() -> agentrun_e2e::TestApp {
 async fn runs_of_team(app: &agentrun_e2e::TestApp) -> i64 {
     app.db()
         .await
-        .query_one("SELECT count(*) FROM runs WHERE team_id = $1", &[&app.team.0])
+        .query_one(
+            "SELECT count(*) FROM runs WHERE team_id = $1",
+            &[&app.team.0],
+        )
         .await
         .unwrap()
         .get(0)
@@ -31,14 +34,18 @@ async fn same_key_same_body_is_the_same_run_and_a_different_body_conflicts() {
     assert_eq!(first_status, 202);
     assert!(first_headers.get("idempotent-replayed").is_none());
     // Same body with keys in another order is the same request.
-    let reordered = json!({"metadata": {"source": "test"}, "input": {"ticket": 1}, "agent": "idem"});
+    let reordered =
+        json!({"metadata": {"source": "test"}, "input": {"ticket": 1}, "agent": "idem"});
     let (second_status, second_headers, second) = app.post_run(&reordered, Some("key-1")).await;
     assert_eq!(second_status, 202);
     assert_eq!(second["id"], first["id"]);
     assert_eq!(second_headers["idempotent-replayed"], "true");
 
     let (status, _, conflict) = app
-        .post_run(&json!({"agent": "idem", "input": {"ticket": 2}}), Some("key-1"))
+        .post_run(
+            &json!({"agent": "idem", "input": {"ticket": 2}}),
+            Some("key-1"),
+        )
         .await;
     assert_eq!(status, 409);
     assert_eq!(conflict["error"]["code"], "idempotency_key_conflict");
@@ -65,7 +72,9 @@ async fn fifty_concurrent_posts_with_one_key_create_exactly_one_run() {
     assert_eq!(ids.len(), 1);
     assert_eq!(runs_of_team(&app).await, 1);
     let id = ids.into_iter().next().unwrap();
-    let run = app.wait_finished(&id, std::time::Duration::from_secs(20)).await;
+    let run = app
+        .wait_finished(&id, std::time::Duration::from_secs(20))
+        .await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(app.mock.state.requests("idem"), 1);
 }

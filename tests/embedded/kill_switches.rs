@@ -24,8 +24,14 @@ async fn last_event(app: &TestApp, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_loop_stops_at_max_steps() {
     let app = spawn_app_with(HashMap::from([("loop".to_owned(), looping(0))])).await;
-    app.put_agent("looper", agent("loop", json!({"tools": [echo_tool("noop")], "limits": {"max_steps": 3}})))
-        .await;
+    app.put_agent(
+        "looper",
+        agent(
+            "loop",
+            json!({"tools": [echo_tool("noop")], "limits": {"max_steps": 3}}),
+        ),
+    )
+    .await;
     let id = app.start_run("looper", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "failed");
@@ -38,7 +44,10 @@ async fn a_runaway_loop_stops_at_max_steps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_token_budget_stops_before_a_call_that_could_cross_it() {
     let script = MockScript {
-        usage: Some(Usage { prompt_tokens: 300, completion_tokens: 100 }),
+        usage: Some(Usage {
+            prompt_tokens: 300,
+            completion_tokens: 100,
+        }),
         ..looping(0)
     };
     let app = spawn_app_with(HashMap::from([("spender".to_owned(), script)])).await;
@@ -65,10 +74,21 @@ async fn the_run_token_budget_stops_before_a_call_that_could_cross_it() {
 async fn a_handoff_cycle_ends_with_handoff_depth() {
     let ping = MockScript::turns(vec![MockTurn::tool("transfer_to_pong", json!({}))]);
     let pong = MockScript::turns(vec![MockTurn::tool("transfer_to_ping", json!({}))]);
-    let app = spawn_app_with(HashMap::from([("ping".to_owned(), ping), ("pong".to_owned(), pong)])).await;
-    app.put_agent("ping", agent("ping", json!({"handoffs": ["pong"], "limits": {"max_handoff_depth": 3}})))
+    let app = spawn_app_with(HashMap::from([
+        ("ping".to_owned(), ping),
+        ("pong".to_owned(), pong),
+    ]))
+    .await;
+    app.put_agent(
+        "ping",
+        agent(
+            "ping",
+            json!({"handoffs": ["pong"], "limits": {"max_handoff_depth": 3}}),
+        ),
+    )
+    .await;
+    app.put_agent("pong", agent("pong", json!({"handoffs": ["ping"]})))
         .await;
-    app.put_agent("pong", agent("pong", json!({"handoffs": ["ping"]}))).await;
     let id = app.start_run("ping", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "failed");
@@ -83,14 +103,22 @@ async fn a_handoff_cycle_ends_with_handoff_depth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workflow_deadline_times_the_run_out_mid_step() {
     let app = spawn_app_with(HashMap::from([("slow".to_owned(), looping(400))])).await;
-    app.put_agent("slow", agent("slow", json!({"tools": [echo_tool("noop")], "limits": {"timeout_seconds": 1}})))
-        .await;
+    app.put_agent(
+        "slow",
+        agent(
+            "slow",
+            json!({"tools": [echo_tool("noop")], "limits": {"timeout_seconds": 1}}),
+        ),
+    )
+    .await;
     let id = app.start_run("slow", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "timed_out");
     assert_eq!(run["stop_reason"], "timeout");
-    let started: chrono::DateTime<chrono::Utc> = run["started_at"].as_str().unwrap().parse().unwrap();
-    let finished: chrono::DateTime<chrono::Utc> = run["finished_at"].as_str().unwrap().parse().unwrap();
+    let started: chrono::DateTime<chrono::Utc> =
+        run["started_at"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> =
+        run["finished_at"].as_str().unwrap().parse().unwrap();
     // Ended by the deadline, not by running out of steps (25 steps × 400 ms).
     assert!(finished - started < chrono::Duration::seconds(5), "{run}");
     assert!(app.steps(&id).await.len() < 5);
@@ -100,7 +128,8 @@ async fn the_workflow_deadline_times_the_run_out_mid_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_run_and_nothing_commits_after_it() {
     let app = spawn_app_with(HashMap::from([("busy".to_owned(), looping(200))])).await;
-    app.put_agent("busy", agent("busy", json!({"tools": [echo_tool("noop")]}))).await;
+    app.put_agent("busy", agent("busy", json!({"tools": [echo_tool("noop")]})))
+        .await;
     let id = app.start_run("busy", json!("go")).await;
     // Wait until the run is in its second step.
     let mut stream = app.open_events(&id, None).await;
@@ -125,9 +154,15 @@ async fn cancel_stops_a_running_run_and_nothing_commits_after_it() {
     assert_eq!(body["stop_reason"], "cancelled");
     assert_eq!(body["stop_detail"], "user pressed stop");
 
-    let committed = app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id).await;
+    let committed = app
+        .count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+        .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id).await, committed);
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+            .await,
+        committed
+    );
     assert_eq!(last_event(&app, &id).await, "run.cancelled");
 
     // Cancelling again is harmless; cancelling a finished run of another kind is a conflict.

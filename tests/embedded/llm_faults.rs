@@ -11,7 +11,11 @@ use crate::agent;
 async fn a_429_with_retry_after_is_waited_out_and_the_step_succeeds() {
     let script = MockScript {
         turns: vec![MockTurn::text("fine")],
-        faults: vec![Fault { status: 429, retry_after: Some(0.3), times: 1 }],
+        faults: vec![Fault {
+            status: 429,
+            retry_after: Some(0.3),
+            times: 1,
+        }],
         ..MockScript::default()
     };
     let app = spawn_app_with(HashMap::from([("limited".to_owned(), script)])).await;
@@ -25,8 +29,10 @@ async fn a_429_with_retry_after_is_waited_out_and_the_step_succeeds() {
     assert_eq!(steps[0]["attempt"], 1, "the client's own retry handled it");
     // Retry-After (300 ms) is longer than the client's backoff cap (100 ms),
     // so the step lasted at least that long.
-    let started: chrono::DateTime<chrono::Utc> = steps[0]["started_at"].as_str().unwrap().parse().unwrap();
-    let finished: chrono::DateTime<chrono::Utc> = steps[0]["finished_at"].as_str().unwrap().parse().unwrap();
+    let started: chrono::DateTime<chrono::Utc> =
+        steps[0]["started_at"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> =
+        steps[0]["finished_at"].as_str().unwrap().parse().unwrap();
     assert!(finished - started >= chrono::Duration::milliseconds(300));
 }
 
@@ -46,7 +52,10 @@ async fn a_provider_that_keeps_failing_ends_the_run_with_llm_unavailable() {
     // Each step attempt makes 1 + client retries calls; the orchestrator makes 1 + max_retries attempts.
     let calls_per_attempt = 1 + u64::from(fast_llm(String::new()).max_retries);
     let attempts = 1 + u64::from(fast_policy().max_retries);
-    assert_eq!(app.mock.state.requests("down"), calls_per_attempt * attempts);
+    assert_eq!(
+        app.mock.state.requests("down"),
+        calls_per_attempt * attempts
+    );
     let events = app.all_events(&id).await;
     let started = events.iter().filter(|e| e.event == "step.started").count() as u64;
     assert_eq!(started, attempts);

@@ -23,8 +23,14 @@ async fn an_invalid_answer_is_repaired_once_and_succeeds() {
         MockTurn::json(json!({"answer": "42", "confidence": 0.9})),
     ]);
     let app = spawn_app_with(HashMap::from([("repairable".to_owned(), script)])).await;
-    app.put_agent("answerer", agent("repairable", json!({"output_schema": answer_schema()}))).await;
-    let id = app.start_run("answerer", json!("what is the answer?")).await;
+    app.put_agent(
+        "answerer",
+        agent("repairable", json!({"output_schema": answer_schema()})),
+    )
+    .await;
+    let id = app
+        .start_run("answerer", json!("what is the answer?"))
+        .await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], json!({"answer": "42", "confidence": 0.9}));
@@ -49,7 +55,11 @@ async fn an_invalid_answer_is_repaired_once_and_succeeds() {
 async fn three_invalid_answers_fail_with_output_invalid_and_keep_the_raw_output() {
     let script = MockScript::turns(vec![MockTurn::text("not json at all")]);
     let app = spawn_app_with(HashMap::from([("stubborn".to_owned(), script)])).await;
-    app.put_agent("stubborn", agent("stubborn", json!({"output_schema": answer_schema()}))).await;
+    app.put_agent(
+        "stubborn",
+        agent("stubborn", json!({"output_schema": answer_schema()})),
+    )
+    .await;
     let id = app.start_run("stubborn", json!("answer")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "failed");

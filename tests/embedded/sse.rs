@@ -20,7 +20,11 @@ async fn app_with_slow_run() -> (TestApp, String) {
         ..MockScript::default()
     };
     let app = spawn_app_with(HashMap::from([("streamer".to_owned(), script)])).await;
-    app.put_agent("streamer", agent("streamer", json!({"tools": [echo_tool("noop")]}))).await;
+    app.put_agent(
+        "streamer",
+        agent("streamer", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
     let id = app.start_run("streamer", json!("go")).await;
     (app, id)
 }
@@ -28,7 +32,10 @@ async fn app_with_slow_run() -> (TestApp, String) {
 async fn db_seqs(app: &TestApp, id: &str) -> Vec<i64> {
     app.db()
         .await
-        .query("SELECT seq FROM run_events WHERE run_id = $1 ORDER BY seq", &[&id.parse::<uuid::Uuid>().unwrap()])
+        .query(
+            "SELECT seq FROM run_events WHERE run_id = $1 ORDER BY seq",
+            &[&id.parse::<uuid::Uuid>().unwrap()],
+        )
         .await
         .unwrap()
         .iter()
@@ -44,7 +51,8 @@ async fn events_arrive_while_the_run_is_going_and_the_stream_ends_after_the_term
     let mut status_at_first_step_completed = None;
     while let Some(event) = stream.next(Duration::from_secs(20)).await {
         if event.event == "step.completed" && status_at_first_step_completed.is_none() {
-            status_at_first_step_completed = Some(app.run(&id).await["status"].as_str().unwrap().to_owned());
+            status_at_first_step_completed =
+                Some(app.run(&id).await["status"].as_str().unwrap().to_owned());
         }
         received.push(event);
     }

@@ -18,9 +18,16 @@ async fn tool_calls_from_one_turn_overlap() {
         MockTurn::text("done"),
     ]);
     let app = spawn_app_with(HashMap::from([("parallel".to_owned(), script)])).await;
-    let http_tool = |name: &str| json!({"name": name, "kind": "http", "url": receiver.url, "secret": "s3cret"});
-    app.put_agent("parallel", agent("parallel", json!({"tools": [http_tool("fetch_a"), http_tool("fetch_b")]})))
-        .await;
+    let http_tool =
+        |name: &str| json!({"name": name, "kind": "http", "url": receiver.url, "secret": "s3cret"});
+    app.put_agent(
+        "parallel",
+        agent(
+            "parallel",
+            json!({"tools": [http_tool("fetch_a"), http_tool("fetch_b")]}),
+        ),
+    )
+    .await;
     let id = app.start_run("parallel", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -30,16 +37,27 @@ async fn tool_calls_from_one_turn_overlap() {
     let calls = steps[0]["tool_calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2);
     let time = |v: &serde_json::Value| v.as_str().unwrap().parse::<DateTime<Utc>>().unwrap();
-    let (a_start, a_end) = (time(&calls[0]["started_at"]), time(&calls[0]["finished_at"]));
-    let (b_start, b_end) = (time(&calls[1]["started_at"]), time(&calls[1]["finished_at"]));
-    assert!(a_start < b_end && b_start < a_end, "calls did not overlap: {calls:?}");
+    let (a_start, a_end) = (
+        time(&calls[0]["started_at"]),
+        time(&calls[0]["finished_at"]),
+    );
+    let (b_start, b_end) = (
+        time(&calls[1]["started_at"]),
+        time(&calls[1]["finished_at"]),
+    );
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "calls did not overlap: {calls:?}"
+    );
 
     // Each call carried its own idempotency key and a signature.
     let counts = receiver.counts();
     assert_eq!(counts.get(&format!("{id}:1:0")), Some(&1));
     assert_eq!(counts.get(&format!("{id}:1:1")), Some(&1));
     let signatures = receiver.signatures.lock().unwrap().clone();
-    assert!(signatures.iter().all(|s| s.as_deref().is_some_and(|s| s.starts_with("sha256="))));
+    assert!(signatures
+        .iter()
+        .all(|s| s.as_deref().is_some_and(|s| s.starts_with("sha256="))));
 }
 
 /// A tool that keeps timing out is retried twice, then its error goes back
@@ -47,7 +65,10 @@ async fn tool_calls_from_one_turn_overlap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timing_out_tool_is_retried_twice_then_reported_to_the_model() {
     let receiver = ToolReceiver::start(Duration::from_millis(500)).await;
-    let script = MockScript::turns(vec![MockTurn::tool("slow", json!({})), MockTurn::text("gave up on the tool")]);
+    let script = MockScript::turns(vec![
+        MockTurn::tool("slow", json!({})),
+        MockTurn::text("gave up on the tool"),
+    ]);
     let app = spawn_app_with(HashMap::from([("timeouts".to_owned(), script)])).await;
     app.put_agent(
         "timeouts",

@@ -35,7 +35,10 @@ pub async fn fresh_database() -> String {
         .await
         .expect("create test database");
     driver.abort();
-    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .unwrap_or(&admin);
     format!("{base}/{name}")
 }
 
@@ -82,14 +85,29 @@ pub async fn spawn_app() -> TestApp {
 
 /// The embedded platform on a free port with the given mock scripts.
 pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
-    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts).await.unwrap();
+    let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
+        .await
+        .unwrap();
     let database_url = fresh_database().await;
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
     settings.policy = fast_policy();
     settings.max_db_connections = 16;
-    let platform = Embedded::start(settings).await.expect("start embedded platform");
-    let team = platform.engine.ledger.ensure_team("test-team").await.unwrap();
-    let key = platform.engine.ledger.issue_api_key(team).await.unwrap().secret;
+    let platform = Embedded::start(settings)
+        .await
+        .expect("start embedded platform");
+    let team = platform
+        .engine
+        .ledger
+        .ensure_team("test-team")
+        .await
+        .unwrap();
+    let key = platform
+        .engine
+        .ledger
+        .issue_api_key(team)
+        .await
+        .unwrap()
+        .secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = platform.router();
@@ -128,7 +146,11 @@ impl TestApp {
         body
     }
 
-    pub async fn post_run(&self, body: &Value, idempotency_key: Option<&str>) -> (u16, HeaderMap, Value) {
+    pub async fn post_run(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> (u16, HeaderMap, Value) {
         let mut request = self
             .http
             .post(format!("{}/v1/runs", self.url))
@@ -145,7 +167,9 @@ impl TestApp {
 
     /// Starts a run and returns its id.
     pub async fn start_run(&self, agent: &str, input: Value) -> String {
-        let (status, _, body) = self.post_run(&json!({"agent": agent, "input": input}), None).await;
+        let (status, _, body) = self
+            .post_run(&json!({"agent": agent, "input": input}), None)
+            .await;
         assert_eq!(status, 202, "{body}");
         body["id"].as_str().unwrap().to_owned()
     }
@@ -176,7 +200,10 @@ impl TestApp {
             if !["queued", "running"].contains(&status.as_str()) {
                 return run;
             }
-            assert!(Instant::now() < until, "run {id} still {status} after {within:?}: {run}");
+            assert!(
+                Instant::now() < until,
+                "run {id} still {status} after {within:?}: {run}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -220,9 +247,10 @@ impl TestApp {
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
         tokio::spawn(connection);
         client
     }

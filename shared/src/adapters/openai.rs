@@ -49,7 +49,10 @@ impl OpenAiClient {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(|e| LlmError::Rejected(format!("cannot build HTTP client: {e}")))?;
-        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
         Ok(Self {
             http,
             settings,
@@ -182,7 +185,9 @@ mod tests {
         let parsed = parse_completion(body).unwrap();
         assert_eq!(parsed.usage.prompt_tokens, 12);
         match parsed.message {
-            ChatMessage::Assistant { tool_calls, .. } => assert_eq!(tool_calls[0].function.name, "f"),
+            ChatMessage::Assistant { tool_calls, .. } => {
+                assert_eq!(tool_calls[0].function.name, "f")
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(

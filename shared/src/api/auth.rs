@@ -13,8 +13,12 @@ pub struct Caller(pub TeamId);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

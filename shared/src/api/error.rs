@@ -54,7 +54,8 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -68,8 +69,14 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(message) => ApiError::unavailable("database_unavailable", message),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+            StoreError::Unavailable(message) => {
+                ApiError::unavailable("database_unavailable", message)
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
         }
     }
 }
@@ -91,7 +98,11 @@ impl From<StepError> for ApiError {
         if error.is_retryable() {
             ApiError::unavailable("store_unavailable", error.to_string())
         } else {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error.to_string())
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error.to_string(),
+            )
         }
     }
 }

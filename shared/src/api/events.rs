@@ -36,14 +36,27 @@ pub async fn stream(
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .ok_or_else(|| ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event seq"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_last_event_id",
+                        "Last-Event-ID must be an event seq",
+                    )
+                })?,
         ),
     };
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
-    let frames = stream_run_events(state.engine.ledger.clone(), state.engine.feed.clone(), run.id, after);
+    let frames = stream_run_events(
+        state.engine.ledger.clone(),
+        state.engine.feed.clone(),
+        run.id,
+        after,
+    );
     let events = ReceiverStream::new(frames).map(|frame| {
         Ok(match frame {
-            Ok(frame) => Event::default().id(frame.id.to_string()).event(frame.event).data(frame.data),
+            Ok(frame) => Event::default()
+                .id(frame.id.to_string())
+                .event(frame.event)
+                .data(frame.data),
             Err(message) => Event::default().event("error").data(message),
         })
     });

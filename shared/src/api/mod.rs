@@ -47,7 +47,9 @@ pub fn router(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.ledger.ping().await {
         Ok(()) => (axum::http::StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
-        Err(error) => ApiError::unavailable("database_unavailable", error.to_string()).into_response(),
+        Err(error) => {
+            ApiError::unavailable("database_unavailable", error.to_string()).into_response()
+        }
     }
 }
 

@@ -94,11 +94,17 @@ pub async fn create(
     let agent_name = AgentName::parse(&request.agent)
         .map_err(|message| ApiError::bad_request("invalid_agent_name", message))?;
     if request.input.is_null() {
-        return Err(ApiError::bad_request("invalid_body", "input must not be null"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "input must not be null",
+        ));
     }
     let metadata = request.metadata.unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
-        return Err(ApiError::bad_request("invalid_body", "metadata must be an object"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "metadata must be an object",
+        ));
     }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -186,7 +192,10 @@ pub async fn create(
         headers.insert("location", location);
     }
     if replayed {
-        headers.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        headers.insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     Ok(response)
 }
@@ -211,7 +220,10 @@ pub async fn list(
         .map_err(|message| ApiError::bad_request("invalid_query", message))?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 200"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        ));
     }
     let cursor = query
         .cursor
@@ -221,7 +233,11 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
         })
         .transpose()?;
-    let RunPage { runs, next_cursor } = state.engine.ledger.list_runs(team, status, cursor, limit).await?;
+    let RunPage { runs, next_cursor } = state
+        .engine
+        .ledger
+        .list_runs(team, status, cursor, limit)
+        .await?;
     Ok(Json(json!({
         "data": runs.iter().map(run_json).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
@@ -262,7 +278,8 @@ pub async fn cancel(
     let request: CancelRequest = if body.is_empty() {
         CancelRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
     let run = team_run(&state, team, &id).await?;
     if run.status.is_terminal() {
@@ -275,7 +292,9 @@ pub async fn cancel(
             format!("the run already ended as {}", run.status),
         ));
     }
-    let reason = request.reason.unwrap_or_else(|| "cancelled by the user".to_owned());
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "cancelled by the user".to_owned());
     // The flag stops any worker at its next check; settling records the end now.
     state.engine.hot.set_cancel_flag(run.id, &reason).await?;
     state

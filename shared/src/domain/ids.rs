@@ -7,7 +7,9 @@ use uuid::Uuid;
 macro_rules! uuid_id {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
@@ -38,7 +40,10 @@ macro_rules! uuid_id {
     };
 }
 
-uuid_id!(RunId, "A run's identifier (UUID v7, so ids sort by creation time).");
+uuid_id!(
+    RunId,
+    "A run's identifier (UUID v7, so ids sort by creation time)."
+);
 uuid_id!(TeamId, "A team's identifier.");
 
 #[cfg(test)]

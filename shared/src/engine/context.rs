@@ -37,7 +37,11 @@ pub fn build_prompt(spec: &AgentSpec, history: Vec<ChatMessage>) -> Prompt {
     let tools = tool_definitions(spec);
     let tool_chars: usize = tools
         .iter()
-        .map(|t| t.function.name.len() + t.function.description.len() + t.function.parameters.to_string().len())
+        .map(|t| {
+            t.function.name.len()
+                + t.function.description.len()
+                + t.function.parameters.to_string().len()
+        })
         .sum();
     let mut messages = Vec::with_capacity(history.len() + 1);
     messages.push(ChatMessage::System {
@@ -98,7 +102,9 @@ mod tests {
     #[test]
     fn oldest_tool_results_are_abbreviated_first() {
         let history = vec![
-            ChatMessage::User { content: "hi".into() },
+            ChatMessage::User {
+                content: "hi".into(),
+            },
             tool(&"a".repeat(4000)),
             tool(&"b".repeat(4000)),
         ];
@@ -106,7 +112,12 @@ mod tests {
         let prompt = build_prompt(&spec(1500), history);
         assert_eq!(prompt.trimmed, 1);
         match (&prompt.messages[2], &prompt.messages[3]) {
-            (ChatMessage::Tool { content: first, .. }, ChatMessage::Tool { content: second, .. }) => {
+            (
+                ChatMessage::Tool { content: first, .. },
+                ChatMessage::Tool {
+                    content: second, ..
+                },
+            ) => {
                 assert!(first.contains("abbreviated by agentrun"));
                 assert_eq!(second.len(), 4000);
             }

@@ -55,8 +55,12 @@ mod tests {
 
     #[test]
     fn valid_fenced_and_invalid_answers() {
-        let schema = json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}});
-        assert_eq!(check_output(Some(&schema), r#"{"a": 1}"#).unwrap(), json!({"a": 1}));
+        let schema =
+            json!({"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}});
+        assert_eq!(
+            check_output(Some(&schema), r#"{"a": 1}"#).unwrap(),
+            json!({"a": 1})
+        );
         assert_eq!(
             check_output(Some(&schema), "```json\n{\"a\": 2}\n```").unwrap(),
             json!({"a": 2})

@@ -20,12 +20,23 @@ use crate::ports::ChatRequest;
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
     /// returns the stored outcome without calling the LLM or any tool.
-    pub async fn execute_step(&self, run_id: RunId, step_no: i32) -> Result<StepOutcome, StepError> {
-        let span = tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
-        self.execute_step_inner(run_id, step_no).instrument(span).await
+    pub async fn execute_step(
+        &self,
+        run_id: RunId,
+        step_no: i32,
+    ) -> Result<StepOutcome, StepError> {
+        let span =
+            tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
+        self.execute_step_inner(run_id, step_no)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_step_inner(&self, run_id: RunId, step_no: i32) -> Result<StepOutcome, StepError> {
+    async fn execute_step_inner(
+        &self,
+        run_id: RunId,
+        step_no: i32,
+    ) -> Result<StepOutcome, StepError> {
         if let Some(outcome) = self.ledger.step_outcome(run_id, step_no).await? {
             return Ok(outcome);
         }
@@ -49,7 +60,10 @@ impl Engine {
         if step_no != run.next_step {
             return Err(StepError::fatal(
                 StopReason::Internal,
-                format!("step {step_no} requested but the run is at step {}", run.next_step),
+                format!(
+                    "step {step_no} requested but the run is at step {}",
+                    run.next_step
+                ),
             ));
         }
 
@@ -63,7 +77,10 @@ impl Engine {
             .ok_or_else(|| {
                 StepError::fatal(
                     StopReason::Internal,
-                    format!("agent {} v{} not found", run.active_agent, run.active_version),
+                    format!(
+                        "agent {} v{} not found",
+                        run.active_agent, run.active_version
+                    ),
                 )
             })?;
         let prompt = build_prompt(&agent.spec, self.ledger.messages(run_id).await?);
@@ -74,7 +91,9 @@ impl Engine {
                 run.tokens_used(),
                 run.limits.run_token_budget
             );
-            return self.stop(&run, Terminal::new(StopReason::RunTokenBudget, detail)).await;
+            return self
+                .stop(&run, Terminal::new(StopReason::RunTokenBudget, detail))
+                .await;
         }
 
         let started_at = Utc::now();
@@ -119,7 +138,10 @@ impl Engine {
                     }),
                 )];
                 events.extend(tool_started_events(&agent, step_no, &calls, &[], attempt));
-                let (stored, seq) = self.ledger.save_llm_turn(run_id, step_no, &fresh, &events).await?;
+                let (stored, seq) = self
+                    .ledger
+                    .save_llm_turn(run_id, step_no, &fresh, &events)
+                    .await?;
                 if let Some(seq) = seq {
                     self.feed.publish(run_id, seq);
                 }
@@ -139,10 +161,14 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let results = self.run_tools(run_id, step_no, &agent, &calls, done).await?;
+        let results = self
+            .run_tools(run_id, step_no, &agent, &calls, done)
+            .await?;
 
         let commit = self
-            .decide(&run, &agent, step_no, attempt, started_at, turn, &calls, results)
+            .decide(
+                &run, &agent, step_no, attempt, started_at, turn, &calls, results,
+            )
             .await?;
         match self.ledger.commit_step(&commit).await? {
             CommitResult::Committed { outcome, last_seq } => {
@@ -153,7 +179,9 @@ impl Engine {
                 tracing::info!(next = ?outcome.next, "step committed");
                 Ok(outcome)
             }
-            CommitResult::AlreadyCommitted(outcome) | CommitResult::RunEnded(outcome) => Ok(outcome),
+            CommitResult::AlreadyCommitted(outcome) | CommitResult::RunEnded(outcome) => {
+                Ok(outcome)
+            }
         }
     }
 
@@ -165,13 +193,19 @@ impl Engine {
         if run.deadline.is_some_and(|deadline| Utc::now() >= deadline) {
             return Ok(Some(Terminal::new(
                 StopReason::Timeout,
-                format!("the run exceeded its {} s limit", run.limits.timeout_seconds),
+                format!(
+                    "the run exceeded its {} s limit",
+                    run.limits.timeout_seconds
+                ),
             )));
         }
         if step_no > run.limits.max_steps as i32 {
             return Ok(Some(Terminal::new(
                 StopReason::MaxSteps,
-                format!("the run reached its limit of {} steps", run.limits.max_steps),
+                format!(
+                    "the run reached its limit of {} steps",
+                    run.limits.max_steps
+                ),
             )));
         }
         Ok(None)
@@ -279,7 +313,11 @@ impl Engine {
                     ));
                     json!({"error": "handoff limit reached"})
                 } else {
-                    match self.ledger.get_agent(run.team_id, target.as_str(), None).await? {
+                    match self
+                        .ledger
+                        .get_agent(run.team_id, target.as_str(), None)
+                        .await?
+                    {
                         Some(next) => {
                             events.push(NewEvent::new(
                                 EventType::Handoff,

@@ -100,13 +100,20 @@ impl ToolRunner {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match tokio::time::timeout(timeout, self.attempt(spec, call_ref, arguments)).await {
+            let outcome = match tokio::time::timeout(
+                timeout,
+                self.attempt(spec, call_ref, arguments),
+            )
+            .await
+            {
                 Ok(outcome) => outcome,
                 Err(_) => Attempt::Transient(format!("timed out after {} ms", spec.timeout_ms)),
             };
             match outcome {
                 Attempt::Done(result) => return (result, false, attempt),
-                Attempt::Failed(error) => return (json!({"error": error}).to_string(), true, attempt),
+                Attempt::Failed(error) => {
+                    return (json!({"error": error}).to_string(), true, attempt)
+                }
                 Attempt::Transient(error) if attempt > MAX_RETRIES => {
                     return (json!({"error": error}).to_string(), true, attempt)
                 }
@@ -120,7 +127,9 @@ impl ToolRunner {
 
     async fn attempt(&self, spec: &ToolSpec, call_ref: CallRef, arguments: &Value) -> Attempt {
         match &spec.kind {
-            ToolKind::Builtin { builtin, config } => run_builtin(*builtin, config.as_ref(), arguments).await,
+            ToolKind::Builtin { builtin, config } => {
+                run_builtin(*builtin, config.as_ref(), arguments).await
+            }
             ToolKind::Http { url, secret } => {
                 let body = json!({
                     "run_id": call_ref.run_id,
@@ -145,14 +154,19 @@ impl ToolRunner {
                 let status = response.status();
                 let text = match response.text().await {
                     Ok(text) => text,
-                    Err(e) => return Attempt::Transient(format!("reading the response failed: {e}")),
+                    Err(e) => {
+                        return Attempt::Transient(format!("reading the response failed: {e}"))
+                    }
                 };
                 if status.is_success() {
                     Attempt::Done(text)
                 } else if status.is_server_error() || status.as_u16() == 429 {
                     Attempt::Transient(format!("tool endpoint answered {status}"))
                 } else {
-                    Attempt::Failed(format!("tool endpoint answered {status}: {}", truncate(&text, 500)))
+                    Attempt::Failed(format!(
+                        "tool endpoint answered {status}: {}",
+                        truncate(&text, 500)
+                    ))
                 }
             }
         }
@@ -187,12 +201,19 @@ async fn run_builtin(builtin: Builtin, config: Option<&Value>, arguments: &Value
         Builtin::Echo => Attempt::Done(arguments.to_string()),
         Builtin::Now => Attempt::Done(json!({"now": Utc::now().to_rfc3339()}).to_string()),
         Builtin::Sleep => {
-            let ms = arguments.get("ms").and_then(Value::as_u64).unwrap_or(0).min(60_000);
+            let ms = arguments
+                .get("ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Attempt::Done(json!({"slept_ms": ms}).to_string())
         }
         Builtin::Lookup => {
-            let key_field = config.and_then(|c| c.get("key")).and_then(Value::as_str).unwrap_or("key");
+            let key_field = config
+                .and_then(|c| c.get("key"))
+                .and_then(Value::as_str)
+                .unwrap_or("key");
             let Some(key) = arguments.get(key_field).and_then(Value::as_str) else {
                 return Attempt::Failed(format!("argument {key_field:?} (a string) is required"));
             };

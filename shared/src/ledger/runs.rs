@@ -10,7 +10,8 @@ use crate::domain::{
     EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,
 };
 
-pub(super) const RUN_COLUMNS: &str = "id, team_id, agent, version, active_agent, active_version, status,
+pub(super) const RUN_COLUMNS: &str =
+    "id, team_id, agent, version, active_agent, active_version, status,
     stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
     handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
     created_at, started_at, deadline, finished_at";
@@ -186,7 +187,10 @@ impl Ledger {
                 &[&team.0, &status, &cursor_at, &cursor_id, &(limit + 1)],
             )
             .await?;
-        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if runs.len() as i64 > limit {
             runs.truncate(limit as usize);
             runs.last().map(|r| encode_cursor(r.created_at, r.id))

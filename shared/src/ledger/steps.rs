@@ -8,9 +8,7 @@ use serde_json::Value;
 use super::events::append_events;
 use super::runs::{run_from_row, terminal_event};
 use super::{Ledger, StoreError};
-use crate::domain::{
-    ChatMessage, EventType, NewEvent, RunId, RunStatus, StepOutcome, Terminal,
-};
+use crate::domain::{ChatMessage, EventType, NewEvent, RunId, RunStatus, StepOutcome, Terminal};
 
 /// The LLM's answer in a step, kept so a retried attempt reuses it.
 #[derive(Clone, Debug)]
@@ -62,7 +60,10 @@ pub struct StepCommit {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CommitResult {
-    Committed { outcome: StepOutcome, last_seq: i64 },
+    Committed {
+        outcome: StepOutcome,
+        last_seq: i64,
+    },
     /// Another attempt committed this step first; its outcome.
     AlreadyCommitted(StepOutcome),
     /// The run ended (cancel, timeout) while the step ran; nothing was written.

@@ -197,4 +197,3 @@ impl Orchestrator for EmbeddedOrchestrator {
         Ok(())
     }
 }
-

@@ -1,0 +1,23 @@
+# The two commands a newcomer needs: `make dev` and `make test`.
+SHELL := /bin/bash
+
+.PHONY: dev test lint bench
+
+## Run agentrun in one process on PostgreSQL, with the mock LLM and the example agents.
+dev:
+	@url="$${DATABASE_URL:-$$(scripts/ensure-postgres.sh)/agentrun_dev}"; \
+	  DATABASE_URL="$$url" cargo run --bin agentrun -- dev
+
+## Run every test (unit and end-to-end, against a real PostgreSQL).
+test:
+	scripts/test.sh
+
+## Formatting and lints, as CI checks them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## W1 (durable step throughput) against the mock LLM.
+bench:
+	@url="$${BENCH_DATABASE_URL:-$$(scripts/ensure-postgres.sh)/agentrun_bench}"; \
+	  cargo build --release --bin agentrun && BENCH_DATABASE_URL="$$url" ./target/release/agentrun bench w1
