@@ -70,15 +70,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
-            init_logs();
+            init_logs_at("warn");
             bench::run(args).await
         }
     }
 }
 
 fn init_logs() {
+    init_logs_at("info");
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_logs_at(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -176,7 +176,7 @@ impl Engine {
                 if commit.terminal.is_some() {
                     self.release(run_id).await;
                 }
-                tracing::info!(next = ?outcome.next, "step committed");
+                tracing::debug!(next = ?outcome.next, "step committed");
                 Ok(outcome)
             }
             CommitResult::AlreadyCommitted(outcome) | CommitResult::RunEnded(outcome) => {

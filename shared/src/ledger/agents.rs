@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
 
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 use crate::domain::{AgentSpec, TeamId};
 
 #[derive(Clone, Debug, Serialize)]
@@ -14,6 +14,9 @@ pub struct AgentVersion {
     pub spec: AgentSpec,
     pub created_at: DateTime<Utc>,
 }
+
+/// Entries kept before the cache starts over.
+const AGENT_CACHE_LIMIT: usize = 10_000;
 
 fn agent_from_row(row: &Row) -> Result<AgentVersion, StoreError> {
     let spec = serde_json::from_value(row.get("spec"))
@@ -43,7 +46,7 @@ impl Ledger {
         // decides and the loser tries again.
         for _ in 0..5 {
             let latest = client
-                .query_opt(
+                .q_opt(
                     "SELECT name, version, spec, spec_hash, created_at FROM agent_configs
                      WHERE team_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
                     &[&team.0, &name],
@@ -57,7 +60,7 @@ impl Ledger {
                 None => 1,
             };
             let inserted = client
-                .query_opt(
+                .q_opt(
                     "INSERT INTO agent_configs (team_id, name, version, spec, spec_hash)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT DO NOTHING
@@ -81,24 +84,37 @@ impl Ledger {
         name: &str,
         version: Option<i32>,
     ) -> Result<Option<AgentVersion>, StoreError> {
+        if let Some(version) = version {
+            let key = (team, name.to_owned(), version);
+            if let Some(hit) = self.agent_cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+                return Ok(Some(hit));
+            }
+        }
         let row = self
             .client()
             .await?
-            .query_opt(
+            .q_opt(
                 "SELECT name, version, spec, created_at FROM agent_configs
                  WHERE team_id = $1 AND name = $2 AND ($3::int IS NULL OR version = $3)
                  ORDER BY version DESC LIMIT 1",
                 &[&team.0, &name, &version],
             )
             .await?;
-        row.as_ref().map(agent_from_row).transpose()
+        let found = row.as_ref().map(agent_from_row).transpose()?;
+        if let (Some(found), Ok(mut cache)) = (&found, self.agent_cache.lock()) {
+            if cache.len() >= AGENT_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert((team, found.name.clone(), found.version), found.clone());
+        }
+        Ok(found)
     }
 
     /// The latest version of each of a team's agents, by name.
     pub async fn list_agents(&self, team: TeamId) -> Result<Vec<AgentVersion>, StoreError> {
         self.client()
             .await?
-            .query(
+            .q(
                 "SELECT DISTINCT ON (name) name, version, spec, created_at FROM agent_configs
                  WHERE team_id = $1 ORDER BY name, version DESC",
                 &[&team.0],

@@ -2,9 +2,9 @@
 //! holds the run row lock, which is what keeps `seq` gap-free.
 
 use serde_json::Value;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 use crate::domain::{NewEvent, RunEvent, RunId};
 
 /// Appends `events` after `last_seq` and returns the new last seq. The caller
@@ -22,14 +22,14 @@ pub(super) async fn append_events(
     let types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let steps: Vec<Option<i32>> = events.iter().map(|e| e.step_no).collect();
     let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
-    tx.execute(
+    tx.exec(
         "INSERT INTO run_events (run_id, seq, type, step_no, data)
          SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::jsonb[])",
         &[&run.0, &seqs, &types, &steps, &data],
     )
     .await?;
     let new_last = last_seq + events.len() as i64;
-    tx.execute(
+    tx.exec(
         "UPDATE runs SET last_seq = $2 WHERE id = $1",
         &[&run.0, &new_last],
     )
@@ -48,7 +48,7 @@ impl Ledger {
         let rows = self
             .client()
             .await?
-            .query(
+            .q(
                 "SELECT seq, type, step_no, data, created_at FROM run_events
                  WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[&run.0, &after, &limit],
@@ -77,7 +77,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(row) = tx
-            .query_opt(
+            .q_opt(
                 "SELECT last_seq FROM runs WHERE id = $1 AND status = 'running' FOR UPDATE",
                 &[&run.0],
             )

@@ -1,7 +1,7 @@
 //! Numbered SQL migrations from `migrations/`, applied in order, each once,
 //! in its own transaction, under an advisory lock so concurrent starters wait.
 
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 
 /// (version, name, SQL). Add new files here in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -24,11 +24,11 @@ impl Ledger {
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         let mut client = self.client().await?;
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .exec("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         let result = apply_pending(&mut client).await;
         client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .exec("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
         result
     }
@@ -44,7 +44,7 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, 
         )
         .await?;
     let applied: Vec<i32> = client
-        .query("SELECT version FROM schema_migrations", &[])
+        .q("SELECT version FROM schema_migrations", &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -56,7 +56,7 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, 
         }
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
             &[version, name],
         )

@@ -9,15 +9,46 @@ mod runs;
 mod steps;
 mod teams;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 pub use agents::AgentVersion;
+
+use crate::domain::TeamId;
 pub use migrate::MIGRATIONS;
 pub use runs::{decode_cursor, encode_cursor, input_message, NewRun, RunPage};
 pub use steps::{CommitResult, LlmTurn, StepCommit, StepRecord, ToolCallRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error as PgError, NoTls, Row};
+
+/// Queries through the connection's prepared-statement cache: one round
+/// trip per statement instead of two (prepare, then execute).
+#[async_trait::async_trait]
+pub trait Cached: deadpool_postgres::GenericClient {
+    async fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn q_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn q_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+}
+
+impl<T: deadpool_postgres::GenericClient> Cached for T {}
 
 /// Errors from the ledger. `Unavailable` is worth retrying; `Corrupt` is not.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +94,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[derive(Clone)]
 pub struct Ledger {
     pool: Pool,
+    /// Agent versions are immutable, so a version read once is kept.
+    agent_cache: std::sync::Arc<std::sync::Mutex<HashMap<(TeamId, String, i32), AgentVersion>>>,
 }
 
 impl Ledger {
@@ -84,7 +117,10 @@ impl Ledger {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            agent_cache: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &Pool {

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Row;
 
 use super::events::append_events;
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 use crate::domain::{
     EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,
 };
@@ -99,7 +99,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let inserted = tx
-            .execute(
+            .exec(
                 "INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
                                    status, input, metadata, limits, message_count)
                  VALUES ($1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1)
@@ -122,7 +122,7 @@ impl Ledger {
             content: input_message(&new.input),
         })
         .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO run_messages (run_id, seq, step_no, agent, message) VALUES ($1, 1, 0, $2, $3)",
             &[&new.id.0, &new.agent, &message],
         )
@@ -133,7 +133,7 @@ impl Ledger {
             json!({"agent": new.agent, "version": new.version}),
         );
         append_events(&tx, new.id, 0, &[queued]).await?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO usage_daily (team_id, day, runs) VALUES ($1, CURRENT_DATE, 1)
              ON CONFLICT (team_id, day) DO UPDATE SET runs = usage_daily.runs + 1",
             &[&new.team_id.0],
@@ -147,7 +147,7 @@ impl Ledger {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .q_opt(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
                 &[&run.0],
             )
@@ -176,7 +176,7 @@ impl Ledger {
         let rows = self
             .client()
             .await?
-            .query(
+            .q(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs
                      WHERE team_id = $1
@@ -205,7 +205,7 @@ impl Ledger {
         Ok(self
             .client()
             .await?
-            .query(
+            .q(
                 "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at",
                 &[],
             )
@@ -221,7 +221,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let started = tx
-            .query_opt(
+            .q_opt(
                 "UPDATE runs SET status = 'running', started_at = now(),
                      deadline = now() + make_interval(secs => (limits->>'timeout_seconds')::double precision)
                  WHERE id = $1 AND status = 'queued' RETURNING last_seq",
@@ -233,7 +233,7 @@ impl Ledger {
             append_events(&tx, run, row.get(0), &[event]).await?;
         }
         let row = tx
-            .query_opt(
+            .q_opt(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
                 &[&run.0],
             )
@@ -252,7 +252,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(row) = tx
-            .query_opt(
+            .q_opt(
                 "SELECT status, last_seq FROM runs WHERE id = $1 FOR UPDATE",
                 &[&run.0],
             )
@@ -269,7 +269,7 @@ impl Ledger {
             return Ok(None);
         }
         let row = tx
-            .query_one(
+            .q_one(
                 &format!(
                     "UPDATE runs SET status = $2, stop_reason = $3, stop_detail = $4,
                          output = coalesce($5, output), raw_output = coalesce($6, raw_output),

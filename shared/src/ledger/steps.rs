@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::events::append_events;
 use super::runs::{run_from_row, terminal_event};
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 use crate::domain::{ChatMessage, EventType, NewEvent, RunId, RunStatus, StepOutcome, Terminal};
 
 /// The LLM's answer in a step, kept so a retried attempt reuses it.
@@ -119,7 +119,7 @@ impl Ledger {
     ) -> Result<Option<StepOutcome>, StoreError> {
         self.client()
             .await?
-            .query_opt(
+            .q_opt(
                 "SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2",
                 &[&run.0, &step_no],
             )
@@ -132,7 +132,7 @@ impl Ledger {
     pub async fn messages(&self, run: RunId) -> Result<Vec<ChatMessage>, StoreError> {
         self.client()
             .await?
-            .query(
+            .q(
                 "SELECT message FROM run_messages WHERE run_id = $1 ORDER BY seq",
                 &[&run.0],
             )
@@ -157,7 +157,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(row) = tx
-            .query_opt(
+            .q_opt(
                 "SELECT last_seq FROM runs
                  WHERE id = $1 AND status = 'running' AND next_step = $2 FOR UPDATE",
                 &[&run.0, &step_no],
@@ -168,7 +168,7 @@ impl Ledger {
         };
         let last_seq: i64 = row.get(0);
         let previous: i64 = tx
-            .query_one(
+            .q_one(
                 "SELECT count(*) FROM run_events
                  WHERE run_id = $1 AND type = 'step.started' AND step_no = $2",
                 &[&run.0, &step_no],
@@ -190,7 +190,7 @@ impl Ledger {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .q_opt(
                 "SELECT agent, model, message, input_tokens, output_tokens, context_trimmed
                  FROM step_llm_turns WHERE run_id = $1 AND step_no = $2",
                 &[&run.0, &step_no],
@@ -224,7 +224,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(row) = tx
-            .query_opt(
+            .q_opt(
                 "SELECT last_seq FROM runs WHERE id = $1 AND status = 'running' FOR UPDATE",
                 &[&run.0],
             )
@@ -233,7 +233,7 @@ impl Ledger {
             return Ok((turn.clone(), None));
         };
         let inserted = tx
-            .execute(
+            .exec(
                 "INSERT INTO step_llm_turns
                      (run_id, step_no, agent, model, message, input_tokens, output_tokens, context_trimmed)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
@@ -269,7 +269,7 @@ impl Ledger {
         Ok(self
             .client()
             .await?
-            .query(
+            .q(
                 "SELECT * FROM tool_calls WHERE run_id = $1 AND step_no = $2 ORDER BY call_index",
                 &[&run.0, &step_no],
             )
@@ -288,7 +288,7 @@ impl Ledger {
     ) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
+            .exec(
                 "INSERT INTO tool_calls (run_id, step_no, call_index, tool_call_id, name, arguments,
                                          result, is_error, attempts, started_at, finished_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
@@ -317,7 +317,7 @@ impl Ledger {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
-            .query_one(
+            .q_one(
                 "SELECT status, next_step, last_seq, message_count, team_id FROM runs
                  WHERE id = $1 FOR UPDATE",
                 &[&run.0],
@@ -330,7 +330,7 @@ impl Ledger {
         let next_step: i32 = row.get("next_step");
         if next_step > commit.step_no {
             let stored = tx
-                .query_one(
+                .q_one(
                     "SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2",
                     &[&run.0, &commit.step_no],
                 )
@@ -359,7 +359,7 @@ impl Ledger {
                 stop_reason: Some(terminal.reason),
             },
         };
-        tx.execute(
+        tx.exec(
             "INSERT INTO run_steps (run_id, step_no, agent, agent_version, attempt, model,
                                     input_tokens, output_tokens, context_trimmed, outcome, started_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -387,7 +387,7 @@ impl Ledger {
             .iter()
             .map(to_json)
             .collect::<Result<Vec<_>, _>>()?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO run_messages (run_id, seq, step_no, agent, message)
              SELECT $1, s, $3, $4, m FROM unnest($2::int[], $5::jsonb[]) AS t(s, m)",
             &[&run.0, &seqs, &commit.step_no, &commit.agent, &messages],
@@ -396,7 +396,7 @@ impl Ledger {
         let (active_agent, active_version) = commit.handoff_to.clone().unwrap_or_default();
         let terminal = commit.terminal.as_ref();
         let updated = tx
-            .query_one(
+            .q_one(
                 &format!(
                     "UPDATE runs SET
                          next_step = $2,
@@ -440,7 +440,7 @@ impl Ledger {
             events.push(terminal_event(&updated, Some(commit.step_no)));
         }
         let last_seq = append_events(&tx, run, row.get("last_seq"), &events).await?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO usage_daily (team_id, day, llm_calls, input_tokens, output_tokens)
              VALUES ($1, CURRENT_DATE, 1, $2, $3)
              ON CONFLICT (team_id, day) DO UPDATE SET
@@ -462,13 +462,13 @@ impl Ledger {
     pub async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
         let client = self.client().await?;
         let steps = client
-            .query(
+            .q(
                 "SELECT * FROM run_steps WHERE run_id = $1 ORDER BY step_no",
                 &[&run.0],
             )
             .await?;
         let calls = client
-            .query(
+            .q(
                 "SELECT * FROM tool_calls WHERE run_id = $1 ORDER BY step_no, call_index",
                 &[&run.0],
             )

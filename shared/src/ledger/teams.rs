@@ -6,7 +6,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Ledger, StoreError};
+use super::{Cached, Ledger, StoreError};
 use crate::domain::TeamId;
 
 /// A key as shown once, at creation.
@@ -46,7 +46,7 @@ impl Ledger {
         let row = self
             .client()
             .await?
-            .query_one(
+            .q_one(
                 "INSERT INTO teams (id, name) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
                  RETURNING id",
@@ -62,7 +62,7 @@ impl Ledger {
         let id = Uuid::now_v7();
         self.client()
             .await?
-            .execute(
+            .exec(
                 "INSERT INTO api_keys (id, team_id, prefix, key_hash) VALUES ($1, $2, $3, $4)",
                 &[&id, &team.0, &prefix, &hash_key(&secret)],
             )
@@ -78,7 +78,7 @@ impl Ledger {
         let row = self
             .client()
             .await?
-            .query_opt(
+            .q_opt(
                 "SELECT team_id, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
                 &[&prefix],
             )

@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
+use crate::ledger::Cached;
+
 use crate::domain::{RunId, TeamId};
 use crate::ports::{HotStore, HotStoreError, IdempotencyClaim};
 
@@ -42,7 +44,7 @@ impl HotStore for PgHotStore {
         // An expired key is replaced; a live one is kept. Concurrent claimers
         // serialize on the primary key, and exactly one sees its own run id.
         let row = client
-            .query_one(
+            .q_one(
                 &format!(
                     "INSERT INTO hot_idempotency_keys (team_id, key, request_hash, run_id, expires_at)
                      VALUES ($1, $2, $3, $4, now() + interval '{IDEMPOTENCY_TTL}')
@@ -73,7 +75,7 @@ impl HotStore for PgHotStore {
     async fn set_cancel_flag(&self, run: RunId, reason: &str) -> Result<(), HotStoreError> {
         self.client()
             .await?
-            .execute(
+            .exec(
                 "INSERT INTO hot_cancel_flags (run_id, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&run.0, &reason],
             )
@@ -86,7 +88,7 @@ impl HotStore for PgHotStore {
         Ok(self
             .client()
             .await?
-            .query_opt(
+            .q_opt(
                 "SELECT reason FROM hot_cancel_flags WHERE run_id = $1",
                 &[&run.0],
             )
@@ -98,7 +100,7 @@ impl HotStore for PgHotStore {
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
         self.client()
             .await?
-            .execute("DELETE FROM hot_cancel_flags WHERE run_id = $1", &[&run.0])
+            .exec("DELETE FROM hot_cancel_flags WHERE run_id = $1", &[&run.0])
             .await
             .map_err(unavailable)?;
         Ok(())
