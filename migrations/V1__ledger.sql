@@ -49,6 +49,9 @@ CREATE TABLE runs (
     llm_calls       integer NOT NULL DEFAULT 0,
     last_seq        bigint NOT NULL DEFAULT 0,
     message_count   integer NOT NULL DEFAULT 0,
+    -- Attempts at step `attempt_step` so far (for `step.started` events).
+    attempt_step    integer NOT NULL DEFAULT 0,
+    step_attempts   integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     deadline        timestamptz,
@@ -124,14 +127,4 @@ CREATE TABLE tool_calls (
     started_at      timestamptz NOT NULL,
     finished_at     timestamptz NOT NULL,
     PRIMARY KEY (run_id, step_no, call_index)
-);
-
-CREATE TABLE usage_daily (
-    team_id         uuid NOT NULL REFERENCES teams (id),
-    day             date NOT NULL,
-    runs            bigint NOT NULL DEFAULT 0,
-    llm_calls       bigint NOT NULL DEFAULT 0,
-    input_tokens    bigint NOT NULL DEFAULT 0,
-    output_tokens   bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (team_id, day)
 );

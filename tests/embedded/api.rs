@@ -129,7 +129,12 @@ async fn requests_without_a_valid_key_are_401_and_other_teams_runs_are_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_the_routes() {
     let app = spawn_app().await;
-    let response = app.http.get(format!("{}/openapi.json", app.url)).send().await.unwrap();
+    let response = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let doc: Value = response.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
@@ -144,7 +149,10 @@ async fn the_openapi_document_describes_the_routes() {
         "/v1/agents/{name}/versions/{version}",
         "/healthz",
     ] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from openapi.json");
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from openapi.json"
+        );
     }
     let (status, body) = app.get("/v1/nothing-here").await;
     assert_eq!(status, 404);

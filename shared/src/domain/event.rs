@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{RunId, RunStatus};
+use serde_json::json;
+
+use super::{Run, RunId, RunStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum EventType {
@@ -110,4 +112,31 @@ impl RunEvent {
     pub fn is_terminal(&self) -> bool {
         is_terminal_event(&self.kind)
     }
+}
+
+/// The closing event of a run in a terminal status.
+pub fn terminal_event(run: &Run, step_no: Option<i32>) -> NewEvent {
+    let kind = EventType::terminal_for(run.status).unwrap_or(EventType::RunFailed);
+    let mut data = json!({
+        "status": run.status,
+        "stop_reason": run.stop_reason,
+        "usage": {
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "total_tokens": run.input_tokens + run.output_tokens,
+            "llm_calls": run.llm_calls,
+        },
+    });
+    if let Some(detail) = &run.stop_detail {
+        data["detail"] = json!(detail);
+    }
+    if let Some(output) = &run.output {
+        data["output"] = output.clone();
+    }
+    if run.status != RunStatus::Succeeded {
+        if let Some(raw) = &run.raw_output {
+            data["raw_output"] = json!(raw);
+        }
+    }
+    NewEvent::new(kind, step_no, data)
 }

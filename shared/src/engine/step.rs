@@ -10,9 +10,10 @@ use super::context::build_prompt;
 use super::output::{check_output, repair_prompt};
 use super::tools::CallRef;
 use super::{Engine, StepError};
+use crate::domain::event::terminal_event;
 use crate::domain::{
     ChatMessage, EventType, NewEvent, Run, RunId, RunStatus, StepOutcome, StopReason, Terminal,
-    ToolCall,
+    ToolCall, ToolKind,
 };
 use crate::ledger::{AgentVersion, CommitResult, LlmTurn, StepCommit, ToolCallRecord};
 use crate::ports::ChatRequest;
@@ -37,14 +38,14 @@ impl Engine {
         run_id: RunId,
         step_no: i32,
     ) -> Result<StepOutcome, StepError> {
-        if let Some(outcome) = self.ledger.step_outcome(run_id, step_no).await? {
-            return Ok(outcome);
-        }
-        let mut run = self
+        let (mut run, committed) = self
             .ledger
-            .get_run(run_id)
+            .run_for_step(run_id, step_no)
             .await?
             .ok_or_else(|| StepError::fatal(StopReason::Internal, "run not found"))?;
+        if let Some(outcome) = committed {
+            return Ok(outcome);
+        }
         tracing::Span::current().record("team_id", tracing::field::display(run.team_id));
         if run.status.is_terminal() {
             return Ok(StepOutcome::finished(&run));
@@ -106,7 +107,13 @@ impl Engine {
         };
         self.feed.publish(run_id, seq);
 
-        let (turn, reused) = match self.ledger.llm_turn(run_id, step_no).await? {
+        // Only an earlier attempt can have stored a turn or tool results.
+        let earlier_turn = if attempt > 1 {
+            self.ledger.llm_turn(run_id, step_no).await?
+        } else {
+            None
+        };
+        let (turn, reused) = match earlier_turn {
             Some(turn) => (turn, true),
             None => {
                 let request = ChatRequest {
@@ -259,7 +266,8 @@ impl Engine {
                 step_no,
                 call_index: index as i32,
             };
-            let record = match agent.spec.tool(&call.function.name) {
+            let spec = agent.spec.tool(&call.function.name);
+            let record = match spec {
                 Some(spec) => {
                     self.tools
                         .run(spec, call_ref, &call.id, &call.function.arguments)
@@ -267,7 +275,12 @@ impl Engine {
                 }
                 None => unknown_tool(call_ref, call),
             };
-            self.ledger.save_tool_call(run_id, step_no, &record).await?;
+            // A call with effects outside agentrun is kept the moment it
+            // returns, so a retried step never makes it again; built-ins are
+            // simply re-run and kept with the step.
+            if spec.is_some_and(|s| matches!(s.kind, ToolKind::Http { .. })) {
+                self.ledger.save_tool_call(run_id, step_no, &record).await?;
+            }
             Ok::<_, StepError>(record)
         });
         let mut records = done;
@@ -398,6 +411,18 @@ impl Engine {
             }
         }
 
+        let after = terminal.as_ref().map(|terminal| {
+            let mut after = run.clone();
+            after.status = terminal.reason.status();
+            after.stop_reason = Some(terminal.reason);
+            after.stop_detail = terminal.detail.clone();
+            after.output = terminal.output.clone();
+            after.raw_output = terminal.raw_output.clone();
+            after.input_tokens += turn.input_tokens;
+            after.output_tokens += turn.output_tokens;
+            after.llm_calls += 1;
+            after
+        });
         events.push(NewEvent::new(
             EventType::StepCompleted,
             step,
@@ -409,6 +434,9 @@ impl Engine {
                 "next": if terminal.is_some() { "finish" } else { "step" },
             }),
         ));
+        if let Some(after) = &after {
+            events.push(terminal_event(after, step));
+        }
         Ok(StepCommit {
             run_id: run.id,
             step_no,
@@ -425,6 +453,7 @@ impl Engine {
             handoff_to,
             repairs_used,
             terminal,
+            tool_calls: results,
         })
     }
 }

@@ -86,7 +86,12 @@ impl Ledger {
     ) -> Result<Option<AgentVersion>, StoreError> {
         if let Some(version) = version {
             let key = (team, name.to_owned(), version);
-            if let Some(hit) = self.agent_cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            if let Some(hit) = self
+                .agent_cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).cloned())
+            {
                 return Ok(Some(hit));
             }
         }

@@ -1,8 +1,8 @@
 //! Appending and reading run events. Appends happen inside a transaction that
 //! holds the run row lock, which is what keeps `seq` gap-free.
 
-use serde_json::Value;
 use deadpool_postgres::Transaction;
+use serde_json::Value;
 
 use super::{Cached, Ledger, StoreError};
 use crate::domain::{NewEvent, RunEvent, RunId};

@@ -37,7 +37,11 @@ pub trait Cached: deadpool_postgres::GenericClient {
         self.query_one(&statement, params).await
     }
 
-    async fn q_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+    async fn q_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError> {
         let statement = self.prepare_cached(sql).await?;
         self.query_opt(&statement, params).await
     }

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 
 use super::events::append_events;
 use super::{Cached, Ledger, StoreError};
+use crate::domain::event::terminal_event;
 use crate::domain::{
     EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,
 };
@@ -80,15 +81,6 @@ pub fn input_message(input: &Value) -> String {
     }
 }
 
-fn usage_json(run: &Run) -> Value {
-    json!({
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "total_tokens": run.input_tokens + run.output_tokens,
-        "llm_calls": run.llm_calls,
-    })
-}
-
 impl Ledger {
     /// Creates a run (status `queued`, its input as the first message, event
     /// `run.queued`). Creating an id that exists is a no-op; returns whether
@@ -133,12 +125,6 @@ impl Ledger {
             json!({"agent": new.agent, "version": new.version}),
         );
         append_events(&tx, new.id, 0, &[queued]).await?;
-        tx.exec(
-            "INSERT INTO usage_daily (team_id, day, runs) VALUES ($1, CURRENT_DATE, 1)
-             ON CONFLICT (team_id, day) DO UPDATE SET runs = usage_daily.runs + 1",
-            &[&new.team_id.0],
-        )
-        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -292,28 +278,6 @@ impl Ledger {
         tx.commit().await?;
         Ok(Some(settled))
     }
-}
-
-/// The closing event of a run already marked terminal.
-pub(super) fn terminal_event(run: &Run, step_no: Option<i32>) -> NewEvent {
-    let kind = EventType::terminal_for(run.status).unwrap_or(EventType::RunFailed);
-    let mut data = json!({
-        "status": run.status,
-        "stop_reason": run.stop_reason,
-        "usage": usage_json(run),
-    });
-    if let Some(detail) = &run.stop_detail {
-        data["detail"] = json!(detail);
-    }
-    if let Some(output) = &run.output {
-        data["output"] = output.clone();
-    }
-    if run.status != RunStatus::Succeeded {
-        if let Some(raw) = &run.raw_output {
-            data["raw_output"] = json!(raw);
-        }
-    }
-    NewEvent::new(kind, step_no, data)
 }
 
 /// `next_cursor` is `<created_at micros>_<run id>`.

@@ -5,10 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::events::append_events;
-use super::runs::{run_from_row, terminal_event};
+use super::runs::{run_from_row, RUN_COLUMNS};
 use super::{Cached, Ledger, StoreError};
-use crate::domain::{ChatMessage, EventType, NewEvent, RunId, RunStatus, StepOutcome, Terminal};
+use crate::domain::{ChatMessage, NewEvent, Run, RunId, StepNext, StepOutcome, Terminal};
 
 /// The LLM's answer in a step, kept so a retried attempt reuses it.
 #[derive(Clone, Debug)]
@@ -50,8 +49,10 @@ pub struct StepCommit {
     pub context_trimmed: i32,
     /// Messages this step adds to the conversation, in order.
     pub messages: Vec<ChatMessage>,
-    /// Events before the terminal one (which the ledger adds when `terminal` is set).
+    /// Every event of the step, the terminal one included, in order.
     pub events: Vec<NewEvent>,
+    /// The step's tool calls; those already kept by `save_tool_call` stay as they are.
+    pub tool_calls: Vec<ToolCallRecord>,
     /// The agent active after this step, when a handoff changed it.
     pub handoff_to: Option<(String, i32)>,
     pub repairs_used: i32,
@@ -85,6 +86,11 @@ pub struct StepRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub tool_calls: Vec<ToolCallRecord>,
+}
+
+/// Event types and data as parallel arrays, for `unnest`.
+fn event_columns(events: &[NewEvent]) -> (Vec<&'static str>, Vec<&Value>) {
+    events.iter().map(|e| (e.kind.as_str(), &e.data)).unzip()
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Value, StoreError> {
@@ -145,45 +151,64 @@ impl Ledger {
             .collect()
     }
 
+    /// The run and, when step `step_no` is already committed, its outcome (one read).
+    pub async fn run_for_step(
+        &self,
+        run: RunId,
+        step_no: i32,
+    ) -> Result<Option<(Run, Option<StepOutcome>)>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .q_opt(
+                &format!(
+                    "SELECT {RUN_COLUMNS},
+                         (SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2) AS committed
+                     FROM runs WHERE id = $1"
+                ),
+                &[&run.0, &step_no],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let committed = row
+            .get::<_, Option<Value>>("committed")
+            .map(outcome_from)
+            .transpose()?;
+        Ok(Some((run_from_row(&row)?, committed)))
+    }
+
     /// Records the start of an attempt at a step (event `step.started`) and
-    /// returns its attempt number, or `None` when the run is no longer
-    /// running or the step is already committed.
+    /// returns its attempt number and seq, or `None` when the run is no
+    /// longer running or the step is already committed. One statement: the
+    /// run row update is the lock that keeps `seq` gap-free.
     pub async fn begin_step_attempt(
         &self,
         run: RunId,
         step_no: i32,
         agent: &str,
     ) -> Result<Option<(i32, i64)>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx
+        let row = self
+            .client()
+            .await?
             .q_opt(
-                "SELECT last_seq FROM runs
-                 WHERE id = $1 AND status = 'running' AND next_step = $2 FOR UPDATE",
-                &[&run.0, &step_no],
+                "WITH r AS (
+                     UPDATE runs SET
+                         last_seq = last_seq + 1,
+                         step_attempts = CASE WHEN attempt_step = $2 THEN step_attempts + 1 ELSE 1 END,
+                         attempt_step = $2
+                     WHERE id = $1 AND status = 'running' AND next_step = $2
+                     RETURNING last_seq, step_attempts)
+                 INSERT INTO run_events (run_id, seq, type, step_no, data)
+                 SELECT $1, r.last_seq, 'step.started', $2,
+                        jsonb_build_object('step_no', $2::int, 'agent', $3::text, 'attempt', r.step_attempts)
+                 FROM r
+                 RETURNING seq, (data->>'attempt')::int",
+                &[&run.0, &step_no, &agent],
             )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let last_seq: i64 = row.get(0);
-        let previous: i64 = tx
-            .q_one(
-                "SELECT count(*) FROM run_events
-                 WHERE run_id = $1 AND type = 'step.started' AND step_no = $2",
-                &[&run.0, &step_no],
-            )
-            .await?
-            .get(0);
-        let attempt = previous as i32 + 1;
-        let event = NewEvent::new(
-            EventType::StepStarted,
-            Some(step_no),
-            serde_json::json!({"step_no": step_no, "agent": agent, "attempt": attempt}),
-        );
-        let last_seq = append_events(&tx, run, last_seq, &[event]).await?;
-        tx.commit().await?;
-        Ok(Some((attempt, last_seq)))
+            .await?;
+        Ok(row.map(|row| (row.get(1), row.get(0))))
     }
 
     pub async fn llm_turn(&self, run: RunId, step_no: i32) -> Result<Option<LlmTurn>, StoreError> {
@@ -211,8 +236,9 @@ impl Ledger {
     }
 
     /// Keeps a step's LLM turn and appends `events` (`llm.completed`, tool
-    /// starts), so those are written exactly once per step. When another
-    /// attempt stored a turn first, that one wins and is returned instead.
+    /// starts) in one statement, so those are written exactly once per step.
+    /// When another attempt stored a turn first, that one wins and is
+    /// returned instead (with no events written).
     pub async fn save_llm_turn(
         &self,
         run: RunId,
@@ -221,22 +247,23 @@ impl Ledger {
         events: &[NewEvent],
     ) -> Result<(LlmTurn, Option<i64>), StoreError> {
         let message = to_json(&turn.message)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx
-            .q_opt(
-                "SELECT last_seq FROM runs WHERE id = $1 AND status = 'running' FOR UPDATE",
-                &[&run.0],
-            )
+        let (types, data) = event_columns(events);
+        let rows = self
+            .client()
             .await?
-        else {
-            return Ok((turn.clone(), None));
-        };
-        let inserted = tx
-            .exec(
-                "INSERT INTO step_llm_turns
-                     (run_id, step_no, agent, model, message, input_tokens, output_tokens, context_trimmed)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            .q(
+                "WITH t AS (
+                     INSERT INTO step_llm_turns
+                         (run_id, step_no, agent, model, message, input_tokens, output_tokens, context_trimmed)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING run_id),
+                 r AS (
+                     UPDATE runs SET last_seq = last_seq + cardinality($9::text[])
+                     WHERE id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM t)
+                     RETURNING last_seq)
+                 INSERT INTO run_events (run_id, seq, type, step_no, data)
+                 SELECT $1, r.last_seq - cardinality($9::text[]) + e.ord, e.type, $2, e.data
+                 FROM r, unnest($9::text[], $10::jsonb[]) WITH ORDINALITY AS e(type, data, ord)
+                 RETURNING seq",
                 &[
                     &run.0,
                     &step_no,
@@ -246,19 +273,19 @@ impl Ledger {
                     &turn.input_tokens,
                     &turn.output_tokens,
                     &turn.context_trimmed,
+                    &types,
+                    &data,
                 ],
             )
             .await?;
-        if inserted == 0 {
-            drop(tx);
-            let stored = self.llm_turn(run, step_no).await?.ok_or_else(|| {
-                StoreError::Corrupt("LLM turn vanished after a conflict".to_owned())
-            })?;
-            return Ok((stored, None));
+        if let Some(last) = rows.iter().map(|row| row.get::<_, i64>(0)).max() {
+            return Ok((turn.clone(), Some(last)));
         }
-        let last_seq = append_events(&tx, run, row.get(0), events).await?;
-        tx.commit().await?;
-        Ok((turn.clone(), Some(last_seq)))
+        let stored = self
+            .llm_turn(run, step_no)
+            .await?
+            .unwrap_or_else(|| turn.clone());
+        Ok((stored, None))
     }
 
     pub async fn tool_calls(
@@ -310,119 +337,79 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits a step: step row, messages, events, usage and run state in one
-    /// transaction. Exactly one commit per (run, step) ever succeeds.
+    /// Commits a step — step row, messages, tool calls, events and run state — in one
+    /// statement guarded by `status = 'running' AND next_step = step_no`, so
+    /// exactly one commit per (run, step) ever succeeds.
     pub async fn commit_step(&self, commit: &StepCommit) -> Result<CommitResult, StoreError> {
         let run = commit.run_id;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let row = tx
-            .q_one(
-                "SELECT status, next_step, last_seq, message_count, team_id FROM runs
-                 WHERE id = $1 FOR UPDATE",
-                &[&run.0],
-            )
-            .await?;
-        let status: RunStatus = row
-            .get::<_, String>("status")
-            .parse()
-            .map_err(StoreError::Corrupt)?;
-        let next_step: i32 = row.get("next_step");
-        if next_step > commit.step_no {
-            let stored = tx
-                .q_one(
-                    "SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2",
-                    &[&run.0, &commit.step_no],
-                )
-                .await?;
-            return Ok(CommitResult::AlreadyCommitted(outcome_from(stored.get(0))?));
-        }
-        if status.is_terminal() {
-            let ended = self.get_run(run).await?.ok_or_else(|| {
-                StoreError::Corrupt("run vanished during a step commit".to_owned())
-            })?;
-            return Ok(CommitResult::RunEnded(StepOutcome::finished(&ended)));
-        }
-        if next_step != commit.step_no {
-            return Err(StoreError::Corrupt(format!(
-                "step {} committed while the run expects step {next_step}",
-                commit.step_no
-            )));
-        }
-        let outcome = match &commit.terminal {
-            None => StepOutcome::next_step(run, commit.step_no + 1),
-            Some(terminal) => StepOutcome {
-                run_id: run,
-                step_no: commit.step_no + 1,
-                next: crate::domain::StepNext::Finish,
-                status: Some(terminal.reason.status()),
-                stop_reason: Some(terminal.reason),
-            },
-        };
-        tx.exec(
-            "INSERT INTO run_steps (run_id, step_no, agent, agent_version, attempt, model,
-                                    input_tokens, output_tokens, context_trimmed, outcome, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &run.0,
-                &commit.step_no,
-                &commit.agent,
-                &commit.agent_version,
-                &commit.attempt,
-                &commit.model,
-                &commit.input_tokens,
-                &commit.output_tokens,
-                &commit.context_trimmed,
-                &to_json(&outcome)?,
-                &commit.started_at,
-            ],
-        )
-        .await?;
-        let message_count: i32 = row.get("message_count");
-        let seqs: Vec<i32> = (1..=commit.messages.len() as i32)
-            .map(|i| message_count + i)
-            .collect();
         let messages = commit
             .messages
             .iter()
             .map(to_json)
             .collect::<Result<Vec<_>, _>>()?;
-        tx.exec(
-            "INSERT INTO run_messages (run_id, seq, step_no, agent, message)
-             SELECT $1, s, $3, $4, m FROM unnest($2::int[], $5::jsonb[]) AS t(s, m)",
-            &[&run.0, &seqs, &commit.step_no, &commit.agent, &messages],
-        )
-        .await?;
+        let (types, data) = event_columns(&commit.events);
+        let outcome = match &commit.terminal {
+            None => StepOutcome::next_step(run, commit.step_no + 1),
+            Some(terminal) => StepOutcome {
+                run_id: run,
+                step_no: commit.step_no + 1,
+                next: StepNext::Finish,
+                status: Some(terminal.reason.status()),
+                stop_reason: Some(terminal.reason),
+            },
+        };
         let (active_agent, active_version) = commit.handoff_to.clone().unwrap_or_default();
         let terminal = commit.terminal.as_ref();
-        let updated = tx
-            .q_one(
-                &format!(
-                    "UPDATE runs SET
-                         next_step = $2,
+        let rows = self
+            .client()
+            .await?
+            .q(
+                "WITH r AS (
+                     UPDATE runs SET
+                         next_step = $2 + 1,
                          input_tokens = input_tokens + $3,
                          output_tokens = output_tokens + $4,
                          llm_calls = llm_calls + 1,
-                         message_count = message_count + $5,
-                         active_agent = CASE WHEN $6 = '' THEN active_agent ELSE $6 END,
-                         active_version = CASE WHEN $6 = '' THEN active_version ELSE $7 END,
-                         handoff_depth = handoff_depth + CASE WHEN $6 = '' THEN 0 ELSE 1 END,
-                         repairs_used = $8,
-                         status = coalesce($9, status),
-                         stop_reason = coalesce($10, stop_reason),
-                         stop_detail = coalesce($11, stop_detail),
-                         output = coalesce($12, output),
-                         raw_output = coalesce($13, raw_output),
-                         finished_at = CASE WHEN $9::text IS NULL THEN finished_at ELSE now() END
-                     WHERE id = $1 RETURNING {}",
-                    super::runs::RUN_COLUMNS
-                ),
+                         message_count = message_count + cardinality($5::jsonb[]),
+                         last_seq = last_seq + cardinality($6::text[]),
+                         active_agent = CASE WHEN $7 = '' THEN active_agent ELSE $7 END,
+                         active_version = CASE WHEN $7 = '' THEN active_version ELSE $8 END,
+                         handoff_depth = handoff_depth + CASE WHEN $7 = '' THEN 0 ELSE 1 END,
+                         repairs_used = $9,
+                         status = coalesce($10, status),
+                         stop_reason = coalesce($11, stop_reason),
+                         stop_detail = coalesce($12, stop_detail),
+                         output = coalesce($13, output),
+                         raw_output = coalesce($14, raw_output),
+                         finished_at = CASE WHEN $10::text IS NULL THEN finished_at ELSE now() END
+                     WHERE id = $1 AND status = 'running' AND next_step = $2
+                     RETURNING last_seq, message_count),
+                 s AS (
+                     INSERT INTO run_steps (run_id, step_no, agent, agent_version, attempt, model,
+                                            input_tokens, output_tokens, context_trimmed, outcome, started_at)
+                     SELECT $1, $2, $15, $16, $17, $18, $3, $4, $19, $20, $21 FROM r),
+                 m AS (
+                     INSERT INTO run_messages (run_id, seq, step_no, agent, message)
+                     SELECT $1, r.message_count - cardinality($5::jsonb[]) + t.ord, $2, $15, t.message
+                     FROM r, unnest($5::jsonb[]) WITH ORDINALITY AS t(message, ord)),
+                 c AS (
+                     INSERT INTO tool_calls (run_id, step_no, call_index, tool_call_id, name, arguments,
+                                             result, is_error, attempts, started_at, finished_at)
+                     SELECT $1, $2, x.* FROM r, jsonb_to_recordset($23::jsonb) AS x(
+                         call_index int, tool_call_id text, name text, arguments jsonb, result text,
+                         is_error boolean, attempts int, started_at timestamptz, finished_at timestamptz)
+                     ON CONFLICT DO NOTHING)
+                 INSERT INTO run_events (run_id, seq, type, step_no, data)
+                 SELECT $1, r.last_seq - cardinality($6::text[]) + e.ord, e.type, $2, e.data
+                 FROM r, unnest($6::text[], $22::jsonb[]) WITH ORDINALITY AS e(type, data, ord)
+                 RETURNING seq",
                 &[
                     &run.0,
-                    &(commit.step_no + 1),
+                    &commit.step_no,
                     &commit.input_tokens,
                     &commit.output_tokens,
-                    &(commit.messages.len() as i32),
+                    &messages,
+                    &types,
                     &active_agent,
                     &active_version,
                     &commit.repairs_used,
@@ -431,31 +418,36 @@ impl Ledger {
                     &terminal.and_then(|t| t.detail.clone()),
                     &terminal.and_then(|t| t.output.clone()),
                     &terminal.and_then(|t| t.raw_output.clone()),
+                    &commit.agent,
+                    &commit.agent_version,
+                    &commit.attempt,
+                    &commit.model,
+                    &commit.context_trimmed,
+                    &to_json(&outcome)?,
+                    &commit.started_at,
+                    &data,
+                    &to_json(&commit.tool_calls)?,
                 ],
             )
             .await?;
-        let updated = run_from_row(&updated)?;
-        let mut events = commit.events.clone();
-        if terminal.is_some() {
-            events.push(terminal_event(&updated, Some(commit.step_no)));
+        if let Some(last_seq) = rows.iter().map(|row| row.get::<_, i64>(0)).max() {
+            return Ok(CommitResult::Committed { outcome, last_seq });
         }
-        let last_seq = append_events(&tx, run, row.get("last_seq"), &events).await?;
-        tx.exec(
-            "INSERT INTO usage_daily (team_id, day, llm_calls, input_tokens, output_tokens)
-             VALUES ($1, CURRENT_DATE, 1, $2, $3)
-             ON CONFLICT (team_id, day) DO UPDATE SET
-                 llm_calls = usage_daily.llm_calls + 1,
-                 input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens,
-                 output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens",
-            &[
-                &row.get::<_, uuid::Uuid>("team_id"),
-                &commit.input_tokens,
-                &commit.output_tokens,
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(CommitResult::Committed { outcome, last_seq })
+        // Nothing written: the step was committed by another attempt, or the run ended.
+        if let Some(stored) = self.step_outcome(run, commit.step_no).await? {
+            return Ok(CommitResult::AlreadyCommitted(stored));
+        }
+        let current = self
+            .get_run(run)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("run vanished during a step commit".to_owned()))?;
+        if current.status.is_terminal() {
+            return Ok(CommitResult::RunEnded(StepOutcome::finished(&current)));
+        }
+        Err(StoreError::Corrupt(format!(
+            "step {} committed while the run expects step {}",
+            commit.step_no, current.next_step
+        )))
     }
 
     /// A run's committed steps with their tool calls.
