@@ -94,12 +94,15 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Agent versions by (team, name, version).
+type AgentCache = HashMap<(TeamId, String, i32), AgentVersion>;
+
 /// The PostgreSQL-backed ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
     pool: Pool,
     /// Agent versions are immutable, so a version read once is kept.
-    agent_cache: std::sync::Arc<std::sync::Mutex<HashMap<(TeamId, String, i32), AgentVersion>>>,
+    agent_cache: std::sync::Arc<std::sync::Mutex<AgentCache>>,
 }
 
 impl Ledger {
