@@ -89,7 +89,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("starting the engine")?;
     let engine = platform.engine.clone();
-    let team = engine.ledger.ensure_team("bench").await?;
+        let team = engine.ledger.ensure_team("bench").await?;
+    // The benchmark measures steps, not budgets: lift the team's daily cap.
+    let unlimited = agentrun::ledger::TeamChange {
+        limits: Some(agentrun::domain::TeamLimits {
+            daily_token_budget: i64::MAX / 2,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    engine.ledger.change_team(team, &unlimited).await?;
     let spec: AgentSpec = serde_json::from_value(json!({
         "model": "bench",
         "instructions": "Benchmark agent.",
@@ -123,7 +132,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         version: agent.version,
                         input: json!("benchmark"),
                         metadata: json!({}),
-                        limits: agent.spec.limits.clone(),
+                                                limits: agent.spec.limits.clone(),
+                        run_fee_micros: 0,
                     })
                     .await?;
                 let mut step_no = 1;

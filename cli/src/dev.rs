@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// Where `dev.env` (URL and API key) is written.
     #[arg(long, default_value = ".agentrun")]
     state_dir: PathBuf,
+        /// The operator's key for `/v1/admin`; generated (and kept in
+    /// `dev.env`) when unset.
+    #[arg(long, env = "AGENTRUN_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
     /// Step retry base interval in milliseconds.
     #[arg(long, env = "AGENTRUN_RETRY_BASE_MS", default_value_t = 2000)]
     retry_base_ms: u64,
@@ -65,8 +69,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (OpenAiSettings::new(mock.base_url()), Some(mock))
         }
     };
+        let env_file = args.state_dir.join("dev.env");
+    let saved = read_env_file(&env_file);
+    let admin_key = args
+        .admin_key
+        .clone()
+        .or_else(|| saved.get("AGENTRUN_ADMIN_KEY").cloned())
+        .unwrap_or_else(|| format!("adm_{}", uuid::Uuid::new_v4().simple()));
     let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
+    settings.admin_key = Some(admin_key.clone());
     let platform = Embedded::start(settings)
         .await
         .with_context(|| format!("starting on {}", redact(&args.database_url)))?;
@@ -78,8 +90,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
-    let env_file = args.state_dir.join("dev.env");
-    let key = match read_env_file(&env_file).get("AGENTRUN_API_KEY") {
+        let key = match saved.get("AGENTRUN_API_KEY") {
         Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
         _ => ledger.issue_api_key(team).await?.secret,
     };
@@ -90,15 +101,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)?;
     std::fs::write(
         &env_file,
-        format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\n"),
+                format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\nAGENTRUN_ADMIN_KEY={admin_key}\n"),
     )
     .with_context(|| format!("writing {}", env_file.display()))?;
 
     println!("agentrun dev is serving {url}");
-    println!(
+        println!(
         "  team: demo   API key: {key}   (also in {})",
         env_file.display()
     );
+    println!("  admin key: {admin_key}");
     println!("  try:  cargo run -q --bin agentrun -- run --agent support-triage --input 'I was charged twice'");
 
     let router = platform.router();

@@ -11,7 +11,10 @@ use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{router, AppState};
 use crate::domain::{AgentName, AgentSpec, TeamId};
-use crate::engine::{Engine, ToolRunner};
+use crate::engine::{Engine, ToolRunner, ORPHAN_SLOT_GRACE};
+
+/// How often hot state is checked against the ledger.
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::ledger::{ensure_database, Ledger, StoreError};
 use crate::policy::StepPolicy;
 use crate::ports::LlmError;
@@ -22,8 +25,10 @@ pub struct EmbeddedSettings {
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
     pub policy: StepPolicy,
-    /// Steps executing at once across all runs.
+        /// Steps executing at once across all runs.
     pub max_concurrent_steps: usize,
+    /// The operator's key for `/v1/admin`; `None` turns the admin API off.
+    pub admin_key: Option<String>,
 }
 
 impl EmbeddedSettings {
@@ -33,7 +38,8 @@ impl EmbeddedSettings {
             max_db_connections: 32,
             llm,
             policy: StepPolicy::default(),
-            max_concurrent_steps: 1024,
+                        max_concurrent_steps: 1024,
+            admin_key: None,
         }
     }
 }
@@ -52,6 +58,7 @@ pub enum EmbeddedError {
 pub struct Embedded {
     pub engine: Engine,
     pub orchestrator: Arc<EmbeddedOrchestrator>,
+    admin_key: Option<Arc<str>>,
 }
 
 impl Embedded {
@@ -62,7 +69,10 @@ impl Embedded {
         let ledger = Ledger::connect(&settings.database_url, settings.max_db_connections)?;
         ledger.migrate().await?;
         let engine = Engine {
-            hot: Arc::new(PgHotStore::new(ledger.pool().clone())),
+            hot: Arc::new(PgHotStore::connect(
+                &settings.database_url,
+                settings.max_db_connections.div_ceil(2),
+            )?),
             ledger,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed: Arc::new(BroadcastFeed::new()),
@@ -73,25 +83,40 @@ impl Embedded {
             settings.policy.clone(),
             settings.max_concurrent_steps,
         );
-        Ok(Self {
+                Ok(Self {
             engine,
             orchestrator,
+            admin_key: settings.admin_key.map(Arc::from),
         })
     }
 
     pub fn router(&self) -> Router {
         router(AppState {
             engine: self.engine.clone(),
-            orchestrator: self.orchestrator.clone(),
+                        orchestrator: self.orchestrator.clone(),
+            admin_key: self.admin_key.clone(),
         })
     }
 
-    /// Resumes the runs a previous process left unfinished.
+        /// Resumes the runs a previous process left unfinished, and from then
+    /// on reconciles hot state with the ledger every minute.
     pub async fn resume(&self) -> Result<usize, EmbeddedError> {
-        self.orchestrator
+        let resumed = self
+            .orchestrator
             .resume_unfinished()
             .await
-            .map_err(|e| EmbeddedError::Store(StoreError::Unavailable(e.0)))
+            .map_err(|e| EmbeddedError::Store(StoreError::Unavailable(e.0)))?;
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RECONCILE_EVERY);
+            loop {
+                every.tick().await;
+                if let Err(error) = engine.reconcile(ORPHAN_SLOT_GRACE).await {
+                    tracing::warn!(%error, "reconciliation failed; will try again");
+                }
+            }
+        });
+        Ok(resumed)
     }
 }
 

@@ -65,6 +65,7 @@ pub fn fast_llm(base_url: String) -> OpenAiSettings {
 pub struct TestApp {
     pub url: String,
     pub key: String,
+    pub admin_key: String,
     pub team: TeamId,
     pub mock: MockLlm,
     pub platform: Embedded,
@@ -91,7 +92,9 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
     let database_url = fresh_database().await;
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
     settings.policy = fast_policy();
-    settings.max_db_connections = 16;
+        settings.max_db_connections = 16;
+    let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
+    settings.admin_key = Some(admin_key.clone());
     let platform = Embedded::start(settings)
         .await
         .expect("start embedded platform");
@@ -114,9 +117,10 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
-    TestApp {
+        TestApp {
         url,
         key,
+        admin_key,
         team,
         mock,
         platform,

@@ -35,3 +35,35 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// A request carrying the operator's admin key (`AGENTRUN_ADMIN_KEY`).
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let Some(expected) = state.admin_key.as_deref() else {
+            return Err(unauthorized("the admin API is off: set AGENTRUN_ADMIN_KEY"));
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <admin key>"))?;
+        let matches = presented.len() == expected.len()
+            && presented
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if matches {
+            Ok(Admin)
+        } else {
+            Err(unauthorized("this endpoint needs the admin key"))
+        }
+    }
+}

@@ -134,6 +134,25 @@ pub async fn create(
             None => ApiError::bad_request("unknown_agent", format!("no agent named {agent_name}")),
         })?;
 
+        let admission = ledger
+        .admission(team, &agent.name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the key's team no longer exists"))?;
+    if let Some(reason) = &admission.team_disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "team_disabled",
+            format!("the team was switched off by an operator: {reason}"),
+        ));
+    }
+    if let Some(reason) = &admission.agent_disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "agent_disabled",
+            format!("agent {agent_name} was switched off by an operator: {reason}"),
+        ));
+    }
+
     let mut run_id = RunId::new();
     let mut replayed = false;
     if let Some(key) = &idempotency_key {
@@ -158,11 +177,48 @@ pub async fn create(
                     )
                     .with_details(json!({"run_id": existing})));
                 }
-                run_id = existing;
+                                run_id = existing;
                 replayed = true;
             }
         }
     }
+    if replayed {
+        // The first request with this key is creating the run, or did.
+        if let Some(run) = wait_for_run(&state, run_id).await? {
+            return Ok(accepted(&run, true));
+        }
+    }
+
+    if let Some(wait) = state
+        .engine
+        .hot
+        .take_rate_token(team, admission.limits.runs_per_second, admission.limits.run_burst as u32)
+        .await?
+    {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} runs per second (burst {}) requested",
+                admission.limits.runs_per_second, admission.limits.run_burst
+            ),
+        );
+        error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(error);
+    }
+    let limit = admission.limits.max_concurrent_runs as u32;
+    if !state.engine.hot.acquire_run_slot(team, run_id, limit).await? {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "concurrent_run_limit",
+            format!("the team already has {limit} runs in progress"),
+        )
+        .with_details(json!({"max_concurrent_runs": limit}));
+        error.retry_after = Some(1);
+        return Err(error);
+    }
+
+
 
     // Creating is idempotent by id, so a replay whose first attempt died
     // before creating the run creates it now.
@@ -174,7 +230,8 @@ pub async fn create(
             version: agent.version,
             input: request.input,
             metadata,
-            limits: agent.spec.limits.clone(),
+                        limits: agent.spec.limits.clone(),
+            run_fee_micros: admission.run_fee_micros,
         })
         .await?;
     if created {
@@ -182,22 +239,35 @@ pub async fn create(
         state.orchestrator.start(run_id).await?;
         tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name, version = agent.version, "run accepted");
     }
-    let run = ledger
+        let run = ledger
         .get_run(run_id)
         .await?
         .ok_or_else(|| ApiError::unavailable("run_not_ready", "the run is being created; retry"))?;
-    let mut response = (StatusCode::ACCEPTED, Json(run_json(&run))).into_response();
+    Ok(accepted(&run, replayed))
+}
+
+/// 202 with the run, its location, and whether this answered a repeated key.
+fn accepted(run: &Run, replayed: bool) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(run_json(run))).into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = format!("/v1/runs/{run_id}").parse() {
+    if let Ok(location) = format!("/v1/runs/{}", run.id).parse() {
         headers.insert("location", location);
     }
     if replayed {
-        headers.insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
+        headers.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
+}
+
+/// Waits briefly for a run another request is creating.
+async fn wait_for_run(state: &AppState, run_id: RunId) -> Result<Option<Run>, ApiError> {
+    for _ in 0..50 {
+        if let Some(run) = state.engine.ledger.get_run(run_id).await? {
+            return Ok(Some(run));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(None)
 }
 
 #[derive(Deserialize)]
@@ -249,7 +319,18 @@ pub async fn show(
     Caller(team): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(run_json(&team_run(&state, team, &id).await?)))
+    let run = team_run(&state, team, &id).await?;
+    let by_model = state.engine.ledger.run_usage(run.id).await?;
+    let exact: i64 = by_model.iter().map(|u| u.cost_exact).sum();
+    let token_cost = crate::domain::team::exact_to_micros(exact);
+    let mut body = run_json(&run);
+    body["usage"]["by_model"] = json!(by_model);
+    body["cost"] = json!({
+        "fee_micros": run.run_fee_micros,
+        "token_cost_micros": token_cost,
+        "total_micros": run.run_fee_micros + token_cost,
+    });
+    Ok(Json(body))
 }
 
 pub async fn steps(

@@ -5,9 +5,11 @@ pub mod event;
 pub mod ids;
 pub mod message;
 pub mod run;
+pub mod team;
 
 pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec};
 pub use event::{EventType, NewEvent, RunEvent};
 pub use ids::{RunId, TeamId};
 pub use message::{ChatMessage, FunctionCall, ToolCall};
 pub use run::{Run, RunStatus, StepNext, StepOutcome, StopReason, Terminal};
+pub use team::{Micros, TeamLimits};

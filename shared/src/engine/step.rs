@@ -16,7 +16,7 @@ use crate::domain::{
     ToolCall, ToolKind,
 };
 use crate::ledger::{AgentVersion, CommitResult, LlmTurn, StepCommit, ToolCallRecord};
-use crate::ports::ChatRequest;
+use crate::ports::{ChatRequest, TokenReservation};
 
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
@@ -38,14 +38,15 @@ impl Engine {
         run_id: RunId,
         step_no: i32,
     ) -> Result<StepOutcome, StepError> {
-        let (mut run, committed) = self
+        let context = self
             .ledger
-            .run_for_step(run_id, step_no)
+            .step_context(run_id, step_no)
             .await?
             .ok_or_else(|| StepError::fatal(StopReason::Internal, "run not found"))?;
-        if let Some(outcome) = committed {
+        if let Some(outcome) = context.committed {
             return Ok(outcome);
         }
+        let mut run = context.run;
         tracing::Span::current().record("team_id", tracing::field::display(run.team_id));
         if run.status.is_terminal() {
             return Ok(StepOutcome::finished(&run));
@@ -68,6 +69,11 @@ impl Engine {
             ));
         }
 
+        if let Some(reason) = context.switched_off {
+            return self
+                .stop(&run, Terminal::new(StopReason::Cancelled, reason))
+                .await;
+        }
         if let Some(stop) = self.kill_switch(&run, step_no).await? {
             return self.stop(&run, stop).await;
         }
@@ -94,6 +100,29 @@ impl Engine {
             );
             return self
                 .stop(&run, Terminal::new(StopReason::RunTokenBudget, detail))
+                .await;
+        }
+        // The team's day: set the call's tokens aside first (a retry of this
+        // step keeps its reservation), settle to the actual count after.
+        let reservation = TokenReservation {
+            team: run.team_id,
+            run: run_id,
+            step_no,
+            day: Utc::now().date_naive(),
+            tokens: reserve,
+        };
+        if !self
+            .hot
+            .reserve_tokens(reservation, context.daily_token_budget)
+            .await?
+        {
+            let (used, reserved) = self.hot.tokens_of_day(run.team_id, reservation.day).await?;
+            let detail = format!(
+                "the next LLM call may use up to {reserve} tokens; the team has used {used} and reserved {reserved} of its daily budget of {}",
+                context.daily_token_budget
+            );
+            return self
+                .stop(&run, Terminal::new(StopReason::TeamTokenBudget, detail))
                 .await;
         }
 
@@ -123,7 +152,13 @@ impl Engine {
                     max_tokens: agent.spec.max_output_tokens,
                     temperature: agent.spec.temperature,
                 };
-                let response = self.llm.complete(&request).await?;
+                let response = match self.llm.complete(&request).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        self.hot.cancel_reservation(run_id, step_no).await?;
+                        return Err(error.into());
+                    }
+                };
                 let fresh = LlmTurn {
                     agent: agent.name.clone(),
                     model: agent.spec.model.clone(),
@@ -155,6 +190,9 @@ impl Engine {
                 (stored, false)
             }
         };
+        self.hot
+            .settle_tokens(run_id, step_no, (turn.input_tokens + turn.output_tokens).max(0) as u64)
+            .await?;
         let calls = tool_calls_of(&turn.message);
         let done = if reused {
             let done = self.ledger.tool_calls(run_id, step_no).await?;

@@ -15,6 +15,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "hot_store",
         include_str!("../../../migrations/V2__hot_store.sql"),
     ),
+    (
+        3,
+        "accounts",
+        include_str!("../../../migrations/V3__accounts.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

@@ -2,22 +2,28 @@
 //! (embedded, emulated cloud, AWS). It is not a port because it has one
 //! backend; everything else the engine touches is.
 
+mod accounts;
 mod agents;
+mod billing;
 mod events;
 mod migrate;
 mod runs;
 mod steps;
 mod teams;
 
+pub use teams::IssuedKey;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 
+pub use accounts::{Admission, KeyInfo, Team, TeamChange};
 pub use agents::AgentVersion;
+pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge};
 
 use crate::domain::TeamId;
 pub use migrate::MIGRATIONS;
 pub use runs::{decode_cursor, encode_cursor, input_message, NewRun, RunPage};
-pub use steps::{CommitResult, LlmTurn, StepCommit, StepRecord, ToolCallRecord};
+pub use steps::{CommitResult, LlmTurn, StepCommit, StepContext, StepRecord, ToolCallRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
@@ -108,24 +114,8 @@ pub struct Ledger {
 impl Ledger {
     /// Builds a pool (connections are opened lazily).
     pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
-            .create_timeout(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
         Ok(Self {
-            pool,
+            pool: build_pool(database_url, max_connections, None)?,
             agent_cache: Default::default(),
         })
     }
@@ -143,6 +133,34 @@ impl Ledger {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
+}
+
+/// A connection pool for `database_url`; `options` are server settings sent
+/// at connect time (e.g. `-c synchronous_commit=off`).
+pub fn build_pool(
+    database_url: &str,
+    max_connections: usize,
+    options: Option<&str>,
+) -> Result<Pool, StoreError> {
+    let mut config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
+    if let Some(options) = options {
+        config.options(options);
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StoreError::Rejected(e.to_string()))
 }
 
 /// Creates the database named in `database_url` when it does not exist yet,

@@ -14,8 +14,8 @@ use crate::domain::{
 pub(super) const RUN_COLUMNS: &str =
     "id, team_id, agent, version, active_agent, active_version, status,
     stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
-    handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
-    created_at, started_at, deadline, finished_at";
+        handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
+    run_fee_micros, created_at, started_at, deadline, finished_at";
 
 pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
     let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("run {what}: {e}"));
@@ -46,7 +46,8 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
         input_tokens: row.get("input_tokens"),
         output_tokens: row.get("output_tokens"),
         llm_calls: row.get("llm_calls"),
-        last_seq: row.get("last_seq"),
+                last_seq: row.get("last_seq"),
+        run_fee_micros: row.get("run_fee_micros"),
         created_at: row.get("created_at"),
         started_at: row.get("started_at"),
         deadline: row.get("deadline"),
@@ -64,6 +65,8 @@ pub struct NewRun {
     pub input: Value,
     pub metadata: Value,
     pub limits: RunLimits,
+    /// The team plan's fee, fixed at acceptance.
+    pub run_fee_micros: i64,
 }
 
 /// One page of a run listing, newest first.
@@ -93,8 +96,8 @@ impl Ledger {
         let inserted = tx
             .exec(
                 "INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
-                                   status, input, metadata, limits, message_count)
-                 VALUES ($1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1)
+                                   status, input, metadata, limits, message_count, run_fee_micros)
+                 VALUES ($1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, $8)
                  ON CONFLICT (id) DO NOTHING",
                 &[
                     &new.id.0,
@@ -104,6 +107,7 @@ impl Ledger {
                     &new.input,
                     &new.metadata,
                     &limits,
+                    &new.run_fee_micros,
                 ],
             )
             .await?;

@@ -20,6 +20,16 @@ pub struct LlmTurn {
     pub context_trimmed: i32,
 }
 
+/// What a step starts from (see `Ledger::step_context`).
+#[derive(Clone, Debug)]
+pub struct StepContext {
+    pub run: Run,
+    pub committed: Option<StepOutcome>,
+    pub daily_token_budget: u64,
+    /// Why an operator switched the team or the active agent off.
+    pub switched_off: Option<String>,
+}
+
 /// One executed tool call.
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolCallRecord {
@@ -151,19 +161,21 @@ impl Ledger {
             .collect()
     }
 
-    /// The run and, when step `step_no` is already committed, its outcome (one read).
-    pub async fn run_for_step(
-        &self,
-        run: RunId,
-        step_no: i32,
-    ) -> Result<Option<(Run, Option<StepOutcome>)>, StoreError> {
+    /// What a step starts from, in one read: the run, the step's stored
+    /// outcome if it is committed, and the team's switches and budget.
+    pub async fn step_context(&self, run: RunId, step_no: i32) -> Result<Option<StepContext>, StoreError> {
         let row = self
             .client()
             .await?
             .q_opt(
                 &format!(
                     "SELECT {RUN_COLUMNS},
-                         (SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2) AS committed
+                         (SELECT outcome FROM run_steps WHERE run_id = $1 AND step_no = $2) AS committed,
+                         (SELECT daily_token_budget FROM teams WHERE id = runs.team_id) AS daily_token_budget,
+                         (SELECT 'the team was switched off by an operator: ' || disabled_reason
+                          FROM teams WHERE id = runs.team_id AND disabled_reason IS NOT NULL) AS team_off,
+                         (SELECT 'agent ' || agent || ' was switched off by an operator: ' || disabled_reason
+                          FROM agent_switches WHERE team_id = runs.team_id AND agent = runs.active_agent) AS agent_off
                      FROM runs WHERE id = $1"
                 ),
                 &[&run.0, &step_no],
@@ -176,7 +188,12 @@ impl Ledger {
             .get::<_, Option<Value>>("committed")
             .map(outcome_from)
             .transpose()?;
-        Ok(Some((run_from_row(&row)?, committed)))
+        Ok(Some(StepContext {
+            run: run_from_row(&row)?,
+            committed,
+            daily_token_budget: row.get::<_, i64>("daily_token_budget").max(0) as u64,
+            switched_off: row.get::<_, Option<String>>("team_off").or(row.get("agent_off")),
+        }))
     }
 
     /// Records the start of an attempt at a step (event `step.started`) and
@@ -337,7 +354,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// Commits a step — step row, messages, tool calls, events and run state — in one
+    /// Commits a step — step row, messages, tool calls, usage and cost,
+    /// events and run state — in one
     /// statement guarded by `status = 'running' AND next_step = step_no`, so
     /// exactly one commit per (run, step) ever succeeds.
     pub async fn commit_step(&self, commit: &StepCommit) -> Result<CommitResult, StoreError> {
@@ -398,7 +416,16 @@ impl Ledger {
                      SELECT $1, $2, x.* FROM r, jsonb_to_recordset($23::jsonb) AS x(
                          call_index int, tool_call_id text, name text, arguments jsonb, result text,
                          is_error boolean, attempts int, started_at timestamptz, finished_at timestamptz)
-                     ON CONFLICT DO NOTHING)
+                     ON CONFLICT DO NOTHING),
+                 u AS (
+                     INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
+                     SELECT $1, $18, $3, $4,
+                            $3 * coalesce(p.input_micros_per_mtok, 0) + $4 * coalesce(p.output_micros_per_mtok, 0)
+                     FROM r LEFT JOIN model_prices p ON p.model = $18
+                     ON CONFLICT (run_id, model) DO UPDATE SET
+                         input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
+                         output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
+                         cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact)
                  INSERT INTO run_events (run_id, seq, type, step_no, data)
                  SELECT $1, r.last_seq - cardinality($6::text[]) + e.ord, e.type, $2, e.data
                  FROM r, unnest($6::text[], $22::jsonb[]) WITH ORDINALITY AS e(type, data, ord)

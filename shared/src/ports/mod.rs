@@ -7,6 +7,6 @@ pub mod llm;
 pub mod orchestrator;
 
 pub use event_feed::EventFeed;
-pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim};
+pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolDefinition, Usage};
 pub use orchestrator::{Orchestrator, OrchestratorError};

@@ -1,13 +1,12 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 
-use crate::ledger::Cached;
-
 use crate::domain::{RunId, TeamId};
-use crate::ports::{HotStore, HotStoreError, IdempotencyClaim};
-
-/// Idempotency keys live 24 hours.
-const IDEMPOTENCY_TTL: &str = "24 hours";
+use crate::ledger::{build_pool, Cached, StoreError};
+use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 
 /// The hot store on PostgreSQL tables (`hot_*`), for the embedded mode.
 pub struct PgHotStore {
@@ -15,8 +14,13 @@ pub struct PgHotStore {
 }
 
 impl PgHotStore {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// Its own pool, with `synchronous_commit` off: these rows are
+    /// ephemeral (reconciliation repairs them from the ledger), and waiting
+    /// for a disk flush while holding a team-wide row would serialize the team.
+    pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        Ok(Self {
+            pool: build_pool(database_url, max_connections, Some("-c synchronous_commit=off"))?,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, HotStoreError> {
@@ -31,6 +35,12 @@ fn unavailable(err: tokio_postgres::Error) -> HotStoreError {
     HotStoreError(err.to_string())
 }
 
+/// The advisory lock that serializes slot grants within a team.
+fn team_lock(team: TeamId) -> i64 {
+    let bytes = team.0.as_u64_pair();
+    (bytes.0 ^ bytes.1) as i64
+}
+
 #[async_trait]
 impl HotStore for PgHotStore {
     async fn claim_idempotency_key(
@@ -40,23 +50,22 @@ impl HotStore for PgHotStore {
         request_hash: &str,
         run_id: RunId,
     ) -> Result<IdempotencyClaim, HotStoreError> {
-        let client = self.client().await?;
         // An expired key is replaced; a live one is kept. Concurrent claimers
         // serialize on the primary key, and exactly one sees its own run id.
-        let row = client
+        let row = self
+            .client()
+            .await?
             .q_one(
-                &format!(
-                    "INSERT INTO hot_idempotency_keys (team_id, key, request_hash, run_id, expires_at)
-                     VALUES ($1, $2, $3, $4, now() + interval '{IDEMPOTENCY_TTL}')
-                     ON CONFLICT (team_id, key) DO UPDATE SET
-                         request_hash = CASE WHEN hot_idempotency_keys.expires_at < now()
-                                             THEN EXCLUDED.request_hash ELSE hot_idempotency_keys.request_hash END,
-                         run_id = CASE WHEN hot_idempotency_keys.expires_at < now()
-                                       THEN EXCLUDED.run_id ELSE hot_idempotency_keys.run_id END,
-                         expires_at = CASE WHEN hot_idempotency_keys.expires_at < now()
-                                           THEN EXCLUDED.expires_at ELSE hot_idempotency_keys.expires_at END
-                     RETURNING request_hash, run_id"
-                ),
+                "INSERT INTO hot_idempotency_keys (team_id, key, request_hash, run_id, expires_at)
+                 VALUES ($1, $2, $3, $4, now() + interval '24 hours')
+                 ON CONFLICT (team_id, key) DO UPDATE SET
+                     request_hash = CASE WHEN hot_idempotency_keys.expires_at < now()
+                                         THEN EXCLUDED.request_hash ELSE hot_idempotency_keys.request_hash END,
+                     run_id = CASE WHEN hot_idempotency_keys.expires_at < now()
+                                   THEN EXCLUDED.run_id ELSE hot_idempotency_keys.run_id END,
+                     expires_at = CASE WHEN hot_idempotency_keys.expires_at < now()
+                                       THEN EXCLUDED.expires_at ELSE hot_idempotency_keys.expires_at END
+                 RETURNING request_hash, run_id",
                 &[&team.0, &key, &request_hash, &run_id.0],
             )
             .await
@@ -97,10 +106,225 @@ impl HotStore for PgHotStore {
             .map(|row| row.get(0)))
     }
 
+    async fn acquire_run_slot(
+        &self,
+        team: TeamId,
+        run: RunId,
+        limit: u32,
+    ) -> Result<bool, HotStoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&team_lock(team)])
+            .await
+            .map_err(unavailable)?;
+        let granted = tx
+            .q_opt(
+                "INSERT INTO hot_run_slots (run_id, team_id)
+                 SELECT $2, $1
+                 WHERE EXISTS (SELECT 1 FROM hot_run_slots WHERE run_id = $2)
+                    OR (SELECT count(*) FROM hot_run_slots WHERE team_id = $1) < $3
+                 ON CONFLICT (run_id) DO UPDATE SET run_id = EXCLUDED.run_id
+                 RETURNING run_id",
+                &[&team.0, &run.0, &i64::from(limit)],
+            )
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(granted)
+    }
+
+    async fn running_runs(&self, team: TeamId) -> Result<u32, HotStoreError> {
+        let count: i64 = self
+            .client()
+            .await?
+            .q_one(
+                "SELECT count(*) FROM hot_run_slots WHERE team_id = $1",
+                &[&team.0],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        Ok(count as u32)
+    }
+
+    async fn slot_holders(&self) -> Result<Vec<SlotHolder>, HotStoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q("SELECT team_id, run_id, created_at FROM hot_run_slots", &[])
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|row| SlotHolder {
+                team: TeamId(row.get(0)),
+                run: RunId(row.get(1)),
+                since: row.get::<_, DateTime<Utc>>(2),
+            })
+            .collect())
+    }
+
+    async fn reserve_tokens(
+        &self,
+        reservation: TokenReservation,
+        budget: u64,
+    ) -> Result<bool, HotStoreError> {
+        let TokenReservation {
+            team,
+            run,
+            step_no,
+            day,
+            tokens,
+        } = reservation;
+        let (tokens, budget) = (tokens as i64, budget as i64);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let exists = tx
+            .q_opt(
+                "SELECT 1 FROM hot_token_reservations WHERE run_id = $1 AND step_no = $2",
+                &[&run.0, &step_no],
+            )
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        if exists {
+            return Ok(true);
+        }
+        tx.exec(
+            "INSERT INTO hot_token_days (team_id, day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&team.0, &day],
+        )
+        .await
+        .map_err(unavailable)?;
+        let granted = tx
+            .exec(
+                "UPDATE hot_token_days SET reserved = reserved + $3
+                 WHERE team_id = $1 AND day = $2 AND used + reserved + $3 <= $4",
+                &[&team.0, &day, &tokens, &budget],
+            )
+            .await
+            .map_err(unavailable)?
+            == 1;
+        if !granted {
+            return Ok(false);
+        }
+        tx.exec(
+            "INSERT INTO hot_token_reservations (run_id, step_no, team_id, day, tokens)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&run.0, &step_no, &team.0, &day, &tokens],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn settle_tokens(
+        &self,
+        run: RunId,
+        step_no: i32,
+        actual: u64,
+    ) -> Result<(), HotStoreError> {
+        self.client()
+            .await?
+            .exec(
+                "WITH r AS (
+                     UPDATE hot_token_reservations SET settled = true
+                     WHERE run_id = $1 AND step_no = $2 AND NOT settled
+                     RETURNING team_id, day, tokens)
+                 UPDATE hot_token_days d SET reserved = d.reserved - r.tokens, used = d.used + $3
+                 FROM r WHERE d.team_id = r.team_id AND d.day = r.day",
+                &[&run.0, &step_no, &(actual as i64)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn cancel_reservation(&self, run: RunId, step_no: i32) -> Result<(), HotStoreError> {
+        self.client()
+            .await?
+            .exec(
+                "WITH r AS (
+                     DELETE FROM hot_token_reservations
+                     WHERE run_id = $1 AND step_no = $2 AND NOT settled
+                     RETURNING team_id, day, tokens)
+                 UPDATE hot_token_days d SET reserved = d.reserved - r.tokens
+                 FROM r WHERE d.team_id = r.team_id AND d.day = r.day",
+                &[&run.0, &step_no],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn tokens_of_day(
+        &self,
+        team: TeamId,
+        day: NaiveDate,
+    ) -> Result<(u64, u64), HotStoreError> {
+        let row = self
+            .client()
+            .await?
+            .q_opt(
+                "SELECT used, reserved FROM hot_token_days WHERE team_id = $1 AND day = $2",
+                &[&team.0, &day],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map_or((0, 0), |row| {
+            (row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64)
+        }))
+    }
+
+    async fn take_rate_token(
+        &self,
+        team: TeamId,
+        rate: f64,
+        burst: u32,
+    ) -> Result<Option<Duration>, HotStoreError> {
+        let burst = f64::from(burst);
+        // One atomic upsert: refill by elapsed time (capped at the burst),
+        // then take a token if a whole one is there.
+        let row = self
+            .client()
+            .await?
+            .q_one(
+                "INSERT INTO hot_rate_buckets AS b (team_id, tokens, updated_at, last_taken)
+                 VALUES ($1, $3::float8 - 1, clock_timestamp(), true)
+                 ON CONFLICT (team_id) DO UPDATE SET
+                     tokens = least($3::float8, b.tokens + extract(epoch FROM clock_timestamp() - b.updated_at)::float8 * $2::float8)
+                              - CASE WHEN least($3, b.tokens + extract(epoch FROM clock_timestamp() - b.updated_at)::float8 * $2) >= 1
+                                     THEN 1 ELSE 0 END,
+                     last_taken = least($3, b.tokens + extract(epoch FROM clock_timestamp() - b.updated_at)::float8 * $2) >= 1,
+                     updated_at = clock_timestamp()
+                 RETURNING tokens, last_taken",
+                &[&team.0, &rate, &burst],
+            )
+            .await
+            .map_err(unavailable)?;
+        let (level, taken): (f64, bool) = (row.get(0), row.get(1));
+        if taken {
+            Ok(None)
+        } else {
+            Ok(Some(Duration::from_secs_f64(((1.0 - level) / rate).max(0.001))))
+        }
+    }
+
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
         self.client()
             .await?
-            .exec("DELETE FROM hot_cancel_flags WHERE run_id = $1", &[&run.0])
+            .exec(
+                "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
+                      slot AS (DELETE FROM hot_run_slots WHERE run_id = $1),
+                      r AS (DELETE FROM hot_token_reservations WHERE run_id = $1
+                            RETURNING team_id, day, tokens, settled),
+                      open AS (SELECT team_id, day, sum(tokens) AS tokens FROM r
+                               WHERE NOT settled GROUP BY team_id, day)
+                 UPDATE hot_token_days d SET reserved = d.reserved - open.tokens
+                 FROM open WHERE d.team_id = open.team_id AND d.day = open.day",
+                &[&run.0],
+            )
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -1,0 +1,303 @@
+//! `/v1/admin`: the operator's API (admin key only) — teams, limits, kill
+//! switches, keys, prices, plans.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Admin;
+use super::{ApiError, AppState};
+use crate::domain::{AgentName, TeamId, TeamLimits};
+use crate::ledger::{Team, TeamChange};
+
+/// Parses a JSON body into `T`, refusing unknown fields with a clear 400.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+}
+
+fn team_id(raw: &str) -> Result<TeamId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("team_not_found", format!("no team {raw}")))
+}
+
+async fn team_json(state: &AppState, team: &Team) -> Result<Value, ApiError> {
+    let running = state.engine.hot.running_runs(team.id).await?;
+    let today = chrono::Utc::now().date_naive();
+    let (used, reserved) = state.engine.hot.tokens_of_day(team.id, today).await?;
+    let mut value = json!(team);
+    value["running_runs"] = json!(running);
+    value["tokens_today"] = json!({"day": today, "used": used, "reserved": reserved});
+    Ok(value)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTeam {
+    name: String,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    limits: Option<TeamLimits>,
+}
+
+pub async fn create_team(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: CreateTeam = parse_body(&body)?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request("invalid_body", "name must be 1-100 characters"));
+    }
+    let limits = request.limits.unwrap_or_default();
+    limits.validate().map_err(|problems| {
+        ApiError::bad_request("invalid_limits", "the limits have problems").with_details(json!({"problems": problems}))
+    })?;
+    let plan = request.plan.unwrap_or_else(|| "standard".to_owned());
+    ensure_plan(&state, &plan).await?;
+    let team = state
+        .engine
+        .ledger
+        .create_team(name, &plan, &limits)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "team_exists", format!("a team named {name:?} exists")))?;
+    Ok((StatusCode::CREATED, Json(team_json(&state, &team).await?)))
+}
+
+async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
+    let plans = state.engine.ledger.list_plans().await?;
+    if plans.iter().any(|p| p.name == plan) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("unknown_plan", format!("no plan named {plan:?}")))
+    }
+}
+
+pub async fn list_teams(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let mut data = Vec::new();
+    for team in state.engine.ledger.list_teams().await? {
+        data.push(team_json(&state, &team).await?);
+    }
+    Ok(Json(json!({"data": data, "next_cursor": null})))
+}
+
+pub async fn show_team(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let team = state
+        .engine
+        .ledger
+        .team(team_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+    Ok(Json(team_json(&state, &team).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsPatch {
+    max_concurrent_runs: Option<i32>,
+    daily_token_budget: Option<i64>,
+    runs_per_second: Option<f64>,
+    run_burst: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSwitch {
+    disabled: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeTeam {
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    limits: Option<LimitsPatch>,
+    /// The operator kill switch for the whole team.
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Kill switches per agent.
+    #[serde(default)]
+    agents: BTreeMap<String, AgentSwitch>,
+}
+
+const DEFAULT_SWITCH_REASON: &str = "switched off by an operator";
+
+pub async fn change_team(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ChangeTeam = parse_body(&body)?;
+    let ledger = &state.engine.ledger;
+    let id = team_id(&id)?;
+    let current = ledger
+        .team(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+    let limits = request.limits.map(|patch| TeamLimits {
+        max_concurrent_runs: patch.max_concurrent_runs.unwrap_or(current.limits.max_concurrent_runs),
+        daily_token_budget: patch.daily_token_budget.unwrap_or(current.limits.daily_token_budget),
+        runs_per_second: patch.runs_per_second.unwrap_or(current.limits.runs_per_second),
+        run_burst: patch.run_burst.unwrap_or(current.limits.run_burst),
+    });
+    if let Some(limits) = &limits {
+        limits.validate().map_err(|problems| {
+            ApiError::bad_request("invalid_limits", "the limits have problems").with_details(json!({"problems": problems}))
+        })?;
+    }
+    if let Some(plan) = &request.plan {
+        ensure_plan(&state, plan).await?;
+    }
+    let mut agents = BTreeMap::new();
+    for (name, switch) in request.agents {
+        let name = AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
+        let value = switch
+            .disabled
+            .then(|| switch.reason.unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned()));
+        agents.insert(name.to_string(), value);
+    }
+    let change = TeamChange {
+        plan: request.plan,
+        limits,
+        disabled: request
+            .disabled
+            .map(|off| off.then(|| request.reason.clone().unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned()))),
+        agents,
+    };
+    let team = ledger
+        .change_team(id, &change)
+        .await?
+        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+    tracing::info!(team_id = %id, disabled = ?team.disabled_reason, agents_off = ?team.disabled_agents, "team changed by an operator");
+    Ok(Json(team_json(&state, &team).await?))
+}
+
+pub async fn issue_key(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let ledger = &state.engine.ledger;
+    let id = team_id(&id)?;
+    if ledger.team(id).await?.is_none() {
+        return Err(ApiError::not_found("team_not_found", format!("no team {id}")));
+    }
+    let key = ledger.issue_api_key(id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.id,
+            "team_id": id,
+            "prefix": key.prefix,
+            "key": key.secret,
+            "note": "the key is shown only now; agentrun keeps a hash",
+        })),
+    ))
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = team_id(&id)?;
+    if state.engine.ledger.team(id).await?.is_none() {
+        return Err(ApiError::not_found("team_not_found", format!("no team {id}")));
+    }
+    let keys = state.engine.ledger.list_keys(id).await?;
+    Ok(Json(json!({"data": keys, "next_cursor": null})))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let missing = || ApiError::not_found("key_not_found", format!("no key {key_id}"));
+    let id: uuid::Uuid = key_id.parse().map_err(|_| missing())?;
+    if state.engine.ledger.revoke_key(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(missing())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPrice {
+    input_micros_per_mtok: i64,
+    output_micros_per_mtok: i64,
+}
+
+pub async fn set_price(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let price: SetPrice = parse_body(&body)?;
+    if price.input_micros_per_mtok < 0 || price.output_micros_per_mtok < 0 {
+        return Err(ApiError::bad_request("invalid_price", "prices must not be negative"));
+    }
+    let stored = state
+        .engine
+        .ledger
+        .set_price(&model, price.input_micros_per_mtok, price.output_micros_per_mtok)
+        .await?;
+    Ok(Json(json!(stored)))
+}
+
+pub async fn list_prices(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let prices = state.engine.ledger.list_prices().await?;
+    Ok(Json(json!({"data": prices, "next_cursor": null})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPlan {
+    run_fee_micros: i64,
+}
+
+pub async fn set_plan(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let plan: SetPlan = parse_body(&body)?;
+    if plan.run_fee_micros < 0 {
+        return Err(ApiError::bad_request("invalid_plan", "run_fee_micros must not be negative"));
+    }
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::bad_request("invalid_plan", "plan names are 1-64 characters"));
+    }
+    Ok(Json(json!(state.engine.ledger.set_plan(&name, plan.run_fee_micros).await?)))
+}
+
+pub async fn list_plans(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let plans = state.engine.ledger.list_plans().await?;
+    Ok(Json(json!({"data": plans, "next_cursor": null})))
+}
+
+/// Frees hot state left by runs that ended without releasing it (crashes).
+pub async fn reconcile(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+    let released = state.engine.reconcile(crate::engine::ORPHAN_SLOT_GRACE).await?;
+    Ok(Json(json!({"released_slots": released})))
+}

@@ -1,0 +1,183 @@
+//! Prices, plans and what runs cost. Money is integer micro-units.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Cached, Ledger, StoreError};
+use crate::domain::team::exact_to_micros;
+use crate::domain::{Micros, RunId, TeamId};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelPrice {
+    pub model: String,
+    pub input_micros_per_mtok: Micros,
+    pub output_micros_per_mtok: Micros,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub name: String,
+    pub run_fee_micros: Micros,
+}
+
+/// One line of a statement: a run and what it cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunCharge {
+    pub run_id: RunId,
+    pub created_at: DateTime<Utc>,
+    pub agent: String,
+    pub version: i32,
+    pub status: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub llm_calls: i32,
+    pub fee_micros: Micros,
+    pub token_cost_micros: Micros,
+    pub cost_micros: Micros,
+}
+
+/// A run's usage of one model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelUsage {
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Exact cost in 1e-12 units; `RunCharge` rounds the run's sum once.
+    #[serde(skip)]
+    pub cost_exact: i64,
+}
+
+impl Ledger {
+    pub async fn set_price(&self, model: &str, input: Micros, output: Micros) -> Result<ModelPrice, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .q_one(
+                "INSERT INTO model_prices (model, input_micros_per_mtok, output_micros_per_mtok)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (model) DO UPDATE SET input_micros_per_mtok = EXCLUDED.input_micros_per_mtok,
+                     output_micros_per_mtok = EXCLUDED.output_micros_per_mtok, updated_at = now()
+                 RETURNING model, input_micros_per_mtok, output_micros_per_mtok, updated_at",
+                &[&model, &input, &output],
+            )
+            .await?;
+        Ok(ModelPrice {
+            model: row.get(0),
+            input_micros_per_mtok: row.get(1),
+            output_micros_per_mtok: row.get(2),
+            updated_at: row.get(3),
+        })
+    }
+
+    pub async fn list_prices(&self) -> Result<Vec<ModelPrice>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q(
+                "SELECT model, input_micros_per_mtok, output_micros_per_mtok, updated_at
+                 FROM model_prices ORDER BY model",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| ModelPrice {
+                model: row.get(0),
+                input_micros_per_mtok: row.get(1),
+                output_micros_per_mtok: row.get(2),
+                updated_at: row.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn set_plan(&self, name: &str, run_fee_micros: Micros) -> Result<Plan, StoreError> {
+        self.client()
+            .await?
+            .exec(
+                "INSERT INTO plans (name, run_fee_micros) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET run_fee_micros = EXCLUDED.run_fee_micros, updated_at = now()",
+                &[&name, &run_fee_micros],
+            )
+            .await?;
+        Ok(Plan {
+            name: name.to_owned(),
+            run_fee_micros,
+        })
+    }
+
+    pub async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q("SELECT name, run_fee_micros FROM plans ORDER BY name", &[])
+            .await?
+            .iter()
+            .map(|row| Plan {
+                name: row.get(0),
+                run_fee_micros: row.get(1),
+            })
+            .collect())
+    }
+
+    /// A team's runs created in `[from, to)`, oldest first, with their cost.
+    pub async fn run_charges(
+        &self,
+        team: TeamId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<RunCharge>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q(
+                "SELECT r.id, r.created_at, r.agent, r.version, r.status, r.input_tokens,
+                        r.output_tokens, r.llm_calls, r.run_fee_micros,
+                        coalesce((SELECT sum(cost_exact) FROM run_usage u WHERE u.run_id = r.id), 0)::bigint
+                 FROM runs r
+                 WHERE r.team_id = $1 AND r.created_at >= $2 AND r.created_at < $3
+                 ORDER BY r.created_at, r.id",
+                &[&team.0, &from, &to],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                let fee_micros: i64 = row.get(8);
+                let token_cost_micros = exact_to_micros(row.get(9));
+                RunCharge {
+                    run_id: RunId(row.get(0)),
+                    created_at: row.get(1),
+                    agent: row.get(2),
+                    version: row.get(3),
+                    status: row.get(4),
+                    input_tokens: row.get(5),
+                    output_tokens: row.get(6),
+                    llm_calls: row.get(7),
+                    fee_micros,
+                    token_cost_micros,
+                    cost_micros: fee_micros + token_cost_micros,
+                }
+            })
+            .collect())
+    }
+
+    /// A run's usage per model.
+    pub async fn run_usage(&self, run: RunId) -> Result<Vec<ModelUsage>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q(
+                "SELECT model, input_tokens, output_tokens, cost_exact FROM run_usage
+                 WHERE run_id = $1 ORDER BY model",
+                &[&run.0],
+            )
+            .await?
+            .iter()
+            .map(|row| ModelUsage {
+                model: row.get(0),
+                input_tokens: row.get(1),
+                output_tokens: row.get(2),
+                cost_exact: row.get(3),
+            })
+            .collect())
+    }
+}
