@@ -1,6 +1,7 @@
 //! End-to-end tests of the embedded mode: real PostgreSQL, the mock LLM and
 //! real HTTP. One binary, one module per area.
 
+mod accounts;
 mod api;
 mod crash;
 mod happy_path;
@@ -10,6 +11,7 @@ mod llm_faults;
 mod repair;
 mod sse;
 mod tools;
+mod usage;
 
 use serde_json::{json, Value};
 

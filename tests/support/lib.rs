@@ -377,3 +377,55 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+impl TestApp {
+    /// A request to the admin API with the admin key.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.admin_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a team through the admin API; returns (team id, API key).
+    pub async fn create_team(&self, name: &str, limits: Value) -> (String, String) {
+        let (status, team) = self
+            .admin("POST", "/v1/admin/teams", Some(json!({"name": name, "limits": limits})))
+            .await;
+        assert_eq!(status, 201, "{team}");
+        let id = team["id"].as_str().unwrap().to_owned();
+        let (status, key) = self.admin("POST", &format!("/v1/admin/teams/{id}/keys"), None).await;
+        assert_eq!(status, 201, "{key}");
+        (id, key["key"].as_str().unwrap().to_owned())
+    }
+
+    /// Changes the test team through the admin API.
+    pub async fn patch_team(&self, change: Value) -> Value {
+        let (status, team) = self
+            .admin("PATCH", &format!("/v1/admin/teams/{}", self.team), Some(change))
+            .await;
+        assert_eq!(status, 200, "{team}");
+        team
+    }
+
+    /// A request with another key; returns (status, body).
+    pub async fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
