@@ -89,7 +89,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("starting the engine")?;
     let engine = platform.engine.clone();
-        let team = engine.ledger.ensure_team("bench").await?;
+    let team = engine.ledger.ensure_team("bench").await?;
     // The benchmark measures steps, not budgets: lift the team's daily cap.
     let unlimited = agentrun::ledger::TeamChange {
         limits: Some(agentrun::domain::TeamLimits {
@@ -132,7 +132,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         version: agent.version,
                         input: json!("benchmark"),
                         metadata: json!({}),
-                                                limits: agent.spec.limits.clone(),
+                        limits: agent.spec.limits.clone(),
                         run_fee_micros: 0,
                     })
                     .await?;

@@ -35,7 +35,7 @@ pub struct DevArgs {
     /// Where `dev.env` (URL and API key) is written.
     #[arg(long, default_value = ".agentrun")]
     state_dir: PathBuf,
-        /// The operator's key for `/v1/admin`; generated (and kept in
+    /// The operator's key for `/v1/admin`; generated (and kept in
     /// `dev.env`) when unset.
     #[arg(long, env = "AGENTRUN_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
@@ -69,7 +69,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (OpenAiSettings::new(mock.base_url()), Some(mock))
         }
     };
-        let env_file = args.state_dir.join("dev.env");
+    let env_file = args.state_dir.join("dev.env");
     let saved = read_env_file(&env_file);
     let admin_key = args
         .admin_key
@@ -90,7 +90,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
-        let key = match saved.get("AGENTRUN_API_KEY") {
+    let key = match saved.get("AGENTRUN_API_KEY") {
         Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
         _ => ledger.issue_api_key(team).await?.secret,
     };
@@ -101,12 +101,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)?;
     std::fs::write(
         &env_file,
-                format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\nAGENTRUN_ADMIN_KEY={admin_key}\n"),
+        format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\nAGENTRUN_ADMIN_KEY={admin_key}\n"),
     )
     .with_context(|| format!("writing {}", env_file.display()))?;
 
     println!("agentrun dev is serving {url}");
-        println!(
+    println!(
         "  team: demo   API key: {key}   (also in {})",
         env_file.display()
     );

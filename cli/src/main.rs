@@ -1,5 +1,6 @@
 //! The `agentrun` command.
 
+mod admin;
 mod bench;
 mod client;
 mod dev;
@@ -38,6 +39,8 @@ enum Command {
     },
     /// Measure the engine (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Operator tasks: teams, limits, kill switches, keys, prices, plans.
+    Admin(admin::AdminArgs),
 }
 
 #[tokio::main]
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
+        Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => {
             init_logs_at("warn");
             bench::run(args).await

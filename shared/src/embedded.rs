@@ -25,7 +25,7 @@ pub struct EmbeddedSettings {
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
     pub policy: StepPolicy,
-        /// Steps executing at once across all runs.
+    /// Steps executing at once across all runs.
     pub max_concurrent_steps: usize,
     /// The operator's key for `/v1/admin`; `None` turns the admin API off.
     pub admin_key: Option<String>,
@@ -38,7 +38,7 @@ impl EmbeddedSettings {
             max_db_connections: 32,
             llm,
             policy: StepPolicy::default(),
-                        max_concurrent_steps: 1024,
+            max_concurrent_steps: 1024,
             admin_key: None,
         }
     }
@@ -83,7 +83,7 @@ impl Embedded {
             settings.policy.clone(),
             settings.max_concurrent_steps,
         );
-                Ok(Self {
+        Ok(Self {
             engine,
             orchestrator,
             admin_key: settings.admin_key.map(Arc::from),
@@ -93,12 +93,12 @@ impl Embedded {
     pub fn router(&self) -> Router {
         router(AppState {
             engine: self.engine.clone(),
-                        orchestrator: self.orchestrator.clone(),
+            orchestrator: self.orchestrator.clone(),
             admin_key: self.admin_key.clone(),
         })
     }
 
-        /// Resumes the runs a previous process left unfinished, and from then
+    /// Resumes the runs a previous process left unfinished, and from then
     /// on reconciles hot state with the ledger every minute.
     pub async fn resume(&self) -> Result<usize, EmbeddedError> {
         let resumed = self

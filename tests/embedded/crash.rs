@@ -146,6 +146,9 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
         .unwrap()
         .get(0);
     assert_eq!(steps, 0, "the kill landed mid-step");
+    let slots = "SELECT count(*) FROM hot_run_slots WHERE run_id = $1";
+    let held: i64 = db.query_one(slots, &[&run_uuid]).await.unwrap().get(0);
+    assert_eq!(held, 1, "the killed run still holds its slot");
 
     let mut server = start_dev(&database_url, &mock.base_url(), &agents, &state, port);
     wait_healthy(&http, &server.url).await;
@@ -206,5 +209,8 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
         .map(|r| r.get::<_, Value>(2)["attempt"].as_i64().unwrap())
         .collect();
     assert_eq!(attempts, vec![1, 2]);
+    // The slot came back when the resumed run ended.
+    let held: i64 = db.query_one(slots, &[&run_uuid]).await.unwrap().get(0);
+    assert_eq!(held, 0, "the run's slot leaked");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,9 +13,18 @@ use crate::{agent, echo_tool};
 /// run; plus the plan's 1,500 micros per run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_token_counts_give_exact_costs_per_run_per_day_and_in_the_statement() {
-    let usage = Some(Usage { prompt_tokens: 333, completion_tokens: 50 });
-    let two_calls = MockScript { usage, ..MockScript::turns(vec![MockTurn::tool("noop", json!({})), MockTurn::text("a")]) };
-    let one_call = MockScript { usage, ..MockScript::turns(vec![MockTurn::text("b")]) };
+    let usage = Some(Usage {
+        prompt_tokens: 333,
+        completion_tokens: 50,
+    });
+    let two_calls = MockScript {
+        usage,
+        ..MockScript::turns(vec![MockTurn::tool("noop", json!({})), MockTurn::text("a")])
+    };
+    let one_call = MockScript {
+        usage,
+        ..MockScript::turns(vec![MockTurn::text("b")])
+    };
     let app = spawn_app_with(HashMap::from([
         ("metered-a".to_owned(), two_calls),
         ("metered-b".to_owned(), one_call),
@@ -31,13 +40,30 @@ async fn known_token_counts_give_exact_costs_per_run_per_day_and_in_the_statemen
             .await;
         assert_eq!(status, 200, "{price}");
     }
-    assert_eq!(app.admin("PUT", "/v1/admin/plans/pro", Some(json!({"run_fee_micros": 1500}))).await.0, 200);
+    assert_eq!(
+        app.admin(
+            "PUT",
+            "/v1/admin/plans/pro",
+            Some(json!({"run_fee_micros": 1500}))
+        )
+        .await
+        .0,
+        200
+    );
     app.patch_team(json!({"plan": "pro"})).await;
-    app.put_agent("two", agent("metered-a", json!({"tools": [echo_tool("noop")]}))).await;
+    app.put_agent(
+        "two",
+        agent("metered-a", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
     app.put_agent("one", agent("metered-b", json!({}))).await;
 
     let mut expected = HashMap::new();
-    for (agent_name, cost) in [("two", 1500 + 2665), ("two", 1500 + 2665), ("one", 1500 + 1333)] {
+    for (agent_name, cost) in [
+        ("two", 1500 + 2665),
+        ("two", 1500 + 2665),
+        ("one", 1500 + 1333),
+    ] {
         let id = app.start_run(agent_name, json!("bill me")).await;
         let run = app.wait_finished(&id, Duration::from_secs(20)).await;
         assert_eq!(run["status"], "succeeded");
@@ -65,18 +91,28 @@ async fn known_token_counts_give_exact_costs_per_run_per_day_and_in_the_statemen
     let lines = statement["data"].as_array().unwrap();
     assert_eq!(lines.len(), 3);
     for line in lines {
-        assert_eq!(line["cost_micros"], expected[line["run_id"].as_str().unwrap()], "{line}");
+        assert_eq!(
+            line["cost_micros"],
+            expected[line["run_id"].as_str().unwrap()],
+            "{line}"
+        );
     }
     assert_eq!(statement["totals"]["cost_micros"], 11_163);
 
     let csv = app
         .http
-        .get(format!("{}/v1/usage/runs?month={month}&format=csv", app.url))
+        .get(format!(
+            "{}/v1/usage/runs?month={month}&format=csv",
+            app.url
+        ))
         .bearer_auth(&app.key)
         .send()
         .await
         .unwrap();
-    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     let mut rows = text.lines();
     assert_eq!(
@@ -94,5 +130,8 @@ async fn known_token_counts_give_exact_costs_per_run_per_day_and_in_the_statemen
     assert_eq!(total, 11_163);
 
     let (status, body) = app.get("/v1/usage/runs?month=2026-13").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
 }

@@ -92,7 +92,7 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
     let database_url = fresh_database().await;
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
     settings.policy = fast_policy();
-        settings.max_db_connections = 16;
+    settings.max_db_connections = 16;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
     settings.admin_key = Some(admin_key.clone());
     let platform = Embedded::start(settings)
@@ -117,7 +117,7 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
-        TestApp {
+    TestApp {
         url,
         key,
         admin_key,
@@ -398,11 +398,17 @@ impl TestApp {
     /// Creates a team through the admin API; returns (team id, API key).
     pub async fn create_team(&self, name: &str, limits: Value) -> (String, String) {
         let (status, team) = self
-            .admin("POST", "/v1/admin/teams", Some(json!({"name": name, "limits": limits})))
+            .admin(
+                "POST",
+                "/v1/admin/teams",
+                Some(json!({"name": name, "limits": limits})),
+            )
             .await;
         assert_eq!(status, 201, "{team}");
         let id = team["id"].as_str().unwrap().to_owned();
-        let (status, key) = self.admin("POST", &format!("/v1/admin/teams/{id}/keys"), None).await;
+        let (status, key) = self
+            .admin("POST", &format!("/v1/admin/teams/{id}/keys"), None)
+            .await;
         assert_eq!(status, 201, "{key}");
         (id, key["key"].as_str().unwrap().to_owned())
     }
@@ -410,16 +416,29 @@ impl TestApp {
     /// Changes the test team through the admin API.
     pub async fn patch_team(&self, change: Value) -> Value {
         let (status, team) = self
-            .admin("PATCH", &format!("/v1/admin/teams/{}", self.team), Some(change))
+            .admin(
+                "PATCH",
+                &format!("/v1/admin/teams/{}", self.team),
+                Some(change),
+            )
             .await;
         assert_eq!(status, 200, "{team}");
         team
     }
 
     /// A request with another key; returns (status, body).
-    pub async fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(key);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key);
         if let Some(body) = body {
             request = request.json(&body);
         }

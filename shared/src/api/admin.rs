@@ -54,11 +54,15 @@ pub async fn create_team(
     let request: CreateTeam = parse_body(&body)?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request("invalid_body", "name must be 1-100 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "name must be 1-100 characters",
+        ));
     }
     let limits = request.limits.unwrap_or_default();
     limits.validate().map_err(|problems| {
-        ApiError::bad_request("invalid_limits", "the limits have problems").with_details(json!({"problems": problems}))
+        ApiError::bad_request("invalid_limits", "the limits have problems")
+            .with_details(json!({"problems": problems}))
     })?;
     let plan = request.plan.unwrap_or_else(|| "standard".to_owned());
     ensure_plan(&state, &plan).await?;
@@ -67,7 +71,13 @@ pub async fn create_team(
         .ledger
         .create_team(name, &plan, &limits)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "team_exists", format!("a team named {name:?} exists")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "team_exists",
+                format!("a team named {name:?} exists"),
+            )
+        })?;
     Ok((StatusCode::CREATED, Json(team_json(&state, &team).await?)))
 }
 
@@ -76,7 +86,10 @@ async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     if plans.iter().any(|p| p.name == plan) {
         Ok(())
     } else {
-        Err(ApiError::bad_request("unknown_plan", format!("no plan named {plan:?}")))
+        Err(ApiError::bad_request(
+            "unknown_plan",
+            format!("no plan named {plan:?}"),
+        ))
     }
 }
 
@@ -152,14 +165,21 @@ pub async fn change_team(
         .await?
         .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
     let limits = request.limits.map(|patch| TeamLimits {
-        max_concurrent_runs: patch.max_concurrent_runs.unwrap_or(current.limits.max_concurrent_runs),
-        daily_token_budget: patch.daily_token_budget.unwrap_or(current.limits.daily_token_budget),
-        runs_per_second: patch.runs_per_second.unwrap_or(current.limits.runs_per_second),
+        max_concurrent_runs: patch
+            .max_concurrent_runs
+            .unwrap_or(current.limits.max_concurrent_runs),
+        daily_token_budget: patch
+            .daily_token_budget
+            .unwrap_or(current.limits.daily_token_budget),
+        runs_per_second: patch
+            .runs_per_second
+            .unwrap_or(current.limits.runs_per_second),
         run_burst: patch.run_burst.unwrap_or(current.limits.run_burst),
     });
     if let Some(limits) = &limits {
         limits.validate().map_err(|problems| {
-            ApiError::bad_request("invalid_limits", "the limits have problems").with_details(json!({"problems": problems}))
+            ApiError::bad_request("invalid_limits", "the limits have problems")
+                .with_details(json!({"problems": problems}))
         })?;
     }
     if let Some(plan) = &request.plan {
@@ -167,18 +187,26 @@ pub async fn change_team(
     }
     let mut agents = BTreeMap::new();
     for (name, switch) in request.agents {
-        let name = AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
-        let value = switch
-            .disabled
-            .then(|| switch.reason.unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned()));
+        let name =
+            AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
+        let value = switch.disabled.then(|| {
+            switch
+                .reason
+                .unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned())
+        });
         agents.insert(name.to_string(), value);
     }
     let change = TeamChange {
         plan: request.plan,
         limits,
-        disabled: request
-            .disabled
-            .map(|off| off.then(|| request.reason.clone().unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned()))),
+        disabled: request.disabled.map(|off| {
+            off.then(|| {
+                request
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SWITCH_REASON.to_owned())
+            })
+        }),
         agents,
     };
     let team = ledger
@@ -197,7 +225,10 @@ pub async fn issue_key(
     let ledger = &state.engine.ledger;
     let id = team_id(&id)?;
     if ledger.team(id).await?.is_none() {
-        return Err(ApiError::not_found("team_not_found", format!("no team {id}")));
+        return Err(ApiError::not_found(
+            "team_not_found",
+            format!("no team {id}"),
+        ));
     }
     let key = ledger.issue_api_key(id).await?;
     Ok((
@@ -219,7 +250,10 @@ pub async fn list_keys(
 ) -> Result<Json<Value>, ApiError> {
     let id = team_id(&id)?;
     if state.engine.ledger.team(id).await?.is_none() {
-        return Err(ApiError::not_found("team_not_found", format!("no team {id}")));
+        return Err(ApiError::not_found(
+            "team_not_found",
+            format!("no team {id}"),
+        ));
     }
     let keys = state.engine.ledger.list_keys(id).await?;
     Ok(Json(json!({"data": keys, "next_cursor": null})))
@@ -254,12 +288,19 @@ pub async fn set_price(
 ) -> Result<Json<Value>, ApiError> {
     let price: SetPrice = parse_body(&body)?;
     if price.input_micros_per_mtok < 0 || price.output_micros_per_mtok < 0 {
-        return Err(ApiError::bad_request("invalid_price", "prices must not be negative"));
+        return Err(ApiError::bad_request(
+            "invalid_price",
+            "prices must not be negative",
+        ));
     }
     let stored = state
         .engine
         .ledger
-        .set_price(&model, price.input_micros_per_mtok, price.output_micros_per_mtok)
+        .set_price(
+            &model,
+            price.input_micros_per_mtok,
+            price.output_micros_per_mtok,
+        )
         .await?;
     Ok(Json(json!(stored)))
 }
@@ -283,12 +324,24 @@ pub async fn set_plan(
 ) -> Result<Json<Value>, ApiError> {
     let plan: SetPlan = parse_body(&body)?;
     if plan.run_fee_micros < 0 {
-        return Err(ApiError::bad_request("invalid_plan", "run_fee_micros must not be negative"));
+        return Err(ApiError::bad_request(
+            "invalid_plan",
+            "run_fee_micros must not be negative",
+        ));
     }
     if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::bad_request("invalid_plan", "plan names are 1-64 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_plan",
+            "plan names are 1-64 characters",
+        ));
     }
-    Ok(Json(json!(state.engine.ledger.set_plan(&name, plan.run_fee_micros).await?)))
+    Ok(Json(json!(
+        state
+            .engine
+            .ledger
+            .set_plan(&name, plan.run_fee_micros)
+            .await?
+    )))
 }
 
 pub async fn list_plans(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
@@ -298,6 +351,9 @@ pub async fn list_plans(State(state): State<AppState>, _: Admin) -> Result<Json<
 
 /// Frees hot state left by runs that ended without releasing it (crashes).
 pub async fn reconcile(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
-    let released = state.engine.reconcile(crate::engine::ORPHAN_SLOT_GRACE).await?;
+    let released = state
+        .engine
+        .reconcile(crate::engine::ORPHAN_SLOT_GRACE)
+        .await?;
     Ok(Json(json!({"released_slots": released})))
 }

@@ -42,8 +42,12 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized =
+            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
         let Some(expected) = state.admin_key.as_deref() else {
             return Err(unauthorized("the admin API is off: set AGENTRUN_ADMIN_KEY"));
         };

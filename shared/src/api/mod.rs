@@ -46,14 +46,32 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{name}/versions/{version}", get(agents::show))
         .route("/v1/usage", get(usage::daily))
         .route("/v1/usage/runs", get(usage::statement))
-        .route("/v1/admin/teams", post(admin::create_team).get(admin::list_teams))
-        .route("/v1/admin/teams/{id}", get(admin::show_team).patch(admin::change_team))
-        .route("/v1/admin/teams/{id}/keys", post(admin::issue_key).get(admin::list_keys))
-        .route("/v1/admin/keys/{key_id}", axum::routing::delete(admin::revoke_key))
+        .route(
+            "/v1/admin/teams",
+            post(admin::create_team).get(admin::list_teams),
+        )
+        .route(
+            "/v1/admin/teams/{id}",
+            get(admin::show_team).patch(admin::change_team),
+        )
+        .route(
+            "/v1/admin/teams/{id}/keys",
+            post(admin::issue_key).get(admin::list_keys),
+        )
+        .route(
+            "/v1/admin/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
         .route("/v1/admin/prices", get(admin::list_prices))
-        .route("/v1/admin/prices/{model}", axum::routing::put(admin::set_price))
+        .route(
+            "/v1/admin/prices/{model}",
+            axum::routing::put(admin::set_price),
+        )
         .route("/v1/admin/plans", get(admin::list_plans))
-        .route("/v1/admin/plans/{name}", axum::routing::put(admin::set_plan))
+        .route(
+            "/v1/admin/plans/{name}",
+            axum::routing::put(admin::set_plan),
+        )
         .route("/v1/admin/reconcile", post(admin::reconcile))
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .with_state(state)

@@ -134,10 +134,13 @@ pub async fn create(
             None => ApiError::bad_request("unknown_agent", format!("no agent named {agent_name}")),
         })?;
 
-        let admission = ledger
-        .admission(team, &agent.name)
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the key's team no longer exists"))?;
+    let admission = ledger.admission(team, &agent.name).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the key's team no longer exists",
+        )
+    })?;
     if let Some(reason) = &admission.team_disabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -177,7 +180,7 @@ pub async fn create(
                     )
                     .with_details(json!({"run_id": existing})));
                 }
-                                run_id = existing;
+                run_id = existing;
                 replayed = true;
             }
         }
@@ -192,7 +195,11 @@ pub async fn create(
     if let Some(wait) = state
         .engine
         .hot
-        .take_rate_token(team, admission.limits.runs_per_second, admission.limits.run_burst as u32)
+        .take_rate_token(
+            team,
+            admission.limits.runs_per_second,
+            admission.limits.run_burst as u32,
+        )
         .await?
     {
         let mut error = ApiError::new(
@@ -207,7 +214,12 @@ pub async fn create(
         return Err(error);
     }
     let limit = admission.limits.max_concurrent_runs as u32;
-    if !state.engine.hot.acquire_run_slot(team, run_id, limit).await? {
+    if !state
+        .engine
+        .hot
+        .acquire_run_slot(team, run_id, limit)
+        .await?
+    {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "concurrent_run_limit",
@@ -217,8 +229,6 @@ pub async fn create(
         error.retry_after = Some(1);
         return Err(error);
     }
-
-
 
     // Creating is idempotent by id, so a replay whose first attempt died
     // before creating the run creates it now.
@@ -230,7 +240,7 @@ pub async fn create(
             version: agent.version,
             input: request.input,
             metadata,
-                        limits: agent.spec.limits.clone(),
+            limits: agent.spec.limits.clone(),
             run_fee_micros: admission.run_fee_micros,
         })
         .await?;
@@ -239,7 +249,7 @@ pub async fn create(
         state.orchestrator.start(run_id).await?;
         tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name, version = agent.version, "run accepted");
     }
-        let run = ledger
+    let run = ledger
         .get_run(run_id)
         .await?
         .ok_or_else(|| ApiError::unavailable("run_not_ready", "the run is being created; retry"))?;
@@ -254,7 +264,10 @@ fn accepted(run: &Run, replayed: bool) -> Response {
         headers.insert("location", location);
     }
     if replayed {
-        headers.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        headers.insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     response
 }

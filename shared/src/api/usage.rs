@@ -22,8 +22,9 @@ pub struct DailyQuery {
 }
 
 fn parse_day(raw: &str, what: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| ApiError::bad_request("invalid_query", format!("{what} must be a date YYYY-MM-DD")))
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+        ApiError::bad_request("invalid_query", format!("{what} must be a date YYYY-MM-DD"))
+    })
 }
 
 fn start_of(day: NaiveDate) -> chrono::DateTime<Utc> {
@@ -74,19 +75,34 @@ pub async fn daily(
     Query(query): Query<DailyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let today = Utc::now().date_naive();
-    let to = query.to.as_deref().map(|d| parse_day(d, "to")).transpose()?.unwrap_or(today);
+    let to = query
+        .to
+        .as_deref()
+        .map(|d| parse_day(d, "to"))
+        .transpose()?
+        .unwrap_or(today);
     let from = match query.from.as_deref() {
         Some(day) => parse_day(day, "from")?,
         None => to.checked_sub_days(Days::new(29)).unwrap_or(to),
     };
     if from > to {
-        return Err(ApiError::bad_request("invalid_query", "from must not be after to"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "from must not be after to",
+        ));
     }
     if (to - from).num_days() as u64 >= MAX_DAYS {
-        return Err(ApiError::bad_request("invalid_query", format!("at most {MAX_DAYS} days at a time")));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("at most {MAX_DAYS} days at a time"),
+        ));
     }
     let end = to.checked_add_days(Days::new(1)).unwrap_or(to);
-    let charges = state.engine.ledger.run_charges(team, start_of(from), start_of(end)).await?;
+    let charges = state
+        .engine
+        .ledger
+        .run_charges(team, start_of(from), start_of(end))
+        .await?;
     let mut days = Vec::new();
     let mut totals = Totals::default();
     let mut day = from;
@@ -142,8 +158,14 @@ pub async fn statement(
             .map_err(|_| ApiError::bad_request("invalid_query", "month must be YYYY-MM"))?,
         None => now.with_day(1).unwrap_or(now),
     };
-    let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
-    let charges = state.engine.ledger.run_charges(team, start_of(first), start_of(next)).await?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    let charges = state
+        .engine
+        .ledger
+        .run_charges(team, start_of(first), start_of(next))
+        .await?;
     let wants_csv = query.format.as_deref() == Some("csv")
         || headers
             .get(header::ACCEPT)
@@ -157,7 +179,8 @@ pub async fn statement(
             csv.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{}\n",
                 c.run_id,
-                c.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                c.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 c.agent,
                 c.version,
                 c.status,
@@ -171,7 +194,10 @@ pub async fn statement(
         }
         let disposition = format!("attachment; filename=\"agentrun-{month}.csv\"");
         return Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
             csv,
         )
             .into_response());

@@ -179,7 +179,7 @@ pub struct Run {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub llm_calls: i32,
-        pub last_seq: i64,
+    pub last_seq: i64,
     /// The plan's fee for this run, fixed at acceptance (micro-units).
     pub run_fee_micros: i64,
     pub created_at: DateTime<Utc>,

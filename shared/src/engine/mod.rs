@@ -59,7 +59,10 @@ impl Engine {
             let stale = match self.ledger.get_run(holder.run).await? {
                 Some(run) => run.status.is_terminal(),
                 None => {
-                    (chrono::Utc::now() - holder.since).to_std().unwrap_or_default() > orphan_grace
+                    (chrono::Utc::now() - holder.since)
+                        .to_std()
+                        .unwrap_or_default()
+                        > orphan_grace
                 }
             };
             if stale {

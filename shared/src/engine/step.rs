@@ -191,7 +191,11 @@ impl Engine {
             }
         };
         self.hot
-            .settle_tokens(run_id, step_no, (turn.input_tokens + turn.output_tokens).max(0) as u64)
+            .settle_tokens(
+                run_id,
+                step_no,
+                (turn.input_tokens + turn.output_tokens).max(0) as u64,
+            )
             .await?;
         let calls = tool_calls_of(&turn.message);
         let done = if reused {

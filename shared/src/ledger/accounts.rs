@@ -107,7 +107,10 @@ impl Ledger {
             return Ok(None);
         }
         let row = client
-            .q_one(&format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.name = $1"), &[&name])
+            .q_one(
+                &format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.name = $1"),
+                &[&name],
+            )
             .await?;
         Ok(Some(team_from_row(&row)))
     }
@@ -116,7 +119,10 @@ impl Ledger {
         let row = self
             .client()
             .await?
-            .q_opt(&format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.id = $1"), &[&team.0])
+            .q_opt(
+                &format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.id = $1"),
+                &[&team.0],
+            )
             .await?;
         Ok(row.as_ref().map(team_from_row))
     }
@@ -125,7 +131,10 @@ impl Ledger {
         Ok(self
             .client()
             .await?
-            .q(&format!("SELECT {TEAM_COLUMNS} FROM teams t ORDER BY t.created_at, t.id"), &[])
+            .q(
+                &format!("SELECT {TEAM_COLUMNS} FROM teams t ORDER BY t.created_at, t.id"),
+                &[],
+            )
             .await?
             .iter()
             .map(team_from_row)
@@ -133,7 +142,11 @@ impl Ledger {
     }
 
     /// Applies a change in one transaction; `None` when the team does not exist.
-    pub async fn change_team(&self, team: TeamId, change: &TeamChange) -> Result<Option<Team>, StoreError> {
+    pub async fn change_team(
+        &self,
+        team: TeamId,
+        change: &TeamChange,
+    ) -> Result<Option<Team>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let exists = tx
@@ -144,7 +157,8 @@ impl Ledger {
             return Ok(None);
         }
         if let Some(plan) = &change.plan {
-            tx.exec("UPDATE teams SET plan = $2 WHERE id = $1", &[&team.0, plan]).await?;
+            tx.exec("UPDATE teams SET plan = $2 WHERE id = $1", &[&team.0, plan])
+                .await?;
         }
         if let Some(limits) = &change.limits {
             tx.exec(
@@ -161,8 +175,11 @@ impl Ledger {
             .await?;
         }
         if let Some(disabled) = &change.disabled {
-            tx.exec("UPDATE teams SET disabled_reason = $2 WHERE id = $1", &[&team.0, disabled])
-                .await?;
+            tx.exec(
+                "UPDATE teams SET disabled_reason = $2 WHERE id = $1",
+                &[&team.0, disabled],
+            )
+            .await?;
         }
         for (agent, switch) in &change.agents {
             match switch {
@@ -184,7 +201,10 @@ impl Ledger {
             };
         }
         let row = tx
-            .q_one(&format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.id = $1"), &[&team.0])
+            .q_one(
+                &format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.id = $1"),
+                &[&team.0],
+            )
             .await?;
         tx.commit().await?;
         Ok(Some(team_from_row(&row)))
@@ -224,7 +244,11 @@ impl Ledger {
             == 1)
     }
 
-    pub async fn admission(&self, team: TeamId, agent: &str) -> Result<Option<Admission>, StoreError> {
+    pub async fn admission(
+        &self,
+        team: TeamId,
+        agent: &str,
+    ) -> Result<Option<Admission>, StoreError> {
         let row = self
             .client()
             .await?

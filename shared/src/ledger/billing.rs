@@ -49,7 +49,12 @@ pub struct ModelUsage {
 }
 
 impl Ledger {
-    pub async fn set_price(&self, model: &str, input: Micros, output: Micros) -> Result<ModelPrice, StoreError> {
+    pub async fn set_price(
+        &self,
+        model: &str,
+        input: Micros,
+        output: Micros,
+    ) -> Result<ModelPrice, StoreError> {
         let row = self
             .client()
             .await?

@@ -46,7 +46,7 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
         input_tokens: row.get("input_tokens"),
         output_tokens: row.get("output_tokens"),
         llm_calls: row.get("llm_calls"),
-                last_seq: row.get("last_seq"),
+        last_seq: row.get("last_seq"),
         run_fee_micros: row.get("run_fee_micros"),
         created_at: row.get("created_at"),
         started_at: row.get("started_at"),

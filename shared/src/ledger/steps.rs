@@ -163,7 +163,11 @@ impl Ledger {
 
     /// What a step starts from, in one read: the run, the step's stored
     /// outcome if it is committed, and the team's switches and budget.
-    pub async fn step_context(&self, run: RunId, step_no: i32) -> Result<Option<StepContext>, StoreError> {
+    pub async fn step_context(
+        &self,
+        run: RunId,
+        step_no: i32,
+    ) -> Result<Option<StepContext>, StoreError> {
         let row = self
             .client()
             .await?
@@ -192,7 +196,9 @@ impl Ledger {
             run: run_from_row(&row)?,
             committed,
             daily_token_budget: row.get::<_, i64>("daily_token_budget").max(0) as u64,
-            switched_off: row.get::<_, Option<String>>("team_off").or(row.get("agent_off")),
+            switched_off: row
+                .get::<_, Option<String>>("team_off")
+                .or(row.get("agent_off")),
         }))
     }
 

@@ -83,15 +83,22 @@ pub trait HotStore: Send + Sync {
     ) -> Result<bool, HotStoreError>;
 
     /// Turns a step's reservation into `actual` usage, once.
-    async fn settle_tokens(&self, run: RunId, step_no: i32, actual: u64)
-        -> Result<(), HotStoreError>;
+    async fn settle_tokens(
+        &self,
+        run: RunId,
+        step_no: i32,
+        actual: u64,
+    ) -> Result<(), HotStoreError>;
 
     /// Drops a step's unsettled reservation (its LLM call failed).
     async fn cancel_reservation(&self, run: RunId, step_no: i32) -> Result<(), HotStoreError>;
 
     /// (used, reserved) tokens of a team's day.
-    async fn tokens_of_day(&self, team: TeamId, day: NaiveDate)
-        -> Result<(u64, u64), HotStoreError>;
+    async fn tokens_of_day(
+        &self,
+        team: TeamId,
+        day: NaiveDate,
+    ) -> Result<(u64, u64), HotStoreError>;
 
     /// Takes one token from the team's bucket (`rate` per second, at most
     /// `burst`). `None`: allowed; `Some(wait)`: limited, retry after `wait`.

@@ -19,7 +19,11 @@ impl PgHotStore {
     /// for a disk flush while holding a team-wide row would serialize the team.
     pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: build_pool(database_url, max_connections, Some("-c synchronous_commit=off"))?,
+            pool: build_pool(
+                database_url,
+                max_connections,
+                Some("-c synchronous_commit=off"),
+            )?,
         })
     }
 
@@ -177,44 +181,31 @@ impl HotStore for PgHotStore {
             tokens,
         } = reservation;
         let (tokens, budget) = (tokens as i64, budget as i64);
+        // The marker goes in first: a concurrent attempt at the same step
+        // waits on its key, and sees it only if this one commits.
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        let exists = tx
-            .q_opt(
-                "SELECT 1 FROM hot_token_reservations WHERE run_id = $1 AND step_no = $2",
-                &[&run.0, &step_no],
+        let row = tx
+            .q_one(
+                "WITH mark AS (
+                     INSERT INTO hot_token_reservations (run_id, step_no, team_id, day, tokens)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1),
+                 granted AS (
+                     INSERT INTO hot_token_days AS d (team_id, day, reserved)
+                     SELECT $3, $4, $5 WHERE $5 <= $6 AND EXISTS (SELECT 1 FROM mark)
+                     ON CONFLICT (team_id, day) DO UPDATE SET reserved = d.reserved + EXCLUDED.reserved
+                     WHERE d.used + d.reserved + EXCLUDED.reserved <= $6
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM mark), EXISTS (SELECT 1 FROM granted)",
+                &[&run.0, &step_no, &team.0, &day, &tokens, &budget],
             )
             .await
-            .map_err(unavailable)?
-            .is_some();
-        if exists {
-            return Ok(true);
-        }
-        tx.exec(
-            "INSERT INTO hot_token_days (team_id, day) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&team.0, &day],
-        )
-        .await
-        .map_err(unavailable)?;
-        let granted = tx
-            .exec(
-                "UPDATE hot_token_days SET reserved = reserved + $3
-                 WHERE team_id = $1 AND day = $2 AND used + reserved + $3 <= $4",
-                &[&team.0, &day, &tokens, &budget],
-            )
-            .await
-            .map_err(unavailable)?
-            == 1;
-        if !granted {
+            .map_err(unavailable)?;
+        let (new_reservation, granted): (bool, bool) = (row.get(0), row.get(1));
+        if new_reservation && !granted {
+            tx.rollback().await.map_err(unavailable)?;
             return Ok(false);
         }
-        tx.exec(
-            "INSERT INTO hot_token_reservations (run_id, step_no, team_id, day, tokens)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&run.0, &step_no, &team.0, &day, &tokens],
-        )
-        .await
-        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -273,7 +264,10 @@ impl HotStore for PgHotStore {
             .await
             .map_err(unavailable)?;
         Ok(row.map_or((0, 0), |row| {
-            (row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64)
+            (
+                row.get::<_, i64>(0).max(0) as u64,
+                row.get::<_, i64>(1).max(0) as u64,
+            )
         }))
     }
 
@@ -307,7 +301,9 @@ impl HotStore for PgHotStore {
         if taken {
             Ok(None)
         } else {
-            Ok(Some(Duration::from_secs_f64(((1.0 - level) / rate).max(0.001))))
+            Ok(Some(Duration::from_secs_f64(
+                ((1.0 - level) / rate).max(0.001),
+            )))
         }
     }
 
