@@ -84,7 +84,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.database_url.clone(),
         OpenAiSettings::new(mock.base_url()),
     );
-    settings.max_db_connections = args.concurrency + 8;
+    settings.max_db_connections = (args.concurrency + 16).min(90);
     let platform = Embedded::start(settings)
         .await
         .context("starting the engine")?;

@@ -22,6 +22,7 @@ use crate::ports::LlmError;
 #[derive(Clone, Debug)]
 pub struct EmbeddedSettings {
     pub database_url: String,
+    /// PostgreSQL connections in all (ledger and hot store).
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
     pub policy: StepPolicy,
@@ -66,12 +67,20 @@ impl Embedded {
     /// in-process adapters. Call [`Embedded::resume`] once serving.
     pub async fn start(settings: EmbeddedSettings) -> Result<Self, EmbeddedError> {
         ensure_database(&settings.database_url).await?;
-        let ledger = Ledger::connect(&settings.database_url, settings.max_db_connections)?;
+        // A quarter of the connections serve the hot store, the rest the ledger.
+        let hot_connections = (settings.max_db_connections / 4).max(2);
+        let ledger = Ledger::connect(
+            &settings.database_url,
+            settings
+                .max_db_connections
+                .saturating_sub(hot_connections)
+                .max(2),
+        )?;
         ledger.migrate().await?;
         let engine = Engine {
             hot: Arc::new(PgHotStore::connect(
                 &settings.database_url,
-                settings.max_db_connections.div_ceil(2),
+                hot_connections,
             )?),
             ledger,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),

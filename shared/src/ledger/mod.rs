@@ -89,7 +89,8 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error's message followed by its causes.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

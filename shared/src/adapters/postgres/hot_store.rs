@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 
 use crate::domain::{RunId, TeamId};
-use crate::ledger::{build_pool, Cached, StoreError};
+use crate::ledger::{build_pool, error_chain, Cached, StoreError};
 use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 
 /// The hot store on PostgreSQL tables (`hot_*`), for the embedded mode.
@@ -31,12 +31,12 @@ impl PgHotStore {
         self.pool
             .get()
             .await
-            .map_err(|e| HotStoreError(e.to_string()))
+            .map_err(|e| HotStoreError(error_chain(&e)))
     }
 }
 
 fn unavailable(err: tokio_postgres::Error) -> HotStoreError {
-    HotStoreError(err.to_string())
+    HotStoreError(error_chain(&err))
 }
 
 /// The advisory lock that serializes slot grants within a team.
@@ -181,11 +181,10 @@ impl HotStore for PgHotStore {
             tokens,
         } = reservation;
         let (tokens, budget) = (tokens as i64, budget as i64);
-        // The marker goes in first: a concurrent attempt at the same step
-        // waits on its key, and sees it only if this one commits.
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let row = tx
+        // One statement, so the team's day row is locked only for its
+        // duration. The marker makes a retried step keep its reservation.
+        let client = self.client().await?;
+        let row = client
             .q_one(
                 "WITH mark AS (
                      INSERT INTO hot_token_reservations (run_id, step_no, team_id, day, tokens)
@@ -203,10 +202,19 @@ impl HotStore for PgHotStore {
             .map_err(unavailable)?;
         let (new_reservation, granted): (bool, bool) = (row.get(0), row.get(1));
         if new_reservation && !granted {
-            tx.rollback().await.map_err(unavailable)?;
+            // Over budget: take the marker back. (A duplicate attempt at this
+            // very step racing this instant would go ahead: at most one
+            // call over the budget, and only then.)
+            client
+                .exec(
+                    "DELETE FROM hot_token_reservations
+                     WHERE run_id = $1 AND step_no = $2 AND NOT settled",
+                    &[&run.0, &step_no],
+                )
+                .await
+                .map_err(unavailable)?;
             return Ok(false);
         }
-        tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
 
