@@ -147,7 +147,16 @@ async fn the_openapi_document_describes_the_routes() {
         "/v1/agents",
         "/v1/agents/{name}",
         "/v1/agents/{name}/versions/{version}",
-        "/healthz",
+                "/healthz",
+        "/v1/usage",
+        "/v1/usage/runs",
+        "/v1/admin/teams",
+        "/v1/admin/teams/{id}",
+        "/v1/admin/teams/{id}/keys",
+        "/v1/admin/keys/{key_id}",
+        "/v1/admin/prices/{model}",
+        "/v1/admin/plans/{name}",
+        "/v1/admin/reconcile",
     ] {
         assert!(
             doc["paths"][path].is_object(),
