@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
-use crate::dev::read_env_file;
+use crate::dev::server_and_key;
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -143,15 +143,12 @@ enum PlanCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let file = read_env_file(&args.env_file);
-    let url = args
-        .url
-        .or_else(|| file.get("AGENTRUN_URL").cloned())
-        .context("no server URL: start `agentrun dev`, or set AGENTRUN_URL")?;
-    let key = args
-        .admin_key
-        .or_else(|| file.get("AGENTRUN_ADMIN_KEY").cloned())
-        .context("no admin key: set AGENTRUN_ADMIN_KEY")?;
+    let (url, key) = server_and_key(
+        args.url,
+        args.admin_key,
+        &args.env_file,
+        "AGENTRUN_ADMIN_KEY",
+    )?;
     let (method, path, body) = match args.command {
         AdminCommand::Teams(TeamCommand::Create { name, plan, limits }) => {
             let mut body = json!({"name": name});

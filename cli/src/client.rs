@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::dev::read_env_file;
+use crate::dev::server_and_key;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -34,15 +34,7 @@ pub struct RunArgs {
 
 /// Returns the process exit code: 0 when the run succeeded.
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let file = read_env_file(&args.env_file);
-    let url = args
-        .url
-        .or_else(|| file.get("AGENTRUN_URL").cloned())
-        .context("no server URL: start `agentrun dev`, or set AGENTRUN_URL")?;
-    let key = args
-        .api_key
-        .or_else(|| file.get("AGENTRUN_API_KEY").cloned())
-        .context("no API key: set AGENTRUN_API_KEY")?;
+    let (url, key) = server_and_key(args.url, args.api_key, &args.env_file, "AGENTRUN_API_KEY")?;
     let input: Value =
         serde_json::from_str(&args.input).unwrap_or(Value::String(args.input.clone()));
     let mut body = json!({"agent": args.agent, "input": input});

@@ -126,6 +126,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server URL and a key: from flags or the environment first, else from
+/// `dev.env` (`AGENTRUN_URL` and `key_var`).
+pub fn server_and_key(
+    url: Option<String>,
+    key: Option<String>,
+    env_file: &Path,
+    key_var: &str,
+) -> anyhow::Result<(String, String)> {
+    let file = read_env_file(env_file);
+    let url = url
+        .or_else(|| file.get("AGENTRUN_URL").cloned())
+        .context("no server URL: start `agentrun dev`, or set AGENTRUN_URL")?;
+    let key = key
+        .or_else(|| file.get(key_var).cloned())
+        .with_context(|| format!("no key: set {key_var}"))?;
+    Ok((url, key))
+}
+
 /// `KEY=value` lines; a missing file is empty.
 pub fn read_env_file(path: &Path) -> HashMap<String, String> {
     std::fs::read_to_string(path)

@@ -5,7 +5,7 @@ use agentrun::mock_llm::{Latency, MockScript, MockTurn};
 use agentrun::ports::Usage;
 use agentrun_e2e::{spawn_app, spawn_app_with, types};
 use futures_util::future::join_all;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{agent, echo_tool};
 
@@ -290,14 +290,7 @@ async fn an_operator_kill_switch_refuses_new_runs_and_stops_running_ones() {
     )
     .await;
     let id = app.start_run("looper", json!("go")).await;
-    let mut stream = app.open_events(&id, None).await;
-    loop {
-        let event = stream.next(Duration::from_secs(10)).await.unwrap();
-        let data: Value = serde_json::from_str(&event.data).unwrap();
-        if event.event == "step.started" && data["step_no"] == 2 {
-            break;
-        }
-    }
+    app.wait_for_step(&id, 2).await;
     let team = app
         .patch_team(json!({"agents": {"looper": {"disabled": true, "reason": "incident 42"}}}))
         .await;

@@ -147,7 +147,7 @@ async fn the_openapi_document_describes_the_routes() {
         "/v1/agents",
         "/v1/agents/{name}",
         "/v1/agents/{name}/versions/{version}",
-                "/healthz",
+        "/healthz",
         "/v1/usage",
         "/v1/usage/runs",
         "/v1/admin/teams",

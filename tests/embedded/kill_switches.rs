@@ -131,15 +131,7 @@ async fn cancel_stops_a_running_run_and_nothing_commits_after_it() {
     app.put_agent("busy", agent("busy", json!({"tools": [echo_tool("noop")]})))
         .await;
     let id = app.start_run("busy", json!("go")).await;
-    // Wait until the run is in its second step.
-    let mut stream = app.open_events(&id, None).await;
-    loop {
-        let event = stream.next(Duration::from_secs(10)).await.unwrap();
-        let data: Value = serde_json::from_str(&event.data).unwrap();
-        if event.event == "step.started" && data["step_no"] == 2 {
-            break;
-        }
-    }
+    app.wait_for_step(&id, 2).await;
     let response = app
         .http
         .post(format!("{}/v1/runs/{id}/cancel", app.url))

@@ -240,6 +240,21 @@ impl TestApp {
         }
     }
 
+    /// Waits (over SSE) until the run has started step `step_no`.
+    pub async fn wait_for_step(&self, id: &str, step_no: i64) {
+        let mut stream = self.open_events(id, None).await;
+        loop {
+            let event = stream
+                .next(Duration::from_secs(10))
+                .await
+                .expect("the run ended before the step started");
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            if event.event == "step.started" && data["step_no"] == step_no {
+                return;
+            }
+        }
+    }
+
     /// Every event of a run, read over SSE until the stream ends.
     pub async fn all_events(&self, id: &str) -> Vec<ParsedEvent> {
         let mut stream = self.open_events(id, None).await;
@@ -381,18 +396,7 @@ pub fn free_port() -> u16 {
 impl TestApp {
     /// A request to the admin API with the admin key.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.admin_key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.call_as(&self.admin_key, method, path, body).await
     }
 
     /// Creates a team through the admin API; returns (team id, API key).

@@ -6,6 +6,24 @@ use axum::http::{header, StatusCode};
 
 use super::{ApiError, AppState};
 use crate::domain::TeamId;
+use crate::ledger::constant_time_eq;
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <key>"))?
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("Authorization must be 'Bearer <key>'"))
+}
 
 /// The authenticated team of a request.
 pub struct Caller(pub TeamId);
@@ -17,18 +35,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized =
-            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <API key>"))?
-            .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthorized("Authorization must be 'Bearer <API key>'"))?
-            .trim();
+        let key = bearer_token(parts)?;
         match state.engine.ledger.authenticate(key).await? {
             Some(team) => Ok(Caller(team)),
             None => Err(unauthorized("invalid or revoked API key")),
@@ -46,25 +53,10 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized =
-            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
         let Some(expected) = state.admin_key.as_deref() else {
             return Err(unauthorized("the admin API is off: set AGENTRUN_ADMIN_KEY"));
         };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| unauthorized("missing Authorization: Bearer <admin key>"))?;
-        let matches = presented.len() == expected.len()
-            && presented
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if matches {
+        if constant_time_eq(bearer_token(parts)?.as_bytes(), expected.as_bytes()) {
             Ok(Admin)
         } else {
             Err(unauthorized("this endpoint needs the admin key"))

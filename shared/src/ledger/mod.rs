@@ -11,7 +11,7 @@ mod runs;
 mod steps;
 mod teams;
 
-pub use teams::IssuedKey;
+pub use teams::{constant_time_eq, IssuedKey};
 
 use std::collections::HashMap;
 use std::str::FromStr;

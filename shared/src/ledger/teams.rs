@@ -36,7 +36,8 @@ fn key_prefix(key: &str) -> Option<&str> {
     (prefix.len() == 8 && !secret.is_empty()).then_some(prefix)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without an early exit that would leak where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
