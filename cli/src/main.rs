@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, default_value = "examples/mock-llm.json")]
         scripts: std::path::PathBuf,
     },
+    /// Print the Step Functions state machine (or write it to infra/).
+    Asl {
+        /// Write infra/statemachine/run.asl.json instead of printing.
+        #[arg(long)]
+        write: bool,
+    },
     /// Measure the engine (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Operator tasks: teams, limits, kill switches, keys, prices, plans.
@@ -73,6 +79,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(args) => admin::run(args).await,
+        Command::Asl { write } => {
+            let text = agentrun::asl::render(&agentrun::policy::StepPolicy::default());
+            if write {
+                std::fs::write(agentrun::asl::ASL_PATH, text)?;
+                println!("wrote {}", agentrun::asl::ASL_PATH);
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
         Command::Bench(args) => {
             init_logs_at("warn");
             bench::run(args).await

@@ -8,6 +8,7 @@
 
 pub mod adapters;
 pub mod api;
+pub mod asl;
 pub mod domain;
 pub mod embedded;
 pub mod engine;

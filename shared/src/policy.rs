@@ -18,6 +18,9 @@ pub struct StepPolicy {
     /// then drawn uniformly below that ("full jitter").
     pub retry_base: Duration,
     pub retry_max_delay: Duration,
+    /// Hard cap on a whole run in the state machine; each run's own
+    /// `limits.timeout_seconds` is enforced by the engine below it.
+    pub workflow_timeout: Duration,
 }
 
 impl Default for StepPolicy {
@@ -28,6 +31,7 @@ impl Default for StepPolicy {
             max_retries: 3,
             retry_base: Duration::from_secs(2),
             retry_max_delay: Duration::from_secs(30),
+            workflow_timeout: Duration::from_secs(600),
         }
     }
 }

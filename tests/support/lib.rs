@@ -50,6 +50,7 @@ pub fn fast_policy() -> StepPolicy {
         max_retries: 3,
         retry_base: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(200),
+        workflow_timeout: Duration::from_secs(600),
     }
 }
 

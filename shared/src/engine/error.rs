@@ -17,6 +17,13 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// The error names the state machine retries (contract).
+    pub const RETRYABLE_NAMES: [&'static str; 3] = [
+        "Retryable.LlmUnavailable",
+        "Retryable.RateLimited",
+        "Retryable.Store",
+    ];
+
     pub fn fatal(reason: StopReason, detail: impl Into<String>) -> Self {
         StepError::Fatal {
             reason,
@@ -27,9 +34,9 @@ impl StepError {
     /// `Retryable.*` or `Fatal.<stop_reason>`.
     pub fn error_name(&self) -> String {
         match self {
-            StepError::LlmUnavailable(_) => "Retryable.LlmUnavailable".to_owned(),
-            StepError::RateLimited(_) => "Retryable.RateLimited".to_owned(),
-            StepError::Store(_) => "Retryable.Store".to_owned(),
+            StepError::LlmUnavailable(_) => Self::RETRYABLE_NAMES[0].to_owned(),
+            StepError::RateLimited(_) => Self::RETRYABLE_NAMES[1].to_owned(),
+            StepError::Store(_) => Self::RETRYABLE_NAMES[2].to_owned(),
             StepError::Fatal { reason, .. } => format!("Fatal.{reason}"),
         }
     }

@@ -132,6 +132,9 @@ impl Engine {
             .begin_step_attempt(run_id, step_no, &agent.name)
             .await?
         else {
+            // The run ended (or the step was committed) since it was read:
+            // give the reservation just made back.
+            self.hot.cancel_reservation(run_id, step_no).await?;
             return self.current_outcome(run_id, step_no).await;
         };
         self.feed.publish(run_id, seq);
