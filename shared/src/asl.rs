@@ -56,21 +56,16 @@ pub fn state_machine(policy: &StepPolicy) -> Value {
                 "Choices": [{"Variable": "$.next", "StringEquals": "step", "Next": "Step"}],
                 "Default": "Finalize"
             },
-            "Finalize": {
+                        "Finalize": {
                 "Type": "Task",
-                "Comment": "Settles the run whatever ended it (idempotent).",
-                "Resource": "arn:aws:states:::lambda:invoke",
+                "Comment": "Hands the run to the finalize worker, which settles it whatever ended it (idempotent). Through a queue, so a finalize outage loses nothing.",
+                "Resource": "arn:aws:states:::sqs:sendMessage",
                 "Parameters": {
-                    "FunctionName": "${finalize_function_arn}",
-                    "Payload.$": "$"
+                    "QueueUrl": "${finalize_queue_url}",
+                    "MessageBody.$": "$"
                 },
                 "Retry": [{
-                    "ErrorEquals": [
-                        "Lambda.ServiceException",
-                        "Lambda.AWSLambdaException",
-                        "Lambda.SdkClientException",
-                        "Lambda.TooManyRequestsException"
-                    ],
+                    "ErrorEquals": ["States.ALL"],
                     "IntervalSeconds": 1,
                     "BackoffRate": 2.0,
                     "MaxAttempts": 6,
