@@ -25,4 +25,12 @@ PY
 
 # The crash test runs the real binary.
 cargo build --bin agentrun
-cargo test --workspace
+log=$(mktemp)
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite.
+awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed\n", passed, failed}' "$log"
+rm -f "$log"
+exit "$status"
