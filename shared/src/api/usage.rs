@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::{ApiError, AppState};
-use crate::ledger::RunCharge;
+use crate::ledger::UsageTotals;
 
 const MAX_DAYS: u64 = 366;
 
@@ -29,42 +29,6 @@ fn parse_day(raw: &str, what: &str) -> Result<NaiveDate, ApiError> {
 
 fn start_of(day: NaiveDate) -> chrono::DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
-}
-
-#[derive(Default)]
-struct Totals {
-    runs: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    llm_calls: i64,
-    fee_micros: i64,
-    token_cost_micros: i64,
-    cost_micros: i64,
-}
-
-impl Totals {
-    fn add(&mut self, charge: &RunCharge) {
-        self.runs += 1;
-        self.input_tokens += charge.input_tokens;
-        self.output_tokens += charge.output_tokens;
-        self.llm_calls += i64::from(charge.llm_calls);
-        self.fee_micros += charge.fee_micros;
-        self.token_cost_micros += charge.token_cost_micros;
-        self.cost_micros += charge.cost_micros;
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "runs": self.runs,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
-            "llm_calls": self.llm_calls,
-            "fee_micros": self.fee_micros,
-            "token_cost_micros": self.token_cost_micros,
-            "cost_micros": self.cost_micros,
-        })
-    }
 }
 
 /// `GET /v1/usage?from=&to=`: one entry per day (inclusive range, default
@@ -98,21 +62,25 @@ pub async fn daily(
         ));
     }
     let end = to.checked_add_days(Days::new(1)).unwrap_or(to);
-    let charges = state
+    let by_day = state
         .engine
         .ledger
-        .run_charges(team, start_of(from), start_of(end))
+        .daily_usage(team, start_of(from), start_of(end))
         .await?;
     let mut days = Vec::new();
-    let mut totals = Totals::default();
+    let mut totals = UsageTotals::default();
     let mut day = from;
+    let mut recorded = by_day.iter().peekable();
     while day <= to {
-        let mut of_day = Totals::default();
-        for charge in charges.iter().filter(|c| c.created_at.date_naive() == day) {
-            of_day.add(charge);
-            totals.add(charge);
-        }
-        let mut entry = of_day.json();
+        let of_day = match recorded.peek() {
+            Some((recorded_day, usage)) if *recorded_day == day => {
+                recorded.next();
+                usage.clone()
+            }
+            _ => UsageTotals::default(),
+        };
+        totals.add(&of_day);
+        let mut entry = json!(of_day);
         entry["day"] = json!(day);
         days.push(entry);
         day = match day.succ_opt() {
@@ -130,7 +98,7 @@ pub async fn daily(
     let (used, reserved) = state.engine.hot.tokens_of_day(team, today).await?;
     Ok(Json(json!({
         "data": days,
-        "totals": totals.json(),
+        "totals": totals,
         "money_unit": "micros",
         "tokens_today": {"day": today, "used": used, "reserved": reserved, "daily_budget": budget},
     })))
@@ -202,12 +170,14 @@ pub async fn statement(
         )
             .into_response());
     }
-    let mut totals = Totals::default();
-    charges.iter().for_each(|c| totals.add(c));
+    let mut totals = UsageTotals::default();
+    charges
+        .iter()
+        .for_each(|c| totals.add(&UsageTotals::from(c)));
     Ok(Json(json!({
         "month": month,
         "data": charges,
-        "totals": totals.json(),
+        "totals": totals,
         "money_unit": "micros",
         "next_cursor": null,
     }))

@@ -1,6 +1,6 @@
 //! Prices, plans and what runs cost. Money is integer micro-units.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::{Cached, Ledger, StoreError};
@@ -35,6 +35,47 @@ pub struct RunCharge {
     pub fee_micros: Micros,
     pub token_cost_micros: Micros,
     pub cost_micros: Micros,
+}
+
+/// Runs, tokens and money summed over some runs (a day, a statement).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UsageTotals {
+    pub runs: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub total_tokens: i64,
+    pub llm_calls: i64,
+    pub fee_micros: Micros,
+    pub token_cost_micros: Micros,
+    pub cost_micros: Micros,
+}
+
+impl UsageTotals {
+    pub fn add(&mut self, other: &UsageTotals) {
+        self.runs += other.runs;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.total_tokens += other.total_tokens;
+        self.llm_calls += other.llm_calls;
+        self.fee_micros += other.fee_micros;
+        self.token_cost_micros += other.token_cost_micros;
+        self.cost_micros += other.cost_micros;
+    }
+}
+
+impl From<&RunCharge> for UsageTotals {
+    fn from(charge: &RunCharge) -> Self {
+        Self {
+            runs: 1,
+            input_tokens: charge.input_tokens,
+            output_tokens: charge.output_tokens,
+            total_tokens: charge.input_tokens + charge.output_tokens,
+            llm_calls: i64::from(charge.llm_calls),
+            fee_micros: charge.fee_micros,
+            token_cost_micros: charge.token_cost_micros,
+            cost_micros: charge.cost_micros,
+        }
+    }
 }
 
 /// A run's usage of one model.
@@ -161,6 +202,50 @@ impl Ledger {
                     token_cost_micros,
                     cost_micros: fee_micros + token_cost_micros,
                 }
+            })
+            .collect())
+    }
+
+    /// Usage per UTC day of acceptance for a team's runs in `[from, to)`,
+    /// summed in the database; each run's token cost is rounded on its own,
+    /// exactly as on the statement.
+    pub async fn daily_usage(
+        &self,
+        team: TeamId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(NaiveDate, UsageTotals)>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q(
+                "SELECT (r.created_at AT TIME ZONE 'UTC')::date, count(*)::bigint,
+                        sum(r.input_tokens)::bigint, sum(r.output_tokens)::bigint,
+                        sum(r.llm_calls)::bigint, sum(r.run_fee_micros)::bigint,
+                        sum((coalesce(u.cost_exact, 0) + 500000) / 1000000)::bigint
+                 FROM runs r
+                 LEFT JOIN LATERAL (SELECT sum(cost_exact)::bigint AS cost_exact
+                                    FROM run_usage WHERE run_id = r.id) u ON true
+                 WHERE r.team_id = $1 AND r.created_at >= $2 AND r.created_at < $3
+                 GROUP BY 1 ORDER BY 1",
+                &[&team.0, &from, &to],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                let (input_tokens, output_tokens): (i64, i64) = (row.get(2), row.get(3));
+                let (fee_micros, token_cost_micros): (i64, i64) = (row.get(5), row.get(6));
+                let totals = UsageTotals {
+                    runs: row.get(1),
+                    input_tokens,
+                    output_tokens,
+                    total_tokens: input_tokens + output_tokens,
+                    llm_calls: row.get(4),
+                    fee_micros,
+                    token_cost_micros,
+                    cost_micros: fee_micros + token_cost_micros,
+                };
+                (row.get(0), totals)
             })
             .collect())
     }

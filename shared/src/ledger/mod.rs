@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 pub use accounts::{Admission, KeyInfo, Team, TeamChange};
 pub use agents::AgentVersion;
-pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge};
+pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 
 use crate::domain::TeamId;
 pub use migrate::MIGRATIONS;
