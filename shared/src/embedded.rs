@@ -108,7 +108,9 @@ impl Embedded {
     }
 
     /// Resumes the runs a previous process left unfinished, and from then
-    /// on reconciles hot state with the ledger every minute.
+    /// on, every minute, reconciles hot state with the ledger and picks up
+    /// any unfinished run nobody is driving (one whose driver gave up while
+    /// the database was down).
     pub async fn resume(&self) -> Result<usize, EmbeddedError> {
         let resumed = self
             .orchestrator
@@ -116,12 +118,17 @@ impl Embedded {
             .await
             .map_err(|e| EmbeddedError::Store(StoreError::Unavailable(e.0)))?;
         let engine = self.engine.clone();
+        let orchestrator = self.orchestrator.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(RECONCILE_EVERY);
+            every.tick().await;
             loop {
                 every.tick().await;
                 if let Err(error) = engine.reconcile(ORPHAN_SLOT_GRACE).await {
                     tracing::warn!(%error, "reconciliation failed; will try again");
+                }
+                if let Err(error) = orchestrator.resume_unfinished().await {
+                    tracing::warn!(%error, "resuming unfinished runs failed; will try again");
                 }
             }
         });

@@ -37,7 +37,8 @@ impl EmbeddedOrchestrator {
         })
     }
 
-    /// Picks up every run a previous process left unfinished.
+    /// Starts driving every unfinished run that nobody drives (after a
+    /// restart: all of them); returns how many.
     pub async fn resume_unfinished(&self) -> Result<usize, OrchestratorError> {
         let runs = self
             .engine
@@ -45,33 +46,27 @@ impl EmbeddedOrchestrator {
             .unfinished_runs()
             .await
             .map_err(|e| OrchestratorError(e.to_string()))?;
-        for run in &runs {
-            self.spawn_driver(*run);
+        let resumed = runs.iter().filter(|run| self.spawn_driver(**run)).count();
+        if resumed > 0 {
+            tracing::info!(count = resumed, "resumed unfinished runs");
         }
-        if !runs.is_empty() {
-            tracing::info!(count = runs.len(), "resumed unfinished runs");
-        }
-        Ok(runs.len())
+        Ok(resumed)
     }
 
-    /// Runs currently driven by this process.
-    pub fn active_runs(&self) -> usize {
-        self.driving.lock().map(|d| d.len()).unwrap_or(0)
-    }
-
-    fn spawn_driver(&self, run: RunId) {
+    /// Starts a driver for `run` unless one is running; true when it did.
+    fn spawn_driver(&self, run: RunId) -> bool {
         let stop = Arc::new(Notify::new());
         {
             let Ok(mut driving) = self.driving.lock() else {
-                return;
+                return false;
             };
             if driving.contains_key(&run) {
-                return;
+                return false;
             }
             driving.insert(run, stop.clone());
         }
         let Some(this) = self.this.upgrade() else {
-            return;
+            return false;
         };
         tokio::spawn(async move {
             this.drive(run, stop).await;
@@ -79,6 +74,7 @@ impl EmbeddedOrchestrator {
                 driving.remove(&run);
             }
         });
+        true
     }
 
     async fn drive(&self, run_id: RunId, stop: Arc<Notify>) {
