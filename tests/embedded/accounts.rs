@@ -205,6 +205,11 @@ async fn the_concurrent_run_limit_holds_under_a_burst_and_every_slot_comes_back(
         peak = peak.max(now);
     }
     assert!(peak <= 10, "{peak} runs were in progress at once");
+    println!(
+        "burst of 1000: {} accepted, {} refused, peak {peak} in progress",
+        accepted.len(),
+        1000 - accepted.len()
+    );
     let (_, team) = app
         .admin("GET", &format!("/v1/admin/teams/{}", app.team), None)
         .await;
