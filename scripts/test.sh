@@ -3,6 +3,8 @@
 # PostgreSQL (see scripts/ensure-postgres.sh for which one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MOTO_VERSION=5.2.5
+mkdir -p .agentrun
 
 if [ -z "${AGENTRUN_TEST_DATABASE_URL:-}" ]; then
   if [ -n "${DATABASE_URL:-}" ]; then
@@ -22,6 +24,41 @@ names = subprocess.run(["psql", url, "-Atc", "SELECT datname FROM pg_database WH
 for name in names:
     subprocess.run(["psql", url, "-qc", f'DROP DATABASE IF EXISTS "{name}"'], capture_output=True)
 PY
+
+# The AWS emulator for the cloud tests: moto in server mode, pinned, in a
+# virtualenv of its own, with state-machine execution switched on.
+if [ -z "${AGENTRUN_TEST_AWS_ENDPOINT:-}" ]; then
+  venv=.agentrun/venv
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server]==$MOTO_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+  fi
+  moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > .agentrun/moto.log 2>&1 &
+  moto_pid=$!
+  trap 'kill $moto_pid 2>/dev/null || true' EXIT
+  export AGENTRUN_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
+  python3 - "$AGENTRUN_TEST_AWS_ENDPOINT" <<'PY'
+import json, sys, time, urllib.request
+endpoint = sys.argv[1]
+for _ in range(100):
+    try:
+        urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.2)
+else:
+    sys.exit("the AWS emulator did not start; see .agentrun/moto.log")
+request = urllib.request.Request(
+    endpoint + "/moto-api/config",
+    data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
+    headers={"Content-Type": "application/json"}, method="POST")
+urllib.request.urlopen(request)
+PY
+fi
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" AWS_REGION="${AWS_REGION:-us-east-1}"
+echo "tests use the AWS emulator at $AGENTRUN_TEST_AWS_ENDPOINT"
 
 # The crash test runs the real binary.
 cargo build --bin agentrun

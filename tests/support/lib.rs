@@ -16,6 +16,8 @@ use axum::http::HeaderMap;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+pub mod cloud;
+
 /// Server holding the per-test databases; `postgres` is only used to create them.
 pub fn admin_database_url() -> String {
     std::env::var("AGENTRUN_TEST_DATABASE_URL")
@@ -87,6 +89,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// The embedded platform on a free port with the given mock scripts.
 pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
+    start_app(scripts, None).await
+}
+
+/// Builds the platform; `orchestrator` replaces the in-process one (cloud mode).
+pub async fn start_app(
+    scripts: HashMap<String, MockScript>,
+    orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
+) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
         .unwrap();
@@ -114,7 +124,14 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
         .secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = platform.router();
+    let router = match orchestrator {
+        None => platform.router(),
+        Some(orchestrator) => agentrun::api::router(agentrun::api::AppState {
+            engine: platform.engine.clone(),
+            orchestrator,
+            admin_key: Some(Arc::from(admin_key.as_str())),
+        }),
+    };
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });

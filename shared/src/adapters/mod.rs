@@ -1,5 +1,6 @@
 //! Implementations of the ports: one module per backend.
 
+pub mod aws;
 pub mod in_process;
 pub mod openai;
 pub mod postgres;

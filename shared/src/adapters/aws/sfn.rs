@@ -1,0 +1,84 @@
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::domain::RunId;
+use crate::ports::{Orchestrator, OrchestratorError};
+
+/// Runs executions of the run state machine (`infra/statemachine/run.asl.json`).
+/// The execution's name is the run id, so a retried start cannot make a
+/// second execution.
+pub struct StepFunctionsOrchestrator {
+    client: aws_sdk_sfn::Client,
+    state_machine_arn: String,
+}
+
+impl StepFunctionsOrchestrator {
+    pub fn new(config: &aws_config::SdkConfig, state_machine_arn: impl Into<String>) -> Self {
+        Self {
+            client: aws_sdk_sfn::Client::new(config),
+            state_machine_arn: state_machine_arn.into(),
+        }
+    }
+
+    /// `arn:…:stateMachine:NAME` → `arn:…:execution:NAME:RUN`.
+    pub fn execution_arn(&self, run: RunId) -> String {
+        format!(
+            "{}:{run}",
+            self.state_machine_arn
+                .replacen(":stateMachine:", ":execution:", 1)
+        )
+    }
+}
+
+#[async_trait]
+impl Orchestrator for StepFunctionsOrchestrator {
+    async fn start(&self, run: RunId) -> Result<(), OrchestratorError> {
+        let input = json!({"run_id": run, "step_no": 1}).to_string();
+        match self
+            .client
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(run.to_string())
+            .input(input)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_execution_already_exists()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(OrchestratorError(format!(
+                "cannot start the execution: {}",
+                aws_sdk_sfn::error::DisplayErrorContext(&error)
+            ))),
+        }
+    }
+
+    async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {
+        match self
+            .client
+            .stop_execution()
+            .execution_arn(self.execution_arn(run))
+            .cause("the run was stopped")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_execution_does_not_exist()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(OrchestratorError(format!(
+                "cannot stop the execution: {}",
+                aws_sdk_sfn::error::DisplayErrorContext(&error)
+            ))),
+        }
+    }
+}

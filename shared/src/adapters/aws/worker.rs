@@ -1,0 +1,218 @@
+//! The step worker: one SQS message `{run_id, step_no, task_token}` → one
+//! engine step → `SendTaskSuccess` with the small outcome, or
+//! `SendTaskFailure` with `Retryable.*` / `Fatal.<stop_reason>`. Heartbeats
+//! while the step runs. A redelivered message for a committed step re-sends
+//! the stored outcome; a stale task token is logged and dropped.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::domain::{RunId, StopReason, Terminal};
+use crate::engine::{Engine, StepError};
+
+#[derive(Debug, Deserialize)]
+struct StepMessage {
+    run_id: RunId,
+    step_no: i32,
+    task_token: String,
+}
+
+/// Why a message should be delivered again (it is kept on the queue).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("Step Functions unavailable: {0}")]
+    Orchestrator(String),
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+pub struct StepWorker {
+    engine: Engine,
+    sfn: aws_sdk_sfn::Client,
+    heartbeat: Duration,
+}
+
+impl StepWorker {
+    pub fn new(engine: Engine, config: &aws_config::SdkConfig, heartbeat: Duration) -> Self {
+        Self {
+            engine,
+            sfn: aws_sdk_sfn::Client::new(config),
+            heartbeat,
+        }
+    }
+
+    /// Handles one message body. `Ok` means the message is done with (also
+    /// when it was malformed or its token stale); `Err` means keep it.
+    pub async fn handle(&self, body: &str) -> Result<(), WorkerError> {
+        let message: StepMessage = match serde_json::from_str(body) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::error!(%error, body, "dropping a malformed step message");
+                return Ok(());
+            }
+        };
+        let span =
+            tracing::info_span!("step_task", run_id = %message.run_id, step_no = message.step_no);
+        let outcome = self.step_with_heartbeats(&message).instrument(span).await;
+        let sent = match &outcome {
+            Ok(outcome) => {
+                let output = serde_json::to_string(outcome).unwrap_or_default();
+                self.sfn
+                    .send_task_success()
+                    .task_token(&message.task_token)
+                    .output(output)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        stale_or_unavailable(
+                            e.as_service_error().is_some_and(|s| {
+                                s.is_invalid_token()
+                                    || s.is_task_does_not_exist()
+                                    || s.is_task_timed_out()
+                            }),
+                            aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
+                        )
+                    })
+            }
+            Err(error) => self
+                .sfn
+                .send_task_failure()
+                .task_token(&message.task_token)
+                .error(error.error_name())
+                .cause(error.to_string())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    stale_or_unavailable(
+                        e.as_service_error().is_some_and(|s| {
+                            s.is_invalid_token()
+                                || s.is_task_does_not_exist()
+                                || s.is_task_timed_out()
+                        }),
+                        aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
+                    )
+                }),
+        };
+        match sent {
+            Ok(()) | Err(Answer::Stale) => Ok(()),
+            Err(Answer::Unavailable(detail)) => Err(WorkerError::Orchestrator(detail)),
+        }
+    }
+
+    /// Runs the step, heartbeating meanwhile; stops early when the run was
+    /// cancelled.
+    async fn step_with_heartbeats(
+        &self,
+        message: &StepMessage,
+    ) -> Result<crate::domain::StepOutcome, StepError> {
+        let step = self.engine.execute_step(message.run_id, message.step_no);
+        tokio::pin!(step);
+        let mut beat = tokio::time::interval(self.heartbeat / 3);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut step => return result,
+                _ = beat.tick() => {
+                    if let Err(error) = self.sfn.send_task_heartbeat().task_token(&message.task_token).send().await {
+                        tracing::warn!(error = %aws_sdk_sfn::error::DisplayErrorContext(&error), "heartbeat failed");
+                    }
+                    if let Ok(Some(reason)) = self.engine.hot.cancel_flag(message.run_id).await {
+                        return Err(StepError::fatal(StopReason::Cancelled, reason));
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    /// The task is gone (answered, timed out, or the execution ended).
+    Stale,
+    Unavailable(String),
+}
+
+fn stale_or_unavailable(stale: bool, detail: String) -> Answer {
+    if stale {
+        tracing::warn!(%detail, "dropping an answer for a stale task token");
+        Answer::Stale
+    } else {
+        Answer::Unavailable(detail)
+    }
+}
+
+/// Settles a run from the state machine's `Finalize` message: its state
+/// (`{run_id, ..., error?: {Error, Cause}}`). Idempotent.
+pub async fn finalize_message(engine: &Engine, body: &str) -> Result<(), WorkerError> {
+    let state: Value = match serde_json::from_str(body) {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, body, "dropping a malformed finalize message");
+            return Ok(());
+        }
+    };
+    let Some(run) = state["run_id"]
+        .as_str()
+        .and_then(|id| id.parse::<RunId>().ok())
+    else {
+        tracing::error!(body, "dropping a finalize message without a run id");
+        return Ok(());
+    };
+    let terminal = match state.get("error") {
+        Some(error) => terminal_for_error(
+            error["Error"].as_str().unwrap_or_default(),
+            error["Cause"].as_str().unwrap_or_default(),
+        ),
+        None => Terminal::new(
+            StopReason::Internal,
+            "the state machine finished before the run did",
+        ),
+    };
+    engine.finalize(run, terminal).await?;
+    Ok(())
+}
+
+/// The terminal state for an error the state machine caught.
+fn terminal_for_error(name: &str, cause: &str) -> Terminal {
+    let reason = match name.strip_prefix("Fatal.") {
+        Some(reason) => reason.parse().unwrap_or(StopReason::Internal),
+        None if name == StepError::RETRYABLE_NAMES[0] || name == StepError::RETRYABLE_NAMES[1] => {
+            StopReason::LlmUnavailable
+        }
+        None => StopReason::Internal,
+    };
+    Terminal::new(reason, format!("{name}: {cause}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caught_errors_map_to_stop_reasons() {
+        assert_eq!(
+            terminal_for_error("Fatal.output_invalid", "x").reason,
+            StopReason::OutputInvalid
+        );
+        assert_eq!(
+            terminal_for_error("Fatal.nonsense", "x").reason,
+            StopReason::Internal
+        );
+        assert_eq!(
+            terminal_for_error("Retryable.RateLimited", "x").reason,
+            StopReason::LlmUnavailable
+        );
+        assert_eq!(
+            terminal_for_error("Retryable.Store", "x").reason,
+            StopReason::Internal
+        );
+        assert_eq!(
+            terminal_for_error("States.Timeout", "x").reason,
+            StopReason::Internal
+        );
+    }
+}

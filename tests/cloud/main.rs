@@ -1,0 +1,153 @@
+//! End-to-end tests of the cloud path on the AWS emulator: the real state
+//! machine executes runs whose steps the step worker answers over SQS task
+//! tokens, with a real PostgreSQL and the mock LLM.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agentrun::embedded::load_agent_dir;
+use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
+use agentrun_e2e::cloud::spawn_cloud;
+use agentrun_e2e::{seqs, ToolReceiver};
+use serde_json::json;
+
+fn steps_entered(history: &[(String, Option<String>)]) -> usize {
+    history
+        .iter()
+        .filter(|(kind, name)| kind == "TaskStateEntered" && name.as_deref() == Some("Step"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triage_run_executes_through_the_real_state_machine() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut scripts =
+        parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
+    for script in scripts.values_mut() {
+        script.latency_ms = Latency::Fixed(0);
+    }
+    let cloud = spawn_cloud(scripts).await;
+    let app = &cloud.app;
+    load_agent_dir(
+        &app.platform.engine.ledger,
+        app.team,
+        &examples.join("agents"),
+    )
+    .await
+    .unwrap();
+    let id = app
+        .start_run("support-triage", json!("I was charged twice"))
+        .await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"]["category"], "billing");
+    assert_eq!(app.steps(&id).await.len(), 4);
+
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert_eq!(
+        steps_entered(&history),
+        4,
+        "one Step task per agent step: {history:?}"
+    );
+    let events = app.all_events(&id).await;
+    let n = events.len() as i64;
+    assert_eq!(seqs(&events), (1..=n).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().event, "run.succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_step_failure_is_retried_by_the_state_machine() {
+    // The client's own retries (2) are used up by the first three faults, so
+    // the first attempt fails with Retryable.LlmUnavailable; the second works.
+    let script = MockScript {
+        turns: vec![MockTurn::text("fine")],
+        faults: vec![Fault {
+            status: 503,
+            retry_after: None,
+            times: 3,
+        }],
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("flaky".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent("flaky", json!({"model": "flaky", "instructions": "x"}))
+        .await;
+    let id = app.start_run("flaky", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let steps = app.steps(&id).await;
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0]["attempt"], 2);
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(
+        history.iter().any(|(kind, _)| kind == "TaskFailed"),
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_step_error_goes_to_finalize_and_fails_the_run() {
+    let script = MockScript {
+        fail_always: Some(400),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("refusing".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "refusing",
+        json!({"model": "refusing", "instructions": "x"}),
+    )
+    .await;
+    let id = app.start_run("refusing", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "llm_unavailable");
+    assert!(
+        run["stop_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fatal.llm_unavailable"),
+        "{run}"
+    );
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED", "Catch → Finalize → Done");
+    assert_eq!(steps_entered(&history), 1);
+    assert_eq!(
+        app.mock.state.requests("refusing"),
+        1,
+        "a 400 is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_delivered_twice_still_makes_each_step_and_tool_call_once() {
+    let receiver = ToolReceiver::start(Duration::ZERO).await;
+    let script = MockScript::turns(vec![
+        MockTurn::tool("charge", json!({"cents": 100})),
+        MockTurn::text("done"),
+    ]);
+    let cloud = spawn_cloud(HashMap::from([("twice".to_owned(), script)])).await;
+    cloud.deliver_twice.store(true, Ordering::SeqCst);
+    let app = &cloud.app;
+    app.put_agent(
+        "twice",
+        json!({"model": "twice", "instructions": "x", "tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+    )
+    .await;
+    let id = app.start_run("twice", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+            .await,
+        2
+    );
+    assert_eq!(receiver.counts().get(&format!("{id}:1:0")), Some(&1));
+    assert_eq!(app.mock.state.requests("twice"), 2);
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+}

@@ -1,0 +1,196 @@
+//! The emulated cloud: the real state machine (`infra/statemachine/run.asl.json`)
+//! executing in moto (server mode, started by `scripts/test.sh`), SQS queues
+//! there, and in-process pollers calling the same handlers the Lambdas use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentrun::adapters::aws::{
+    finalize_message, sdk_config, StepFunctionsOrchestrator, StepWorker,
+};
+use agentrun::mock_llm::MockScript;
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::{start_app, TestApp};
+
+pub fn aws_endpoint() -> String {
+    std::env::var("AGENTRUN_TEST_AWS_ENDPOINT")
+        .expect("AGENTRUN_TEST_AWS_ENDPOINT is not set: run the tests with `make test`, which starts the AWS emulator")
+}
+
+pub struct Cloud {
+    pub app: TestApp,
+    pub sfn: aws_sdk_sfn::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub orchestrator: Arc<StepFunctionsOrchestrator>,
+    pub step_queue: String,
+    /// When set, the step poller hands every message to the worker twice.
+    pub deliver_twice: Arc<AtomicBool>,
+    pollers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        for poller in &self.pollers {
+            poller.abort();
+        }
+    }
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "5")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_owned()
+}
+
+/// Receives, handles and (on success) deletes messages, forever.
+fn poll<F, Fut>(
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    twice: Arc<AtomicBool>,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            let received = sqs
+                .receive_message()
+                .queue_url(&queue)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await;
+            let Ok(received) = received else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            for message in received.messages() {
+                let body = message.body().unwrap_or_default().to_owned();
+                let mut done = handle(body.clone()).await;
+                if twice.load(Ordering::SeqCst) {
+                    done = handle(body).await && done;
+                }
+                if done {
+                    if let Some(receipt) = message.receipt_handle() {
+                        let _ = sqs
+                            .delete_message()
+                            .queue_url(&queue)
+                            .receipt_handle(receipt)
+                            .send()
+                            .await;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The platform in cloud mode against the emulator, with its own queues and
+/// state machine.
+pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
+    let config = sdk_config(Some(&aws_endpoint())).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let step_queue = create_queue(&sqs, &format!("steps-{suffix}")).await;
+    let finalize_queue = create_queue(&sqs, &format!("finalize-{suffix}")).await;
+    let definition = include_str!("../../infra/statemachine/run.asl.json")
+        .replace("${step_queue_url}", &step_queue)
+        .replace("${finalize_queue_url}", &finalize_queue);
+    let state_machine_arn = sfn
+        .create_state_machine()
+        .name(format!("run-{suffix}"))
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/agentrun-run")
+        .send()
+        .await
+        .expect("create state machine")
+        .state_machine_arn()
+        .to_owned();
+    let orchestrator = Arc::new(StepFunctionsOrchestrator::new(&config, &state_machine_arn));
+    let app = start_app(scripts, Some(orchestrator.clone())).await;
+
+    let deliver_twice = Arc::new(AtomicBool::new(false));
+    let worker = Arc::new(StepWorker::new(
+        app.platform.engine.clone(),
+        &config,
+        agentrun::policy::StepPolicy::default().heartbeat,
+    ));
+    let step_poller = poll(
+        sqs.clone(),
+        step_queue.clone(),
+        deliver_twice.clone(),
+        move |body| {
+            let worker = worker.clone();
+            async move { worker.handle(&body).await.is_ok() }
+        },
+    );
+    let engine = app.platform.engine.clone();
+    let finalize_poller = poll(
+        sqs.clone(),
+        finalize_queue,
+        Arc::new(AtomicBool::new(false)),
+        move |body| {
+            let engine = engine.clone();
+            async move { finalize_message(&engine, &body).await.is_ok() }
+        },
+    );
+    Cloud {
+        app,
+        sfn,
+        sqs,
+        orchestrator,
+        step_queue,
+        deliver_twice,
+        pollers: vec![step_poller, finalize_poller],
+    }
+}
+
+impl Cloud {
+    /// Waits for the run's execution to end; returns its status and history event types.
+    pub async fn execution(&self, run_id: &str) -> (String, Vec<(String, Option<String>)>) {
+        let arn = self.orchestrator.execution_arn(run_id.parse().unwrap());
+        for _ in 0..200 {
+            let described = self
+                .sfn
+                .describe_execution()
+                .execution_arn(&arn)
+                .send()
+                .await
+                .unwrap();
+            let status = described.status().as_str().to_owned();
+            if status != "RUNNING" {
+                let history = self
+                    .sfn
+                    .get_execution_history()
+                    .execution_arn(&arn)
+                    .max_results(1000)
+                    .send()
+                    .await
+                    .unwrap();
+                let events = history
+                    .events()
+                    .iter()
+                    .map(|e| {
+                        let name = e.state_entered_event_details().map(|d| d.name().to_owned());
+                        (e.r#type().as_str().to_owned(), name)
+                    })
+                    .collect();
+                return (status, events);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("execution of run {run_id} still running");
+    }
+}
