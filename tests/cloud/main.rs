@@ -151,3 +151,66 @@ async fn every_message_delivered_twice_still_makes_each_step_and_tool_call_once(
     let (status, _) = cloud.execution(&id).await;
     assert_eq!(status, "SUCCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_after_the_commit_is_completed_by_the_redelivery_without_repeating() {
+    let receiver = ToolReceiver::start(Duration::ZERO).await;
+    let script = MockScript::turns(vec![
+        MockTurn::tool("charge", json!({"cents": 100})),
+        MockTurn::text("done"),
+    ]);
+    let cloud = spawn_cloud(HashMap::from([("lost".to_owned(), script)])).await;
+    cloud.lose_next_answer.store(true, Ordering::SeqCst);
+    let app = &cloud.app;
+    app.put_agent(
+        "lost",
+        json!({"model": "lost", "instructions": "x", "tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+    )
+    .await;
+    let id = app.start_run("lost", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let steps = app.steps(&id).await;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        steps[0]["attempt"], 1,
+        "the redelivery returned the stored outcome"
+    );
+    assert_eq!(receiver.counts().get(&format!("{id}:1:0")), Some(&1));
+    assert_eq!(app.mock.state.requests("lost"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_through_the_api_stops_the_execution() {
+    let script = MockScript {
+        turns: vec![MockTurn::tool("noop", json!({}))],
+        latency_ms: Latency::Fixed(200),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("endless".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "endless",
+        json!({"model": "endless", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
+    )
+    .await;
+    let id = app.start_run("endless", json!("go")).await;
+    app.wait_for_step(&id, 2).await;
+    let (status, body) = app
+        .call_as(&app.key, "POST", &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "ABORTED");
+    let committed = app
+        .count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
+            .await,
+        committed
+    );
+    assert_eq!(app.run(&id).await["status"], "cancelled");
+}

@@ -28,6 +28,9 @@ pub struct Cloud {
     pub step_queue: String,
     /// When set, the step poller hands every message to the worker twice.
     pub deliver_twice: Arc<AtomicBool>,
+    /// When set, the next step message is executed but never answered nor
+    /// deleted — as if the worker died after the ledger commit.
+    pub lose_next_answer: Arc<AtomicBool>,
     pollers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -127,13 +130,25 @@ pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
         &config,
         agentrun::policy::StepPolicy::default().heartbeat,
     ));
+    let lose_next_answer = Arc::new(AtomicBool::new(false));
+    let lose = lose_next_answer.clone();
+    let engine = app.platform.engine.clone();
     let step_poller = poll(
         sqs.clone(),
         step_queue.clone(),
         deliver_twice.clone(),
         move |body| {
-            let worker = worker.clone();
-            async move { worker.handle(&body).await.is_ok() }
+            let (worker, lose, engine) = (worker.clone(), lose.clone(), engine.clone());
+            async move {
+                if lose.swap(false, Ordering::SeqCst) {
+                    let message: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let run = message["run_id"].as_str().unwrap().parse().unwrap();
+                    let step_no = message["step_no"].as_i64().unwrap() as i32;
+                    engine.execute_step(run, step_no).await.unwrap();
+                    return false;
+                }
+                worker.handle(&body).await.is_ok()
+            }
         },
     );
     let engine = app.platform.engine.clone();
@@ -153,6 +168,7 @@ pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
         orchestrator,
         step_queue,
         deliver_twice,
+        lose_next_answer,
         pollers: vec![step_poller, finalize_poller],
     }
 }
