@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
-use agentrun_e2e::cloud::spawn_cloud;
+use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with};
 use agentrun_e2e::{seqs, ToolReceiver};
 use serde_json::json;
 
@@ -213,4 +213,71 @@ async fn cancel_through_the_api_stops_the_execution() {
         committed
     );
     assert_eq!(app.run(&id).await["status"], "cancelled");
+}
+
+/// An execution that times out never reaches `Finalize`: the status-change
+/// event settles the run (as the EventBridge rule does in AWS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_timeout_is_settled_from_the_status_change_event() {
+    let policy = agentrun::policy::StepPolicy {
+        workflow_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let script = MockScript {
+        turns: vec![MockTurn::tool("noop", json!({}))],
+        latency_ms: Latency::Fixed(300),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud_with(
+        HashMap::from([("slow".to_owned(), script)]),
+        &agentrun::asl::render(&policy),
+    )
+    .await;
+    let app = &cloud.app;
+    app.put_agent(
+        "slow",
+        json!({"model": "slow", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
+    )
+    .await;
+    let id = app.start_run("slow", json!("go")).await;
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "TIMED_OUT");
+    assert_eq!(
+        app.run(&id).await["status"],
+        "running",
+        "nothing settled it yet"
+    );
+
+    // The event as EventBridge delivers it (fields the handler does not read trimmed).
+    let event = json!({
+        "version": "0",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "resources": [cloud.orchestrator.execution_arn(id.parse().unwrap())],
+        "detail": {
+            "executionArn": cloud.orchestrator.execution_arn(id.parse().unwrap()),
+            "name": id,
+            "status": "TIMED_OUT",
+            "input": json!({"run_id": id, "step_no": 1}).to_string()
+        }
+    });
+    let engine = &app.platform.engine;
+    agentrun::adapters::aws::finalize_status_change(engine, &event)
+        .await
+        .unwrap();
+    agentrun::adapters::aws::finalize_status_change(engine, &event)
+        .await
+        .unwrap();
+    let run = app.run(&id).await;
+    assert_eq!(run["status"], "timed_out");
+    assert_eq!(run["stop_reason"], "timeout");
+    let events = app.all_events(&id).await;
+    assert_eq!(
+        events.iter().filter(|e| e.event == "run.timed_out").count(),
+        1
+    );
+    let (_, team) = app
+        .admin("GET", &format!("/v1/admin/teams/{}", app.team), None)
+        .await;
+    assert_eq!(team["running_runs"], 0, "the slot was released");
 }

@@ -100,15 +100,24 @@ where
 }
 
 /// The platform in cloud mode against the emulator, with its own queues and
-/// state machine.
+/// the committed state machine.
 pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
+    spawn_cloud_with(
+        scripts,
+        include_str!("../../infra/statemachine/run.asl.json"),
+    )
+    .await
+}
+
+/// The same with another state machine definition (e.g. a short timeout).
+pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -> Cloud {
     let config = sdk_config(Some(&aws_endpoint())).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let step_queue = create_queue(&sqs, &format!("steps-{suffix}")).await;
     let finalize_queue = create_queue(&sqs, &format!("finalize-{suffix}")).await;
-    let definition = include_str!("../../infra/statemachine/run.asl.json")
+    let definition = asl
         .replace("${step_queue_url}", &step_queue)
         .replace("${finalize_queue_url}", &finalize_queue);
     let state_machine_arn = sfn

@@ -5,7 +5,7 @@ mod sfn;
 mod worker;
 
 pub use sfn::StepFunctionsOrchestrator;
-pub use worker::{finalize_message, StepWorker, WorkerError};
+pub use worker::{finalize_message, finalize_status_change, StepWorker, WorkerError};
 
 /// Shared SDK settings from the environment; `endpoint` points every client
 /// at an emulator (`AWS_ENDPOINT_URL` does the same without code).

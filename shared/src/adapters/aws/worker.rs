@@ -176,6 +176,38 @@ pub async fn finalize_message(engine: &Engine, body: &str) -> Result<(), WorkerE
     Ok(())
 }
 
+/// Settles a run whose execution ended outside the state machine's own
+/// `Finalize` — timed out, stopped, or failed — from the EventBridge
+/// "Step Functions Execution Status Change" event. Other statuses are
+/// ignored; settling twice is harmless.
+pub async fn finalize_status_change(engine: &Engine, event: &Value) -> Result<(), WorkerError> {
+    let detail = &event["detail"];
+    let Some(run) = detail["name"]
+        .as_str()
+        .and_then(|name| name.parse::<RunId>().ok())
+    else {
+        tracing::error!(%event, "dropping a status change without a run id as execution name");
+        return Ok(());
+    };
+    let terminal = match detail["status"].as_str().unwrap_or_default() {
+        "TIMED_OUT" => Terminal::new(StopReason::Timeout, "the run's execution timed out"),
+        "ABORTED" => Terminal::new(StopReason::Cancelled, "the run's execution was stopped"),
+        "FAILED" => Terminal::new(
+            StopReason::Internal,
+            format!(
+                "the run's execution failed: {}",
+                detail["cause"]
+                    .as_str()
+                    .or(detail["error"].as_str())
+                    .unwrap_or("no cause given")
+            ),
+        ),
+        _ => return Ok(()),
+    };
+    engine.finalize(run, terminal).await?;
+    Ok(())
+}
+
 /// The terminal state for an error the state machine caught.
 fn terminal_for_error(name: &str, cause: &str) -> Terminal {
     let reason = match name.strip_prefix("Fatal.") {
