@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use agentrun::adapters::aws::{handle_finalize_event, handle_step_batch, sdk_config, StepWorker};
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
 use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with};
@@ -262,12 +263,13 @@ async fn an_execution_timeout_is_settled_from_the_status_change_event() {
         }
     });
     let engine = &app.platform.engine;
-    agentrun::adapters::aws::finalize_status_change(engine, &event)
-        .await
-        .unwrap();
-    agentrun::adapters::aws::finalize_status_change(engine, &event)
-        .await
-        .unwrap();
+    // Through the finalize function's handler, twice (EventBridge delivers at least once).
+    for _ in 0..2 {
+        assert_eq!(
+            handle_finalize_event(engine, event.clone()).await,
+            json!({})
+        );
+    }
     let run = app.run(&id).await;
     assert_eq!(run["status"], "timed_out");
     assert_eq!(run["stop_reason"], "timeout");
@@ -280,4 +282,126 @@ async fn an_execution_timeout_is_settled_from_the_status_change_event() {
         .admin("GET", &format!("/v1/admin/teams/{}", app.team), None)
         .await;
     assert_eq!(team["running_runs"], 0, "the slot was released");
+}
+
+/// The step function's handler on a captured SQS batch: a malformed message
+/// and a stale task token are dropped; with Step Functions out of reach the
+/// message comes back as a partial batch failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_handler_reports_partial_batch_failures_on_a_captured_sqs_event() {
+    let cloud = spawn_cloud(HashMap::new()).await;
+    let engine = cloud.app.platform.engine.clone();
+    let run_id = uuid::Uuid::new_v4();
+    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(json!({
+        "Records": [
+            {
+                "messageId": "m-malformed",
+                "receiptHandle": "r1",
+                "body": "not json",
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764240000000",
+                               "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1764240000001"},
+                "messageAttributes": {},
+                "md5OfBody": "0",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:agentrun-steps",
+                "awsRegion": "us-east-1"
+            },
+            {
+                "messageId": "m-stale",
+                "receiptHandle": "r2",
+                "body": json!({"run_id": run_id, "step_no": 1, "task_token": "no-such-token"}).to_string(),
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "0",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:agentrun-steps",
+                "awsRegion": "us-east-1"
+            }
+        ]
+    }))
+    .unwrap();
+    let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
+    let worker = StepWorker::new(engine.clone(), &config, Duration::from_secs(60));
+    let response = handle_step_batch(&worker, event.clone()).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+
+    let closed = format!("http://127.0.0.1:{}", agentrun_e2e::free_port());
+    let unreachable = StepWorker::new(
+        engine,
+        &sdk_config(Some(&closed)).await,
+        Duration::from_secs(60),
+    );
+    let response = handle_step_batch(&unreachable, event).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        vec!["m-stale"],
+        "only the message that must be answered comes back"
+    );
+}
+
+/// The api function's router on a captured API Gateway HTTP API (v2) event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_handler_serves_a_captured_api_gateway_event() {
+    use tower::ServiceExt;
+    let cloud = spawn_cloud(HashMap::from([(
+        "gw".to_owned(),
+        MockScript::turns(vec![MockTurn::text("hi")]),
+    )]))
+    .await;
+    let app = &cloud.app;
+    app.put_agent("gw", json!({"model": "gw", "instructions": "x"}))
+        .await;
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/v1/runs",
+        "rawQueryString": "",
+        "headers": {
+            "authorization": format!("Bearer {}", app.key),
+            "content-type": "application/json",
+            "host": "abc123.execute-api.us-east-1.amazonaws.com",
+            "idempotency-key": "gw-1"
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {"method": "POST", "path": "/v1/runs", "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.5.0"},
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "27/Nov/2026:14:15:00 +0000",
+            "timeEpoch": 1764252900000u64
+        },
+        "body": json!({"agent": "gw", "input": "hello"}).to_string(),
+        "isBase64Encoded": false
+    });
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let router = agentrun::api::router(agentrun::api::AppState {
+        engine: app.platform.engine.clone(),
+        orchestrator: cloud.orchestrator.clone(),
+        admin_key: None,
+    });
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let run: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = run["id"].as_str().unwrap();
+    let finished = app.wait_finished(id, Duration::from_secs(60)).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (status, _) = cloud.execution(id).await;
+    assert_eq!(status, "SUCCEEDED");
 }

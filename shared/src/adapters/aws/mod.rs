@@ -1,8 +1,13 @@
 //! AWS adapters: Step Functions as the orchestrator, and the workers that
 //! answer its SQS tasks. AWS SDK types stay inside this module.
 
+mod platform;
 mod sfn;
 mod worker;
+
+pub use platform::{
+    handle_finalize_event, handle_step_batch, CloudError, CloudPlatform, CloudSettings,
+};
 
 pub use sfn::StepFunctionsOrchestrator;
 pub use worker::{finalize_message, finalize_status_change, StepWorker, WorkerError};

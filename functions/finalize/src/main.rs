@@ -1,0 +1,18 @@
+//! Lambda that settles runs: on the finalize queue (the state machine's
+//! last state) and on EventBridge execution status changes (timed out,
+//! stopped, failed).
+
+use agentrun::adapters::aws::{handle_finalize_event, CloudPlatform, CloudSettings};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let platform = CloudPlatform::connect(CloudSettings::from_env()?).await?;
+    let engine = &platform.engine;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        Ok::<_, Error>(handle_finalize_event(engine, event.payload).await)
+    }))
+    .await
+}

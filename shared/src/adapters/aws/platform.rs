@@ -1,0 +1,215 @@
+//! Cloud mode wiring for the Lambda functions: typed settings read once
+//! from the environment at cold start, the engine on the shared ledger, and
+//! the Lambda event handlers (SQS batches with partial failures, EventBridge
+//! status changes). Each function's `main` only calls into here.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::{
+    finalize_message, finalize_status_change, sdk_config, StepFunctionsOrchestrator, StepWorker,
+};
+use crate::adapters::in_process::BroadcastFeed;
+use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
+use crate::adapters::postgres::PgHotStore;
+use crate::api::{router, AppState};
+use crate::engine::{Engine, ToolRunner};
+use crate::ledger::{Ledger, StoreError};
+use crate::policy::StepPolicy;
+use crate::ports::LlmError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("missing setting {0}: set it in the function's environment")]
+    Missing(&'static str),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+}
+
+/// What a function reads from its environment, once.
+#[derive(Clone, Debug)]
+pub struct CloudSettings {
+    /// `DATABASE_URL` (through RDS Proxy in AWS).
+    pub database_url: String,
+    /// `AGENTRUN_DB_CONNECTIONS` (default 4): connections per instance.
+    pub db_connections: usize,
+    /// `STATE_MACHINE_ARN` (the api function needs it).
+    pub state_machine_arn: Option<String>,
+    /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`.
+    pub llm: OpenAiSettings,
+    /// `AGENTRUN_ADMIN_KEY`; without it the admin API is off.
+    pub admin_key: Option<String>,
+    /// `AWS_ENDPOINT_URL`: every AWS client talks to this endpoint (an emulator).
+    pub aws_endpoint: Option<String>,
+    pub policy: StepPolicy,
+}
+
+impl CloudSettings {
+    pub fn from_env() -> Result<Self, CloudError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudError> {
+        let database_url = get("DATABASE_URL").ok_or(CloudError::Missing("DATABASE_URL"))?;
+        let llm_url = get("OPENAI_BASE_URL").ok_or(CloudError::Missing("OPENAI_BASE_URL"))?;
+        let db_connections = match get("AGENTRUN_DB_CONNECTIONS") {
+            None => 4,
+            Some(raw) => raw.parse().map_err(|_| CloudError::Invalid {
+                name: "AGENTRUN_DB_CONNECTIONS",
+                reason: format!("{raw:?} is not a number"),
+            })?,
+        };
+        let mut llm = OpenAiSettings::new(llm_url);
+        llm.api_key = get("OPENAI_API_KEY");
+        Ok(Self {
+            database_url,
+            db_connections,
+            state_machine_arn: get("STATE_MACHINE_ARN"),
+            llm,
+            admin_key: get("AGENTRUN_ADMIN_KEY"),
+            aws_endpoint: get("AWS_ENDPOINT_URL"),
+            policy: StepPolicy::default(),
+        })
+    }
+}
+
+/// Clients and the engine, built once per function instance.
+pub struct CloudPlatform {
+    pub engine: Engine,
+    pub aws: aws_config::SdkConfig,
+    pub settings: CloudSettings,
+}
+
+impl CloudPlatform {
+    /// Connects lazily: no database round trip until the first event.
+    /// (Migrations are applied at deploy time with `agentrun migrate`.)
+    pub async fn connect(settings: CloudSettings) -> Result<Self, CloudError> {
+        let hot_connections = (settings.db_connections / 2).max(1);
+        let engine = Engine {
+            ledger: Ledger::connect(&settings.database_url, settings.db_connections)?,
+            hot: Arc::new(PgHotStore::connect(
+                &settings.database_url,
+                hot_connections,
+            )?),
+            llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+            feed: Arc::new(BroadcastFeed::new()),
+            tools: ToolRunner::new(),
+        };
+        let aws = sdk_config(settings.aws_endpoint.as_deref()).await;
+        Ok(Self {
+            engine,
+            aws,
+            settings,
+        })
+    }
+
+    /// The HTTP API with Step Functions as the orchestrator.
+    pub fn router(&self) -> Result<Router, CloudError> {
+        let arn = self
+            .settings
+            .state_machine_arn
+            .clone()
+            .ok_or(CloudError::Missing("STATE_MACHINE_ARN"))?;
+        Ok(router(AppState {
+            engine: self.engine.clone(),
+            orchestrator: Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)),
+            admin_key: self.settings.admin_key.as_deref().map(Arc::from),
+        }))
+    }
+
+    pub fn step_worker(&self) -> StepWorker {
+        StepWorker::new(
+            self.engine.clone(),
+            &self.aws,
+            self.settings.policy.heartbeat,
+        )
+    }
+}
+
+/// One SQS batch of step messages; the messages that must come back are
+/// reported as partial batch failures (`ReportBatchItemFailures`).
+pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.unwrap_or_default();
+        if let Err(error) = worker.handle(&body).await {
+            tracing::warn!(message_id = %id, %error, "step message will be delivered again");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// The finalize function's event: an SQS batch from the state machine's
+/// `Finalize` state, or an EventBridge execution status change.
+pub async fn handle_finalize_event(engine: &Engine, event: Value) -> Value {
+    if event.get("detail-type").is_some() {
+        if let Err(error) = finalize_status_change(engine, &event).await {
+            tracing::error!(%error, "cannot settle from a status change; EventBridge will retry");
+            return json!({"error": error.to_string()});
+        }
+        return json!({});
+    }
+    let batch: SqsEvent = match serde_json::from_value(event) {
+        Ok(batch) => batch,
+        Err(error) => {
+            tracing::error!(%error, "dropping an event that is neither SQS nor EventBridge");
+            return json!({});
+        }
+    };
+    let mut failures = Vec::new();
+    for record in batch.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(error) = finalize_message(engine, &record.body.unwrap_or_default()).await {
+            tracing::warn!(message_id = %id, %error, "finalize message will be delivered again");
+            failures.push(json!({"itemIdentifier": id}));
+        }
+    }
+    json!({"batchItemFailures": failures})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_name_what_is_missing_or_wrong() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let missing = CloudSettings::from_lookup(env(&[])).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "missing setting DATABASE_URL: set it in the function's environment"
+        );
+        let invalid = CloudSettings::from_lookup(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("OPENAI_BASE_URL", "http://llm"),
+            ("AGENTRUN_DB_CONNECTIONS", "many"),
+        ]))
+        .unwrap_err();
+        assert!(invalid.to_string().contains("AGENTRUN_DB_CONNECTIONS"));
+        let ok = CloudSettings::from_lookup(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("OPENAI_BASE_URL", "http://llm"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.db_connections, 4);
+        assert!(ok.state_machine_arn.is_none());
+    }
+}
