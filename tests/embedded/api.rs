@@ -167,3 +167,67 @@ async fn the_openapi_document_describes_the_routes() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "route_not_found");
 }
+
+/// With the hot store unreachable, new runs are refused with a 503 the
+/// client can retry, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing() {
+    use std::sync::Arc;
+
+    use agentrun::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
+    use agentrun::adapters::openai::OpenAiClient;
+    use agentrun::adapters::postgres::PgHotStore;
+    use agentrun::engine::{Engine, ToolRunner};
+
+    let app = spawn_app().await;
+    app.put_agent("known", agent("m", json!({}))).await;
+    let dead = format!(
+        "postgres://postgres@127.0.0.1:{}/nothing",
+        agentrun_e2e::free_port()
+    );
+    let engine = Engine {
+        ledger: app.platform.engine.ledger.clone(),
+        hot: Arc::new(PgHotStore::connect(&dead, 2).unwrap()),
+        llm: Arc::new(OpenAiClient::new(agentrun_e2e::fast_llm(app.mock.base_url())).unwrap()),
+        feed: Arc::new(BroadcastFeed::new()),
+        tools: ToolRunner::new(),
+    };
+    let orchestrator = EmbeddedOrchestrator::new(engine.clone(), agentrun_e2e::fast_policy(), 8);
+    let router = agentrun::api::router(agentrun::api::AppState {
+        engine,
+        orchestrator,
+        admin_key: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    for key in [Some("k-1"), None] {
+        let mut request = app
+            .http
+            .post(format!("{url}/v1/runs"))
+            .bearer_auth(&app.key)
+            .json(&json!({"agent": "known", "input": "x"}));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "hot_store_unavailable", "{body}");
+    }
+    let runs: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 0);
+    // The same requests through the healthy server are accepted.
+    let (status, _, _) = app
+        .post_run(&json!({"agent": "known", "input": "x"}), Some("k-1"))
+        .await;
+    assert_eq!(status, 202);
+}
