@@ -57,46 +57,42 @@ impl StepWorker {
         let span =
             tracing::info_span!("step_task", run_id = %message.run_id, step_no = message.step_no);
         let outcome = self.step_with_heartbeats(&message).instrument(span).await;
+        // The two answers have different error types with the same checks.
+        macro_rules! classify {
+            ($result:expr) => {
+                $result.map(|_| ()).map_err(|e| {
+                    let stale = e.as_service_error().is_some_and(|s| {
+                        s.is_invalid_token() || s.is_task_does_not_exist() || s.is_task_timed_out()
+                    });
+                    stale_or_unavailable(
+                        stale,
+                        aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
+                    )
+                })
+            };
+        }
+        let token = &message.task_token;
         let sent = match &outcome {
             Ok(outcome) => {
                 let output = serde_json::to_string(outcome).unwrap_or_default();
+                classify!(
+                    self.sfn
+                        .send_task_success()
+                        .task_token(token)
+                        .output(output)
+                        .send()
+                        .await
+                )
+            }
+            Err(error) => classify!(
                 self.sfn
-                    .send_task_success()
-                    .task_token(&message.task_token)
-                    .output(output)
+                    .send_task_failure()
+                    .task_token(token)
+                    .error(error.error_name())
+                    .cause(error.to_string())
                     .send()
                     .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        stale_or_unavailable(
-                            e.as_service_error().is_some_and(|s| {
-                                s.is_invalid_token()
-                                    || s.is_task_does_not_exist()
-                                    || s.is_task_timed_out()
-                            }),
-                            aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
-                        )
-                    })
-            }
-            Err(error) => self
-                .sfn
-                .send_task_failure()
-                .task_token(&message.task_token)
-                .error(error.error_name())
-                .cause(error.to_string())
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    stale_or_unavailable(
-                        e.as_service_error().is_some_and(|s| {
-                            s.is_invalid_token()
-                                || s.is_task_does_not_exist()
-                                || s.is_task_timed_out()
-                        }),
-                        aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
-                    )
-                }),
+            ),
         };
         match sent {
             Ok(()) | Err(Answer::Stale) => Ok(()),
