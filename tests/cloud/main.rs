@@ -2,6 +2,8 @@
 //! machine executes runs whose steps the step worker answers over SQS task
 //! tokens, with a real PostgreSQL and the mock LLM.
 
+mod hot_store;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;

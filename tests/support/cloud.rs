@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentrun::adapters::aws::{
-    finalize_message, sdk_config, StepFunctionsOrchestrator, StepWorker,
+    finalize_message, sdk_config, DynamoHotStore, StepFunctionsOrchestrator, StepWorker,
 };
 use agentrun::mock_llm::MockScript;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -52,6 +52,40 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
         .queue_url()
         .expect("queue url")
         .to_owned()
+}
+
+/// A fresh hot-store table (`pk`, `sk` strings), as Terraform will create it.
+pub async fn create_hot_table(config: &aws_config::SdkConfig) -> String {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let table = format!("hot-{}", uuid::Uuid::new_v4().simple());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute definition")
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key schema")
+    };
+    aws_sdk_dynamodb::Client::new(config)
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create hot table");
+    table
 }
 
 /// Receives, handles and (on success) deletes messages, forever.
@@ -131,7 +165,11 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
         .state_machine_arn()
         .to_owned();
     let orchestrator = Arc::new(StepFunctionsOrchestrator::new(&config, &state_machine_arn));
-    let app = start_app(scripts, Some(orchestrator.clone())).await;
+    let hot = Arc::new(DynamoHotStore::new(
+        &config,
+        create_hot_table(&config).await,
+    ));
+    let app = start_app(scripts, Some(orchestrator.clone()), Some(hot)).await;
 
     let deliver_twice = Arc::new(AtomicBool::new(false));
     let worker = Arc::new(StepWorker::new(

@@ -89,13 +89,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// The embedded platform on a free port with the given mock scripts.
 pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
-    start_app(scripts, None).await
+    start_app(scripts, None, None).await
 }
 
-/// Builds the platform; `orchestrator` replaces the in-process one (cloud mode).
+/// Builds the platform; `orchestrator` and `hot` replace the in-process
+/// orchestrator and the PostgreSQL hot store (cloud mode).
 pub async fn start_app(
     scripts: HashMap<String, MockScript>,
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
+    hot: Option<Arc<dyn agentrun::ports::HotStore>>,
 ) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
@@ -106,9 +108,12 @@ pub async fn start_app(
     settings.max_db_connections = 16;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
     settings.admin_key = Some(admin_key.clone());
-    let platform = Embedded::start(settings)
+    let mut platform = Embedded::start(settings)
         .await
         .expect("start embedded platform");
+    if let Some(hot) = hot {
+        platform.engine.hot = hot;
+    }
     let team = platform
         .engine
         .ledger

@@ -10,7 +10,8 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{
-    finalize_message, finalize_status_change, sdk_config, StepFunctionsOrchestrator, StepWorker,
+    finalize_message, finalize_status_change, sdk_config, DynamoHotStore,
+    StepFunctionsOrchestrator, StepWorker,
 };
 use crate::adapters::in_process::BroadcastFeed;
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
@@ -19,7 +20,7 @@ use crate::api::{router, AppState};
 use crate::engine::{Engine, ToolRunner};
 use crate::ledger::{Ledger, StoreError};
 use crate::policy::StepPolicy;
-use crate::ports::LlmError;
+use crate::ports::{HotStore, LlmError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -48,6 +49,9 @@ pub struct CloudSettings {
     pub admin_key: Option<String>,
     /// `AWS_ENDPOINT_URL`: every AWS client talks to this endpoint (an emulator).
     pub aws_endpoint: Option<String>,
+    /// `HOT_TABLE`: the DynamoDB table of the hot store; without it the hot
+    /// store uses PostgreSQL tables.
+    pub hot_table: Option<String>,
     pub policy: StepPolicy,
 }
 
@@ -75,6 +79,7 @@ impl CloudSettings {
             llm,
             admin_key: get("AGENTRUN_ADMIN_KEY"),
             aws_endpoint: get("AWS_ENDPOINT_URL"),
+            hot_table: get("HOT_TABLE"),
             policy: StepPolicy::default(),
         })
     }
@@ -91,18 +96,21 @@ impl CloudPlatform {
     /// Connects lazily: no database round trip until the first event.
     /// (Migrations are applied at deploy time with `agentrun migrate`.)
     pub async fn connect(settings: CloudSettings) -> Result<Self, CloudError> {
-        let hot_connections = (settings.db_connections / 2).max(1);
+        let aws = sdk_config(settings.aws_endpoint.as_deref()).await;
+        let hot: Arc<dyn HotStore> = match &settings.hot_table {
+            Some(table) => Arc::new(DynamoHotStore::new(&aws, table)),
+            None => Arc::new(PgHotStore::connect(
+                &settings.database_url,
+                (settings.db_connections / 2).max(1),
+            )?),
+        };
         let engine = Engine {
             ledger: Ledger::connect(&settings.database_url, settings.db_connections)?,
-            hot: Arc::new(PgHotStore::connect(
-                &settings.database_url,
-                hot_connections,
-            )?),
+            hot,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed: Arc::new(BroadcastFeed::new()),
             tools: ToolRunner::new(),
         };
-        let aws = sdk_config(settings.aws_endpoint.as_deref()).await;
         Ok(Self {
             engine,
             aws,
