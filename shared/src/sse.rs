@@ -1,6 +1,7 @@
 //! The event-stream core (DESIGN §7): replays a run's events after a given
-//! seq from the ledger, then follows new ones as the feed signals them, and
-//! ends after the terminal event. The HTTP layer only formats frames.
+//! seq from an event source (the ledger, or the DynamoDB events table), then
+//! follows new ones as the feed signals them (or by polling), and ends after
+//! the terminal event. The HTTP layer and the relay only format frames.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::{RunEvent, RunId};
-use crate::ledger::Ledger;
-use crate::ports::EventFeed;
+use crate::ports::{EventFeed, EventSource};
 
 /// Page size for reading events from the ledger.
 const PAGE: i64 = 500;
@@ -37,7 +37,7 @@ impl From<&RunEvent> for SseFrame {
 /// Starts streaming a run's events with `seq > after`. Frames arrive on the
 /// returned channel; dropping the receiver stops the reader and nothing else.
 pub fn stream_run_events(
-    ledger: Ledger,
+    source: Arc<dyn EventSource>,
     feed: Arc<dyn EventFeed>,
     run: RunId,
     after: i64,
@@ -46,13 +46,13 @@ pub fn stream_run_events(
     // Subscribe before the first read so no signal falls between the two.
     let signals = feed.subscribe();
     tokio::spawn(async move {
-        follow(ledger, signals, run, after, tx).await;
+        follow(source, signals, run, after, tx).await;
     });
     rx
 }
 
 async fn follow(
-    ledger: Ledger,
+    source: Arc<dyn EventSource>,
     mut signals: broadcast::Receiver<(RunId, i64)>,
     run: RunId,
     mut last: i64,
@@ -60,7 +60,7 @@ async fn follow(
 ) {
     let mut failures = 0;
     loop {
-        match ledger.events_after(run, last, PAGE).await {
+        match source.events_after(run, last, PAGE).await {
             Ok(events) => {
                 failures = 0;
                 for event in &events {

@@ -407,3 +407,81 @@ async fn the_api_handler_serves_a_captured_api_gateway_event() {
     let (status, _) = cloud.execution(id).await;
     assert_eq!(status, "SUCCEEDED");
 }
+
+/// The relay's streaming core reads a cloud run from the DynamoDB events
+/// table (as a separate relay instance would), with Last-Event-ID replay:
+/// no gap, no duplicate, the same events as the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay() {
+    use std::sync::Arc;
+
+    use agentrun::adapters::aws::DynamoEventFeed;
+    use agentrun::sse::stream_run_events;
+
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::tool("noop", json!({"n": 2})),
+            MockTurn::text("finished"),
+        ],
+        latency_ms: Latency::Fixed(150),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("relayed".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "relayed",
+        json!({"model": "relayed", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
+    )
+    .await;
+    let id = app.start_run("relayed", json!("go")).await;
+    let run: agentrun::domain::RunId = id.parse().unwrap();
+
+    let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
+    let relay = Arc::new(DynamoEventFeed::new(
+        &config,
+        &cloud.events_table,
+        app.platform.engine.ledger.clone(),
+    ));
+    let mut first = stream_run_events(relay.clone(), relay.clone(), run, 0);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let frame = tokio::time::timeout(Duration::from_secs(20), first.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(frame);
+    }
+    drop(first); // the client went away mid-run
+    let last = seen.last().unwrap().id;
+    let mut second = stream_run_events(relay.clone(), relay, run, last);
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), second.recv())
+        .await
+        .unwrap()
+    {
+        seen.push(frame.unwrap());
+    }
+    let seqs: Vec<i64> = seen.iter().map(|f| f.id).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(seen.last().unwrap().event, "run.succeeded");
+    assert_eq!(
+        app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
+            .await,
+        seqs.len() as i64
+    );
+
+    // Every event was mirrored to the table.
+    let mirrored = aws_sdk_dynamodb::Client::new(&config)
+        .query()
+        .table_name(&cloud.events_table)
+        .key_condition_expression("run_id = :run")
+        .expression_attribute_values(
+            ":run",
+            aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.count() as usize, seqs.len());
+}

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentrun::adapters::aws::{
-    finalize_message, sdk_config, DynamoHotStore, StepFunctionsOrchestrator, StepWorker,
+    finalize_message, sdk_config, DynamoEventFeed, DynamoHotStore, StepFunctionsOrchestrator,
+    StepWorker,
 };
 use agentrun::mock_llm::MockScript;
+use aws_sdk_dynamodb::types::ScalarAttributeType;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::{start_app, TestApp};
@@ -26,6 +28,8 @@ pub struct Cloud {
     pub sqs: aws_sdk_sqs::Client,
     pub orchestrator: Arc<StepFunctionsOrchestrator>,
     pub step_queue: String,
+    /// The DynamoDB events table the engine mirrors events to.
+    pub events_table: String,
     /// When set, the step poller hands every message to the worker twice.
     pub deliver_twice: Arc<AtomicBool>,
     /// When set, the next step message is executed but never answered nor
@@ -54,16 +58,40 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
         .to_owned()
 }
 
+/// A fresh events table (`run_id` string, `seq` number), as Terraform will create it.
+pub async fn create_events_table(config: &aws_config::SdkConfig) -> String {
+    create_table(
+        config,
+        "events",
+        ("run_id", ScalarAttributeType::S),
+        ("seq", ScalarAttributeType::N),
+    )
+    .await
+}
+
 /// A fresh hot-store table (`pk`, `sk` strings), as Terraform will create it.
 pub async fn create_hot_table(config: &aws_config::SdkConfig) -> String {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    let table = format!("hot-{}", uuid::Uuid::new_v4().simple());
-    let attribute = |name: &str| {
+    create_table(
+        config,
+        "hot",
+        ("pk", ScalarAttributeType::S),
+        ("sk", ScalarAttributeType::S),
+    )
+    .await
+}
+
+async fn create_table(
+    config: &aws_config::SdkConfig,
+    prefix: &str,
+    hash: (&str, ScalarAttributeType),
+    range: (&str, ScalarAttributeType),
+) -> String {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType};
+    let table = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let attribute = |(name, kind): (&str, ScalarAttributeType)| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
             .expect("attribute definition")
     };
@@ -78,13 +106,13 @@ pub async fn create_hot_table(config: &aws_config::SdkConfig) -> String {
         .create_table()
         .table_name(&table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
+        .key_schema(key(hash.0, KeyType::Hash))
+        .key_schema(key(range.0, KeyType::Range))
+        .attribute_definitions(attribute(hash))
+        .attribute_definitions(attribute(range))
         .send()
         .await
-        .expect("create hot table");
+        .expect("create table");
     table
 }
 
@@ -169,7 +197,16 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
         &config,
         create_hot_table(&config).await,
     ));
-    let app = start_app(scripts, Some(orchestrator.clone()), Some(hot)).await;
+    let events_table = create_events_table(&config).await;
+    let app = start_app(scripts, Some(orchestrator.clone()), |engine| {
+        engine.hot = hot;
+        engine.feed = Arc::new(DynamoEventFeed::new(
+            &config,
+            events_table.clone(),
+            engine.ledger.clone(),
+        ));
+    })
+    .await;
 
     let deliver_twice = Arc::new(AtomicBool::new(false));
     let worker = Arc::new(StepWorker::new(
@@ -214,6 +251,7 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
         sqs,
         orchestrator,
         step_queue,
+        events_table,
         deliver_twice,
         lose_next_answer,
         pollers: vec![step_poller, finalize_poller],

@@ -89,15 +89,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// The embedded platform on a free port with the given mock scripts.
 pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
-    start_app(scripts, None, None).await
+    start_app(scripts, None, |_| {}).await
 }
 
-/// Builds the platform; `orchestrator` and `hot` replace the in-process
-/// orchestrator and the PostgreSQL hot store (cloud mode).
+/// Builds the platform; `orchestrator` replaces the in-process one and
+/// `adapt` may swap the engine's adapters (cloud mode) before serving.
 pub async fn start_app(
     scripts: HashMap<String, MockScript>,
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
-    hot: Option<Arc<dyn agentrun::ports::HotStore>>,
+    adapt: impl FnOnce(&mut agentrun::engine::Engine),
 ) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
@@ -111,9 +111,7 @@ pub async fn start_app(
     let mut platform = Embedded::start(settings)
         .await
         .expect("start embedded platform");
-    if let Some(hot) = hot {
-        platform.engine.hot = hot;
-    }
+    adapt(&mut platform.engine);
     let team = platform
         .engine
         .ledger

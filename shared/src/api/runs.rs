@@ -245,7 +245,7 @@ pub async fn create(
         })
         .await?;
     if created {
-        state.engine.feed.publish(run_id, 1);
+        state.engine.feed.publish(run_id, 1).await;
         state.orchestrator.start(run_id).await?;
         tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name, version = agent.version, "run accepted");
     }

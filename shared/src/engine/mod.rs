@@ -34,7 +34,7 @@ impl Engine {
     pub async fn finalize(&self, run: RunId, terminal: Terminal) -> Result<Option<Run>, StepError> {
         let settled = self.ledger.settle_run(run, &terminal).await?;
         if let Some(settled) = &settled {
-            self.feed.publish(run, settled.last_seq);
+            self.feed.publish(run, settled.last_seq).await;
             tracing::info!(run_id = %run, status = %settled.status, stop_reason = %terminal.reason, "run ended");
         }
         if let Err(error) = self.hot.release_run(run).await {

@@ -57,7 +57,7 @@ impl Engine {
                 .mark_started(run_id)
                 .await?
                 .ok_or_else(|| StepError::fatal(StopReason::Internal, "run vanished"))?;
-            self.feed.publish(run_id, run.last_seq);
+            self.feed.publish(run_id, run.last_seq).await;
         }
         if step_no != run.next_step {
             return Err(StepError::fatal(
@@ -137,7 +137,7 @@ impl Engine {
             self.hot.cancel_reservation(run_id, step_no).await?;
             return self.current_outcome(run_id, step_no).await;
         };
-        self.feed.publish(run_id, seq);
+        self.feed.publish(run_id, seq).await;
 
         // Only an earlier attempt can have stored a turn or tool results.
         let earlier_turn = if attempt > 1 {
@@ -188,7 +188,7 @@ impl Engine {
                     .save_llm_turn(run_id, step_no, &fresh, &events)
                     .await?;
                 if let Some(seq) = seq {
-                    self.feed.publish(run_id, seq);
+                    self.feed.publish(run_id, seq).await;
                 }
                 (stored, false)
             }
@@ -206,7 +206,7 @@ impl Engine {
             let restarts = tool_started_events(&agent, step_no, &calls, &done, attempt);
             if !restarts.is_empty() {
                 if let Some(seq) = self.ledger.append_run_events(run_id, &restarts).await? {
-                    self.feed.publish(run_id, seq);
+                    self.feed.publish(run_id, seq).await;
                 }
             }
             done
@@ -224,7 +224,7 @@ impl Engine {
             .await?;
         match self.ledger.commit_step(&commit).await? {
             CommitResult::Committed { outcome, last_seq } => {
-                self.feed.publish(run_id, last_seq);
+                self.feed.publish(run_id, last_seq).await;
                 if commit.terminal.is_some() {
                     self.release(run_id).await;
                 }

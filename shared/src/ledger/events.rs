@@ -90,3 +90,19 @@ impl Ledger {
         Ok(Some(last))
     }
 }
+
+/// The ledger is the event source of the embedded server (and the fallback
+/// everywhere).
+#[async_trait::async_trait]
+impl crate::ports::EventSource for Ledger {
+    async fn events_after(
+        &self,
+        run: RunId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RunEvent>, crate::ports::EventSourceError> {
+        Ledger::events_after(self, run, after, limit)
+            .await
+            .map_err(|e| crate::ports::EventSourceError(e.to_string()))
+    }
+}

@@ -1,15 +1,35 @@
-//! Tells stream readers that a run has new committed events. Carries no event
-//! data: readers fetch from the ledger, so a missed signal costs latency, never
-//! an event.
+//! Events for stream readers. `EventFeed` is told after every commit that a
+//! run has events up to some seq (a signal in-process; a mirror to the
+//! DynamoDB events table in AWS). `EventSource` is where readers read them.
+//! The ledger stays the source of truth: a lost signal or a failed mirror
+//! write costs latency, never an event.
 
+use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::domain::RunId;
+use crate::domain::{RunEvent, RunId};
 
+#[async_trait]
 pub trait EventFeed: Send + Sync {
     /// Called after a commit made events up to `last_seq` durable.
-    fn publish(&self, run: RunId, last_seq: i64);
+    async fn publish(&self, run: RunId, last_seq: i64);
 
-    /// Signals for every run; readers filter by run id.
+    /// Signals for every run; readers filter by run id. A feed without
+    /// in-process signals returns a receiver that never fires (readers poll).
     fn subscribe(&self) -> broadcast::Receiver<(RunId, i64)>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("event source unavailable: {0}")]
+pub struct EventSourceError(pub String);
+
+#[async_trait]
+pub trait EventSource: Send + Sync {
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn events_after(
+        &self,
+        run: RunId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RunEvent>, EventSourceError>;
 }

@@ -6,7 +6,7 @@ pub mod hot_store;
 pub mod llm;
 pub mod orchestrator;
 
-pub use event_feed::EventFeed;
+pub use event_feed::{EventFeed, EventSource, EventSourceError};
 pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolDefinition, Usage};
 pub use orchestrator::{Orchestrator, OrchestratorError};

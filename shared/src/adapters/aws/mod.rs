@@ -1,6 +1,7 @@
 //! AWS adapters: Step Functions as the orchestrator, and the workers that
 //! answer its SQS tasks. AWS SDK types stay inside this module.
 
+mod event_feed;
 mod hot_store;
 mod platform;
 mod sfn;
@@ -10,6 +11,7 @@ pub use platform::{
     handle_finalize_event, handle_step_batch, CloudError, CloudPlatform, CloudSettings,
 };
 
+pub use event_feed::DynamoEventFeed;
 pub use hot_store::DynamoHotStore;
 pub use sfn::StepFunctionsOrchestrator;
 pub use worker::{finalize_message, finalize_status_change, StepWorker, WorkerError};

@@ -10,7 +10,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{
-    finalize_message, finalize_status_change, sdk_config, DynamoHotStore,
+    finalize_message, finalize_status_change, sdk_config, DynamoEventFeed, DynamoHotStore,
     StepFunctionsOrchestrator, StepWorker,
 };
 use crate::adapters::in_process::BroadcastFeed;
@@ -20,7 +20,7 @@ use crate::api::{router, AppState};
 use crate::engine::{Engine, ToolRunner};
 use crate::ledger::{Ledger, StoreError};
 use crate::policy::StepPolicy;
-use crate::ports::{HotStore, LlmError};
+use crate::ports::{EventFeed, HotStore, LlmError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -52,6 +52,9 @@ pub struct CloudSettings {
     /// `HOT_TABLE`: the DynamoDB table of the hot store; without it the hot
     /// store uses PostgreSQL tables.
     pub hot_table: Option<String>,
+    /// `EVENTS_TABLE`: the DynamoDB events table the SSE relay reads; without
+    /// it events are read from the ledger only.
+    pub events_table: Option<String>,
     pub policy: StepPolicy,
 }
 
@@ -80,6 +83,7 @@ impl CloudSettings {
             admin_key: get("AGENTRUN_ADMIN_KEY"),
             aws_endpoint: get("AWS_ENDPOINT_URL"),
             hot_table: get("HOT_TABLE"),
+            events_table: get("EVENTS_TABLE"),
             policy: StepPolicy::default(),
         })
     }
@@ -104,11 +108,16 @@ impl CloudPlatform {
                 (settings.db_connections / 2).max(1),
             )?),
         };
+        let ledger = Ledger::connect(&settings.database_url, settings.db_connections)?;
+        let feed: Arc<dyn EventFeed> = match &settings.events_table {
+            Some(table) => Arc::new(DynamoEventFeed::new(&aws, table, ledger.clone())),
+            None => Arc::new(BroadcastFeed::new()),
+        };
         let engine = Engine {
-            ledger: Ledger::connect(&settings.database_url, settings.db_connections)?,
+            ledger,
             hot,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
-            feed: Arc::new(BroadcastFeed::new()),
+            feed,
             tools: ToolRunner::new(),
         };
         Ok(Self {

@@ -21,8 +21,9 @@ impl Default for BroadcastFeed {
     }
 }
 
+#[async_trait::async_trait]
 impl EventFeed for BroadcastFeed {
-    fn publish(&self, run: RunId, last_seq: i64) {
+    async fn publish(&self, run: RunId, last_seq: i64) {
         // No receivers is fine: nobody is streaming this run.
         let _ = self.sender.send((run, last_seq));
     }

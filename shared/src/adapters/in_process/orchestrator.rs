@@ -91,7 +91,7 @@ impl EmbeddedOrchestrator {
         if run.status.is_terminal() {
             return;
         }
-        self.engine.feed.publish(run_id, run.last_seq);
+        self.engine.feed.publish(run_id, run.last_seq).await;
         let deadline = run.deadline.unwrap_or_else(Utc::now);
         let until_deadline = (deadline - Utc::now()).to_std().unwrap_or_default();
         let deadline_at = tokio::time::Instant::now() + until_deadline;

@@ -1,0 +1,232 @@
+//! The DynamoDB events table (`run_id` string, `seq` number): after each
+//! ledger commit the feed mirrors the run's new events there (idempotent by
+//! seq), and the SSE relay reads them from there. The ledger stays the
+//! source of truth: a failed mirror write is caught up at the next publish,
+//! and a reader that meets an error, a gap or a long silence reads the
+//! ledger instead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use tokio::sync::broadcast;
+
+use crate::domain::{RunEvent, RunId};
+use crate::ledger::Ledger;
+use crate::ports::{EventFeed, EventSource, EventSourceError};
+
+/// A reader that finds nothing new checks the ledger at most this often.
+const LEDGER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub struct DynamoEventFeed {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    ledger: Ledger,
+    /// Highest seq mirrored per running run (this instance's knowledge).
+    mirrored: Mutex<HashMap<RunId, i64>>,
+    last_ledger_check: Mutex<HashMap<RunId, Instant>>,
+    signals: broadcast::Sender<(RunId, i64)>,
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl DynamoEventFeed {
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, ledger: Ledger) -> Self {
+        Self {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+            ledger,
+            mirrored: Mutex::new(HashMap::new()),
+            last_ledger_check: Mutex::new(HashMap::new()),
+            signals: broadcast::channel(1024).0,
+        }
+    }
+
+    async fn query(&self, run: RunId, after: i64, limit: i64) -> Result<Vec<RunEvent>, String> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("run_id = :run AND seq > :after")
+            .expression_attribute_values(":run", AttributeValue::S(run.to_string()))
+            .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
+            .limit(limit.clamp(1, 1000) as i32)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|item| {
+                Some(RunEvent {
+                    run_id: run,
+                    seq: number(item, "seq")?,
+                    kind: text(item, "type")?,
+                    step_no: number(item, "step_no").map(|n| n as i32),
+                    data: serde_json::from_str(&text(item, "data")?).ok()?,
+                    created_at: text(item, "created_at")?.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Copies the run's events after what is already mirrored, up to `last_seq`.
+    async fn mirror(&self, run: RunId, last_seq: i64) -> Result<(), String> {
+        let known = self.mirrored.lock().ok().and_then(|m| m.get(&run).copied());
+        let mut done = match known {
+            Some(seq) => seq,
+            None => {
+                let newest = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("run_id = :run")
+                    .expression_attribute_values(":run", AttributeValue::S(run.to_string()))
+                    .scan_index_forward(false)
+                    .limit(1)
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+                newest
+                    .items()
+                    .first()
+                    .and_then(|item| number(item, "seq"))
+                    .unwrap_or(0)
+            }
+        };
+        let mut ended = false;
+        while done < last_seq {
+            let events = self
+                .ledger
+                .events_after(run, done, 100)
+                .await
+                .map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                break;
+            }
+            for chunk in events.chunks(25) {
+                let mut requests: Vec<WriteRequest> = chunk
+                    .iter()
+                    .map(|event| {
+                        let mut item = HashMap::from([
+                            ("run_id".to_owned(), AttributeValue::S(run.to_string())),
+                            ("seq".to_owned(), AttributeValue::N(event.seq.to_string())),
+                            ("type".to_owned(), AttributeValue::S(event.kind.clone())),
+                            ("data".to_owned(), AttributeValue::S(event.data.to_string())),
+                            (
+                                "created_at".to_owned(),
+                                AttributeValue::S(event.created_at.to_rfc3339()),
+                            ),
+                        ]);
+                        if let Some(step) = event.step_no {
+                            item.insert("step_no".to_owned(), AttributeValue::N(step.to_string()));
+                        }
+                        let put = PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        Ok(WriteRequest::builder().put_request(put).build())
+                    })
+                    .collect::<Result<_, String>>()?;
+                for _ in 0..5 {
+                    let output = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, requests)
+                        .send()
+                        .await
+                        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+                    requests = output
+                        .unprocessed_items
+                        .and_then(|mut items| items.remove(&self.table))
+                        .unwrap_or_default();
+                    if requests.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !requests.is_empty() {
+                    return Err("the events table kept throttling".to_owned());
+                }
+            }
+            ended = events.iter().any(RunEvent::is_terminal);
+            done = events.last().map_or(done, |e| e.seq);
+            if let Ok(mut mirrored) = self.mirrored.lock() {
+                mirrored.insert(run, done);
+            }
+        }
+        if ended {
+            if let Ok(mut mirrored) = self.mirrored.lock() {
+                mirrored.remove(&run);
+            }
+        }
+        Ok(())
+    }
+
+    fn ledger_check_due(&self, run: RunId) -> bool {
+        let Ok(mut checks) = self.last_ledger_check.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        match checks.get(&run) {
+            Some(at) if now.duration_since(*at) < LEDGER_CHECK_EVERY => false,
+            _ => {
+                checks.insert(run, now);
+                true
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventFeed for DynamoEventFeed {
+    async fn publish(&self, run: RunId, last_seq: i64) {
+        if let Err(error) = self.mirror(run, last_seq).await {
+            // The run goes on; the next publish catches up, readers fall back to the ledger.
+            tracing::warn!(run_id = %run, %error, "mirroring events to the feed failed");
+        }
+        let _ = self.signals.send((run, last_seq));
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<(RunId, i64)> {
+        self.signals.subscribe()
+    }
+}
+
+#[async_trait]
+impl EventSource for DynamoEventFeed {
+    async fn events_after(
+        &self,
+        run: RunId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RunEvent>, EventSourceError> {
+        let from_ledger = || async {
+            self.ledger
+                .events_after(run, after, limit)
+                .await
+                .map_err(|e| EventSourceError(e.to_string()))
+        };
+        match self.query(run, after, limit).await {
+            // A gap (a mirror write that has not happened yet) is read from the ledger.
+            Ok(events) if events.first().is_some_and(|e| e.seq != after + 1) => from_ledger().await,
+            Ok(events) if events.is_empty() && self.ledger_check_due(run) => from_ledger().await,
+            Ok(events) => Ok(events),
+            Err(error) => {
+                tracing::warn!(run_id = %run, %error, "reading the feed failed; reading the ledger");
+                from_ledger().await
+            }
+        }
+    }
+}
