@@ -100,11 +100,11 @@ impl Embedded {
     }
 
     pub fn router(&self) -> Router {
-        router(AppState {
-            engine: self.engine.clone(),
-            orchestrator: self.orchestrator.clone(),
-            admin_key: self.admin_key.clone(),
-        })
+        router(AppState::new(
+            self.engine.clone(),
+            self.orchestrator.clone(),
+            self.admin_key.clone(),
+        ))
     }
 
     /// Resumes the runs a previous process left unfinished, and from then

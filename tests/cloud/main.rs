@@ -390,11 +390,11 @@ async fn the_api_handler_serves_a_captured_api_gateway_event() {
         "isBase64Encoded": false
     });
     let request = lambda_http::request::from_str(&event.to_string()).unwrap();
-    let router = agentrun::api::router(agentrun::api::AppState {
-        engine: app.platform.engine.clone(),
-        orchestrator: cloud.orchestrator.clone(),
-        admin_key: None,
-    });
+    let router = agentrun::api::router(agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        cloud.orchestrator.clone(),
+        None,
+    ));
     let response = router.oneshot(request).await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -462,13 +462,13 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     {
         seen.push(frame.unwrap());
     }
-    let seqs: Vec<i64> = seen.iter().map(|f| f.id).collect();
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let streamed: Vec<i64> = seen.iter().map(|f| f.id).collect();
+    assert_eq!(streamed, (1..=streamed.len() as i64).collect::<Vec<_>>());
     assert_eq!(seen.last().unwrap().event, "run.succeeded");
     assert_eq!(
         app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
             .await,
-        seqs.len() as i64
+        streamed.len() as i64
     );
 
     // Every event was mirrored to the table.
@@ -483,5 +483,62 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
         .send()
         .await
         .unwrap();
-    assert_eq!(mirrored.count() as usize, seqs.len());
+    assert_eq!(mirrored.count() as usize, streamed.len());
+
+    // The relay function's router over HTTP: same frames, Last-Event-ID replay.
+    let mut state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        cloud.orchestrator.clone(),
+        None,
+    );
+    state.events = Arc::new(DynamoEventFeed::new(
+        &config,
+        &cloud.events_table,
+        app.platform.engine.ledger.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, agentrun::api::relay_router(state))
+            .await
+            .unwrap()
+    });
+    let response = app
+        .http
+        .get(format!("{relay_url}/v1/runs/{id}/events"))
+        .bearer_auth(&app.key)
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    let frames = agentrun::sse_client::SseParser::default().push(text.as_bytes());
+    assert_eq!(
+        seqs(&frames),
+        (4..=streamed.len() as i64).collect::<Vec<_>>()
+    );
+    let anonymous = app
+        .http
+        .get(format!("{relay_url}/v1/runs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let (status, _) = app
+        .call_as(&app.key, "GET", &format!("/v1/runs/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let not_here = app
+        .http
+        .get(format!("{relay_url}/v1/runs"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        not_here.status().as_u16(),
+        404,
+        "the relay serves only event streams"
+    );
 }

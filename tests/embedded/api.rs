@@ -193,11 +193,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         tools: ToolRunner::new(),
     };
     let orchestrator = EmbeddedOrchestrator::new(engine.clone(), agentrun_e2e::fast_policy(), 8);
-    let router = agentrun::api::router(agentrun::api::AppState {
-        engine,
-        orchestrator,
-        admin_key: None,
-    });
+    let router = agentrun::api::router(agentrun::api::AppState::new(engine, orchestrator, None));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

@@ -129,11 +129,11 @@ pub async fn start_app(
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = match orchestrator {
         None => platform.router(),
-        Some(orchestrator) => agentrun::api::router(agentrun::api::AppState {
-            engine: platform.engine.clone(),
+        Some(orchestrator) => agentrun::api::router(agentrun::api::AppState::new(
+            platform.engine.clone(),
             orchestrator,
-            admin_key: Some(Arc::from(admin_key.as_str())),
-        }),
+            Some(Arc::from(admin_key.as_str())),
+        )),
     };
     let server = tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();

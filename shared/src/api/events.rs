@@ -46,7 +46,7 @@ pub async fn stream(
     };
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
     let frames = stream_run_events(
-        std::sync::Arc::new(state.engine.ledger.clone()),
+        state.events.clone(),
         state.engine.feed.clone(),
         run.id,
         after,

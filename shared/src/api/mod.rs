@@ -21,7 +21,7 @@ use serde_json::json;
 pub use error::ApiError;
 
 use crate::engine::Engine;
-use crate::ports::Orchestrator;
+use crate::ports::{EventSource, Orchestrator};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -30,6 +30,25 @@ pub struct AppState {
     pub orchestrator: Arc<dyn Orchestrator>,
     /// The operator's key for `/v1/admin`; without it the admin API is off.
     pub admin_key: Option<Arc<str>>,
+    /// Where event streams read from (the ledger unless a feed table serves them).
+    pub events: Arc<dyn EventSource>,
+}
+
+impl AppState {
+    /// Streams read from the ledger.
+    pub fn new(
+        engine: Engine,
+        orchestrator: Arc<dyn Orchestrator>,
+        admin_key: Option<Arc<str>>,
+    ) -> Self {
+        let events = Arc::new(engine.ledger.clone());
+        Self {
+            engine,
+            orchestrator,
+            admin_key,
+            events,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -73,6 +92,15 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(admin::set_plan),
         )
         .route("/v1/admin/reconcile", post(admin::reconcile))
+        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// The SSE relay: only the event stream (and health), read from `state.events`.
+pub fn relay_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/runs/{id}/events", get(events::stream))
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .with_state(state)
 }

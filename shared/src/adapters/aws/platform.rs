@@ -16,11 +16,12 @@ use super::{
 use crate::adapters::in_process::BroadcastFeed;
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
-use crate::api::{router, AppState};
+use crate::api::{relay_router, router, AppState};
+use crate::domain::RunId;
 use crate::engine::{Engine, ToolRunner};
 use crate::ledger::{Ledger, StoreError};
 use crate::policy::StepPolicy;
-use crate::ports::{EventFeed, HotStore, LlmError};
+use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -134,11 +135,26 @@ impl CloudPlatform {
             .state_machine_arn
             .clone()
             .ok_or(CloudError::Missing("STATE_MACHINE_ARN"))?;
-        Ok(router(AppState {
-            engine: self.engine.clone(),
-            orchestrator: Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)),
-            admin_key: self.settings.admin_key.as_deref().map(Arc::from),
-        }))
+        Ok(router(AppState::new(
+            self.engine.clone(),
+            Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)),
+            self.settings.admin_key.as_deref().map(Arc::from),
+        )))
+    }
+
+    /// The SSE relay: event streams read from the events table when there is
+    /// one (falling back to the ledger), else from the ledger.
+    pub fn relay_router(&self) -> Router {
+        let orchestrator = Arc::new(StreamsOnly);
+        let mut state = AppState::new(self.engine.clone(), orchestrator, None);
+        if let Some(table) = &self.settings.events_table {
+            state.events = Arc::new(DynamoEventFeed::new(
+                &self.aws,
+                table,
+                self.engine.ledger.clone(),
+            ));
+        }
+        relay_router(state)
     }
 
     pub fn step_worker(&self) -> StepWorker {
@@ -147,6 +163,24 @@ impl CloudPlatform {
             &self.aws,
             self.settings.policy.heartbeat,
         )
+    }
+}
+
+/// The relay starts and stops nothing (its router has no such routes).
+struct StreamsOnly;
+
+#[async_trait::async_trait]
+impl Orchestrator for StreamsOnly {
+    async fn start(&self, _run: RunId) -> Result<(), OrchestratorError> {
+        Err(OrchestratorError(
+            "the relay only streams events".to_owned(),
+        ))
+    }
+
+    async fn stop(&self, _run: RunId) -> Result<(), OrchestratorError> {
+        Err(OrchestratorError(
+            "the relay only streams events".to_owned(),
+        ))
     }
 }
 
