@@ -13,7 +13,7 @@ use agentrun::adapters::aws::{handle_finalize_event, handle_step_batch, sdk_conf
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
 use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with};
-use agentrun_e2e::{seqs, ToolReceiver};
+use agentrun_e2e::{agent, echo_tool, seqs, ToolReceiver};
 use serde_json::json;
 
 fn steps_entered(history: &[(String, Option<String>)]) -> usize {
@@ -76,8 +76,7 @@ async fn a_retryable_step_failure_is_retried_by_the_state_machine() {
     };
     let cloud = spawn_cloud(HashMap::from([("flaky".to_owned(), script)])).await;
     let app = &cloud.app;
-    app.put_agent("flaky", json!({"model": "flaky", "instructions": "x"}))
-        .await;
+    app.put_agent("flaky", agent("flaky", json!({}))).await;
     let id = app.start_run("flaky", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -100,11 +99,8 @@ async fn a_fatal_step_error_goes_to_finalize_and_fails_the_run() {
     };
     let cloud = spawn_cloud(HashMap::from([("refusing".to_owned(), script)])).await;
     let app = &cloud.app;
-    app.put_agent(
-        "refusing",
-        json!({"model": "refusing", "instructions": "x"}),
-    )
-    .await;
+    app.put_agent("refusing", agent("refusing", json!({})))
+        .await;
     let id = app.start_run("refusing", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "failed");
@@ -138,17 +134,16 @@ async fn every_message_delivered_twice_still_makes_each_step_and_tool_call_once(
     let app = &cloud.app;
     app.put_agent(
         "twice",
-        json!({"model": "twice", "instructions": "x", "tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+        agent(
+            "twice",
+            json!({"tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+        ),
     )
     .await;
     let id = app.start_run("twice", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    assert_eq!(
-        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-            .await,
-        2
-    );
+    assert_eq!(app.step_rows(&id).await, 2);
     assert_eq!(receiver.counts().get(&format!("{id}:1:0")), Some(&1));
     assert_eq!(app.mock.state.requests("twice"), 2);
     let (status, _) = cloud.execution(&id).await;
@@ -167,7 +162,10 @@ async fn a_worker_lost_after_the_commit_is_completed_by_the_redelivery_without_r
     let app = &cloud.app;
     app.put_agent(
         "lost",
-        json!({"model": "lost", "instructions": "x", "tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+        agent(
+            "lost",
+            json!({"tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+        ),
     )
     .await;
     let id = app.start_run("lost", json!("go")).await;
@@ -194,7 +192,7 @@ async fn cancel_through_the_api_stops_the_execution() {
     let app = &cloud.app;
     app.put_agent(
         "endless",
-        json!({"model": "endless", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
+        agent("endless", json!({"tools": [echo_tool("noop")]})),
     )
     .await;
     let id = app.start_run("endless", json!("go")).await;
@@ -206,15 +204,7 @@ async fn cancel_through_the_api_stops_the_execution() {
     assert_eq!(body["status"], "cancelled");
     let (status, _) = cloud.execution(&id).await;
     assert_eq!(status, "ABORTED");
-    let committed = app
-        .count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-        .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-            .await,
-        committed
-    );
+    app.assert_no_more_steps(&id).await;
     assert_eq!(app.run(&id).await["status"], "cancelled");
 }
 
@@ -237,11 +227,8 @@ async fn an_execution_timeout_is_settled_from_the_status_change_event() {
     )
     .await;
     let app = &cloud.app;
-    app.put_agent(
-        "slow",
-        json!({"model": "slow", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
-    )
-    .await;
+    app.put_agent("slow", agent("slow", json!({"tools": [echo_tool("noop")]})))
+        .await;
     let id = app.start_run("slow", json!("go")).await;
     let (status, _) = cloud.execution(&id).await;
     assert_eq!(status, "TIMED_OUT");
@@ -360,8 +347,7 @@ async fn the_api_handler_serves_a_captured_api_gateway_event() {
     )]))
     .await;
     let app = &cloud.app;
-    app.put_agent("gw", json!({"model": "gw", "instructions": "x"}))
-        .await;
+    app.put_agent("gw", agent("gw", json!({}))).await;
     let event = json!({
         "version": "2.0",
         "routeKey": "$default",
@@ -431,7 +417,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     let app = &cloud.app;
     app.put_agent(
         "relayed",
-        json!({"model": "relayed", "instructions": "x", "tools": [{"name": "noop", "kind": "builtin", "builtin": "echo"}]}),
+        agent("relayed", json!({"tools": [echo_tool("noop")]})),
     )
     .await;
     let id = app.start_run("relayed", json!("go")).await;

@@ -7,7 +7,7 @@ use agentrun_e2e::{spawn_app, spawn_app_with, types};
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::{agent, echo_tool};
+use agentrun_e2e::{agent, echo_tool};
 
 fn looping(latency_ms: u64) -> MockScript {
     MockScript {

@@ -1,7 +1,7 @@
 use agentrun_e2e::spawn_app;
 use serde_json::{json, Value};
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 async fn post(app: &agentrun_e2e::TestApp, body: Value) -> (u16, Value) {
     let (status, _, body) = app.post_run(&body, None).await;
@@ -24,14 +24,7 @@ async fn unknown_agent_or_version_is_a_400_and_creates_no_run() {
     let (status, body) = post(&app, json!({"agent": "known", "input": "x", "extra": 1})).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_body");
-    let runs: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM runs", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(runs, 0);
+    assert_eq!(app.run_rows().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,14 +206,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "hot_store_unavailable", "{body}");
     }
-    let runs: i64 = app
-        .db()
-        .await
-        .query_one("SELECT count(*) FROM runs", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(runs, 0);
+    assert_eq!(app.run_rows().await, 0);
     // The same requests through the healthy server are accepted.
     let (status, _, _) = app
         .post_run(&json!({"agent": "known", "input": "x"}), Some("k-1"))

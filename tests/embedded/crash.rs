@@ -7,7 +7,7 @@ use agentrun::mock_llm::{MockLlm, MockScript, MockTurn};
 use agentrun_e2e::{agentrun_bin, free_port, fresh_database, ToolReceiver};
 use serde_json::{json, Value};
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 struct DevServer {
     child: Child,

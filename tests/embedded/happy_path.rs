@@ -43,11 +43,7 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
         .map(|s| s["step_no"].as_i64().unwrap())
         .collect();
     assert_eq!(numbers, vec![1, 2, 3, 4]);
-    assert_eq!(
-        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-            .await,
-        4
-    );
+    assert_eq!(app.step_rows(&id).await, 4);
     let agents: Vec<&str> = steps.iter().map(|s| s["agent"].as_str().unwrap()).collect();
     assert_eq!(
         agents,

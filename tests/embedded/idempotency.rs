@@ -5,7 +5,7 @@ use agentrun_e2e::spawn_app_with;
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 async fn app() -> agentrun_e2e::TestApp {
     let script = MockScript::turns(vec![MockTurn::text("ok")]);

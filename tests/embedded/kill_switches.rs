@@ -6,7 +6,7 @@ use agentrun::ports::Usage;
 use agentrun_e2e::{spawn_app_with, types, TestApp};
 use serde_json::{json, Value};
 
-use crate::{agent, echo_tool};
+use agentrun_e2e::{agent, echo_tool};
 
 /// A model that calls a tool forever.
 fn looping(latency_ms: u64) -> MockScript {
@@ -146,15 +146,7 @@ async fn cancel_stops_a_running_run_and_nothing_commits_after_it() {
     assert_eq!(body["stop_reason"], "cancelled");
     assert_eq!(body["stop_detail"], "user pressed stop");
 
-    let committed = app
-        .count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-        .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM run_steps WHERE run_id = $1", &id)
-            .await,
-        committed
-    );
+    app.assert_no_more_steps(&id).await;
     assert_eq!(last_event(&app, &id).await, "run.cancelled");
 
     // Cancelling again is harmless; cancelling a finished run of another kind is a conflict.

@@ -5,7 +5,7 @@ use agentrun::mock_llm::{Fault, MockScript, MockTurn};
 use agentrun_e2e::{fast_llm, fast_policy, spawn_app_with};
 use serde_json::json;
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_waited_out_and_the_step_succeeds() {

@@ -5,7 +5,7 @@ use agentrun::mock_llm::{MockScript, MockTurn};
 use agentrun_e2e::{spawn_app_with, types};
 use serde_json::json;
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 fn answer_schema() -> serde_json::Value {
     json!({

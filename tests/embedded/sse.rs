@@ -5,7 +5,7 @@ use agentrun::mock_llm::{Latency, MockScript, MockTurn};
 use agentrun_e2e::{seqs, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
-use crate::{agent, echo_tool};
+use agentrun_e2e::{agent, echo_tool};
 
 /// Four steps, 150 ms of model latency each: long enough to watch.
 async fn app_with_slow_run() -> (TestApp, String) {

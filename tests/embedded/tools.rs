@@ -6,7 +6,7 @@ use agentrun_e2e::{spawn_app_with, ToolReceiver};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::agent;
+use agentrun_e2e::agent;
 
 /// Two HTTP tool calls from one LLM turn run at the same time: each starts
 /// before the other finishes (from the recorded timestamps).

@@ -6,7 +6,7 @@ use agentrun::ports::Usage;
 use agentrun_e2e::spawn_app_with;
 use serde_json::json;
 
-use crate::{agent, echo_tool};
+use agentrun_e2e::{agent, echo_tool};
 
 /// 333 input and 50 output tokens per call at 2.5 and 10 (currency units)
 /// per million tokens: 832.5 + 500 = 1,332.5 micros a call, rounded once per

@@ -18,6 +18,22 @@ use serde_json::{json, Value};
 
 pub mod cloud;
 
+/// A minimal agent spec on `model`, with `extra` fields merged in.
+pub fn agent(model: &str, extra: Value) -> Value {
+    let mut spec = json!({"model": model, "instructions": "You are a test agent."});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    spec
+}
+
+/// A no-op builtin tool.
+pub fn echo_tool(name: &str) -> Value {
+    json!({"name": name, "kind": "builtin", "builtin": "echo"})
+}
+
 /// Server holding the per-test databases; `postgres` is only used to create them.
 pub fn admin_database_url() -> String {
     std::env::var("AGENTRUN_TEST_DATABASE_URL")
@@ -293,6 +309,29 @@ impl TestApp {
                 .unwrap();
         tokio::spawn(connection);
         client
+    }
+
+    /// Committed steps of a run.
+    pub async fn step_rows(&self, run_id: &str) -> i64 {
+        self.count("SELECT count(*) FROM run_steps WHERE run_id = $1", run_id)
+            .await
+    }
+
+    /// Runs in the database, of every team.
+    pub async fn run_rows(&self) -> i64 {
+        self.db()
+            .await
+            .query_one("SELECT count(*) FROM runs", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Checks that a stopped run commits no further step for a while.
+    pub async fn assert_no_more_steps(&self, run_id: &str) {
+        let committed = self.step_rows(run_id).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(self.step_rows(run_id).await, committed);
     }
 
     pub async fn count(&self, sql: &str, run_id: &str) -> i64 {
