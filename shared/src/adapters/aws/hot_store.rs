@@ -135,6 +135,35 @@ impl DynamoHotStore {
         Ok(())
     }
 
+    /// Puts a per-run marker and conditional counter changes in one
+    /// transaction. A marker already there means granted, with the counters
+    /// untouched: a retry keeps what it got and is not counted twice.
+    async fn grant_with_marker(
+        &self,
+        marker: Item,
+        counter: Vec<TransactWriteItem>,
+    ) -> Result<bool, HotStoreError> {
+        let (pk, sk) = (
+            get_s(&marker, "pk").unwrap_or_default(),
+            get_s(&marker, "sk").unwrap_or_default(),
+        );
+        if self.get(&pk, &sk).await?.is_some() {
+            return Ok(true);
+        }
+        let mut items = vec![tx_put(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(marker))
+                .condition_expression("attribute_not_exists(pk)"),
+        )?];
+        items.extend(counter);
+        if self.transact(items).await? {
+            return Ok(true);
+        }
+        // Refused: a limit, unless a concurrent call for this marker got it first.
+        Ok(self.get(&pk, &sk).await?.is_some())
+    }
+
     async fn release_slot(&self, run: RunId, marker: &Item) -> Result<(), HotStoreError> {
         let Some(team) = get_s(marker, "team") else {
             return self.delete_plain(&format!("run#{run}"), "slot").await;
@@ -325,23 +354,13 @@ impl HotStore for DynamoHotStore {
         run: RunId,
         limit: u32,
     ) -> Result<bool, HotStoreError> {
-        let marker_pk = format!("run#{run}");
-        if self.get(&marker_pk, "slot").await?.is_some() {
-            return Ok(true);
-        }
         let since = Utc::now().to_rfc3339();
-        let mut marker = key(&marker_pk, "slot");
+        let mut marker = key(&format!("run#{run}"), "slot");
         marker.insert("team".to_owned(), s(team.to_string()));
         let mut index = key("slots", &run.to_string());
         index.insert("team".to_owned(), s(team.to_string()));
         index.insert("since".to_owned(), s(since));
-        let items = vec![
-            tx_put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(marker))
-                    .condition_expression("attribute_not_exists(pk)"),
-            )?,
+        let counter = vec![
             tx_put(Put::builder().table_name(&self.table).set_item(Some(index)))?,
             tx_update(
                 self.update(
@@ -353,11 +372,7 @@ impl HotStore for DynamoHotStore {
                 .condition_expression("attribute_not_exists(running) OR running < :limit"),
             )?,
         ];
-        if self.transact(items).await? {
-            return Ok(true);
-        }
-        // Refused: full, unless a concurrent call for this run got it first.
-        Ok(self.get(&marker_pk, "slot").await?.is_some())
+        self.grant_with_marker(marker, counter).await
     }
 
     async fn running_runs(&self, team: TeamId) -> Result<u32, HotStoreError> {
@@ -416,38 +431,25 @@ impl HotStore for DynamoHotStore {
             tokens,
         } = reservation;
         let (pk, sk) = (format!("run#{run}"), format!("resv#{step_no}"));
-        if self.get(&pk, &sk).await?.is_some() {
-            return Ok(true);
-        }
-        if tokens > budget {
-            return Ok(false);
-        }
+        let Some(max) = budget.checked_sub(tokens) else {
+            // Larger than the whole budget: only an existing reservation stands.
+            return Ok(self.get(&pk, &sk).await?.is_some());
+        };
         let mut marker = key(&pk, &sk);
         marker.insert("team".to_owned(), s(team.to_string()));
         marker.insert("day".to_owned(), s(day.to_string()));
         marker.insert("tokens".to_owned(), n(tokens));
         marker.insert("settled".to_owned(), AttributeValue::Bool(false));
-        let items = vec![
-            tx_put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(marker))
-                    .condition_expression("attribute_not_exists(pk)"),
-            )?,
-            tx_update(
-                self.update(
-                    &format!("team#{team}"),
-                    &format!("day#{day}"),
-                    "ADD committed :t, reserved :t",
-                    &[(":t", n(tokens)), (":max", n(budget - tokens))],
-                )
-                .condition_expression("attribute_not_exists(committed) OR committed <= :max"),
-            )?,
-        ];
-        if self.transact(items).await? {
-            return Ok(true);
-        }
-        Ok(self.get(&pk, &sk).await?.is_some())
+        let counter = vec![tx_update(
+            self.update(
+                &format!("team#{team}"),
+                &format!("day#{day}"),
+                "ADD committed :t, reserved :t",
+                &[(":t", n(tokens)), (":max", n(max))],
+            )
+            .condition_expression("attribute_not_exists(committed) OR committed <= :max"),
+        )?];
+        self.grant_with_marker(marker, counter).await
     }
 
     async fn settle_tokens(

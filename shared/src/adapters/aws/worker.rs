@@ -222,25 +222,14 @@ mod tests {
 
     #[test]
     fn caught_errors_map_to_stop_reasons() {
-        assert_eq!(
-            terminal_for_error("Fatal.output_invalid", "x").reason,
-            StopReason::OutputInvalid
-        );
-        assert_eq!(
-            terminal_for_error("Fatal.nonsense", "x").reason,
-            StopReason::Internal
-        );
-        assert_eq!(
-            terminal_for_error("Retryable.RateLimited", "x").reason,
-            StopReason::LlmUnavailable
-        );
-        assert_eq!(
-            terminal_for_error("Retryable.Store", "x").reason,
-            StopReason::Internal
-        );
-        assert_eq!(
-            terminal_for_error("States.Timeout", "x").reason,
-            StopReason::Internal
-        );
+        for (name, reason) in [
+            ("Fatal.output_invalid", StopReason::OutputInvalid),
+            ("Fatal.nonsense", StopReason::Internal),
+            ("Retryable.RateLimited", StopReason::LlmUnavailable),
+            ("Retryable.Store", StopReason::Internal),
+            ("States.Timeout", StopReason::Internal),
+        ] {
+            assert_eq!(terminal_for_error(name, "x").reason, reason, "{name}");
+        }
     }
 }
