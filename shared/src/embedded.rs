@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 
@@ -13,11 +14,13 @@ use crate::api::{router, AppState};
 use crate::domain::{AgentName, AgentSpec, TeamId};
 use crate::engine::{Engine, ToolRunner, ORPHAN_SLOT_GRACE};
 
-/// How often hot state is checked against the ledger.
-const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::ledger::{ensure_database, Ledger, StoreError};
 use crate::policy::StepPolicy;
 use crate::ports::LlmError;
+use crate::starter::{start_stale_runs, STARTER_GRACE};
+
+/// How often hot state is checked against the ledger.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedSettings {
@@ -30,6 +33,8 @@ pub struct EmbeddedSettings {
     pub max_concurrent_steps: usize,
     /// The operator's key for `/v1/admin`; `None` turns the admin API off.
     pub admin_key: Option<String>,
+    /// How often the starter looks for accepted runs whose start was lost.
+    pub starter_interval: Duration,
 }
 
 impl EmbeddedSettings {
@@ -41,6 +46,7 @@ impl EmbeddedSettings {
             policy: StepPolicy::default(),
             max_concurrent_steps: 1024,
             admin_key: None,
+            starter_interval: Duration::from_secs(2),
         }
     }
 }
@@ -60,6 +66,7 @@ pub struct Embedded {
     pub engine: Engine,
     pub orchestrator: Arc<EmbeddedOrchestrator>,
     admin_key: Option<Arc<str>>,
+    starter_interval: Duration,
 }
 
 impl Embedded {
@@ -96,6 +103,7 @@ impl Embedded {
             engine,
             orchestrator,
             admin_key: settings.admin_key.map(Arc::from),
+            starter_interval: settings.starter_interval,
         })
     }
 
@@ -108,15 +116,32 @@ impl Embedded {
     }
 
     /// Resumes the runs a previous process left unfinished, and from then
-    /// on, every minute, reconciles hot state with the ledger and picks up
-    /// any unfinished run nobody is driving (one whose driver gave up while
-    /// the database was down).
+    /// on runs the background work: the starter (every `starter_interval`,
+    /// it starts accepted runs whose start was lost) and, every minute, the
+    /// reconciliation of hot state with the ledger and the pick-up of any
+    /// unfinished run nobody is driving (one whose driver gave up while the
+    /// database was down).
     pub async fn resume(&self) -> Result<usize, EmbeddedError> {
         let resumed = self
             .orchestrator
             .resume_unfinished()
             .await
             .map_err(|e| EmbeddedError::Store(StoreError::Unavailable(e.0)))?;
+        let engine = self.engine.clone();
+        let orchestrator = self.orchestrator.clone();
+        let starter_interval = self.starter_interval;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(starter_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(error) =
+                    start_stale_runs(&engine, orchestrator.as_ref(), STARTER_GRACE).await
+                {
+                    tracing::warn!(%error, "the starter failed; will try again");
+                }
+            }
+        });
         let engine = self.engine.clone();
         let orchestrator = self.orchestrator.clone();
         tokio::spawn(async move {

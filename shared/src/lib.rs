@@ -2,11 +2,13 @@
 //!
 //! Layout: `domain` (types and rules), `ports` (traits the engine talks to),
 //! `adapters` (their implementations), `ledger` (the PostgreSQL source of
-//! truth), `engine` (one agent step), `orchestrator` (drives steps), `api`
-//! (the HTTP router), `sse` (the event-stream core), `mock_llm` (the
-//! OpenAI-compatible test double) and `embedded` (wires it all in one process).
+//! truth), `engine` (one agent step), `admission` (accepting a run),
+//! `starter` (starting runs whose start was lost), `api` (the HTTP router),
+//! `sse` (the event-stream core), `mock_llm` (the OpenAI-compatible test
+//! double) and `embedded` (wires it all in one process).
 
 pub mod adapters;
+pub mod admission;
 pub mod api;
 pub mod asl;
 pub mod domain;
@@ -18,3 +20,4 @@ pub mod policy;
 pub mod ports;
 pub mod sse;
 pub mod sse_client;
+pub mod starter;

@@ -6,13 +6,18 @@ mod hot_store;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use agentrun::adapters::aws::{handle_finalize_event, handle_step_batch, sdk_config, StepWorker};
+use agentrun::adapters::aws::{
+    handle_finalize_event, handle_step_batch, sdk_config, StepFunctionsOrchestrator, StepWorker,
+};
+use agentrun::domain::RunId;
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
-use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with};
+use agentrun::ports::{Orchestrator, OrchestratorError, StartOutcome};
+use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with, spawn_cloud_wrapped};
 use agentrun_e2e::{agent, echo_tool, seqs, ToolReceiver};
 use serde_json::json;
 
@@ -255,7 +260,7 @@ async fn an_execution_timeout_is_settled_from_the_status_change_event() {
     // Through the finalize function's handler, twice (EventBridge delivers at least once).
     for _ in 0..2 {
         assert_eq!(
-            handle_finalize_event(engine, event.clone()).await,
+            handle_finalize_event(engine, cloud.orchestrator.as_ref(), event.clone()).await,
             json!({})
         );
     }
@@ -527,4 +532,125 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
         404,
         "the relay serves only event streams"
     );
+}
+
+/// Sends the first start to a Step Functions endpoint that does not answer,
+/// and every later one to the emulator.
+struct FirstStartUnreachable {
+    unreachable: StepFunctionsOrchestrator,
+    reachable: Arc<dyn Orchestrator>,
+    tried: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Orchestrator for FirstStartUnreachable {
+    async fn start(&self, run: RunId) -> Result<StartOutcome, OrchestratorError> {
+        if !self.tried.swap(true, Ordering::SeqCst) {
+            return self.unreachable.start(run).await;
+        }
+        self.reachable.start(run).await
+    }
+
+    async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {
+        self.reachable.stop(run).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_then_a_retry_with_the_same_key_runs_once() {
+    let closed = format!("http://127.0.0.1:{}", agentrun_e2e::free_port());
+    let unreachable_config = sdk_config(Some(&closed)).await;
+    let script = MockScript::turns(vec![MockTurn::text("done")]);
+    let cloud = spawn_cloud_wrapped(
+        HashMap::from([("steady".to_owned(), script)]),
+        include_str!("../../infra/statemachine/run.asl.json"),
+        |reachable| {
+            Arc::new(FirstStartUnreachable {
+                unreachable: StepFunctionsOrchestrator::new(
+                    &unreachable_config,
+                    "arn:aws:states:us-east-1:123456789012:stateMachine:unreachable",
+                ),
+                reachable,
+                tried: AtomicBool::new(false),
+            })
+        },
+    )
+    .await;
+    let app = &cloud.app;
+    app.put_agent("steady", agent("steady", json!({}))).await;
+    let body = json!({"agent": "steady", "input": "go"});
+
+    let (status, headers, refused) = app.post_run(&body, Some("flaky-start")).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "orchestrator_unavailable");
+    assert!(headers.get("retry-after").is_some());
+    let id = refused["error"]["details"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.run(&id).await["status"],
+        "queued",
+        "recorded for the starter"
+    );
+
+    let (status, headers, replay) = app.post_run(&body, Some("flaky-start")).await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replay["id"], id.as_str());
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(cloud.executions_named(&id).await, 1);
+    assert_eq!(app.run_rows().await, 1);
+    app.assert_slots_released().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started() {
+    let script = MockScript::turns(vec![MockTurn::text("done")]);
+    let cloud = spawn_cloud(HashMap::from([("steady".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent("steady", agent("steady", json!({}))).await;
+    let stale = app.insert_queued_run("steady").await;
+    let fresh = app.insert_queued_run("steady").await;
+    // The api function died after the insert a minute ago; `fresh` may still
+    // be in the hands of its request.
+    app.db()
+        .await
+        .execute(
+            "UPDATE runs SET created_at = now() - interval '1 minute' WHERE id::text = $1",
+            &[&stale],
+        )
+        .await
+        .unwrap();
+    let scheduled = json!({
+        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-11-28T12:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/agentrun-reconcile"],
+        "detail": {}
+    });
+    let engine = &app.platform.engine;
+    assert_eq!(
+        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled.clone()).await,
+        json!({})
+    );
+    let run = app.wait_finished(&stale, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(cloud.executions_named(&stale).await, 1);
+    assert_eq!(cloud.executions_named(&fresh).await, 0);
+    assert_eq!(app.run(&fresh).await["status"], "queued");
+
+    // Once past the grace, the next pass starts it; a pass finding the stale
+    // run's execution already there starts nothing twice.
+    tokio::time::sleep(agentrun::starter::STARTER_GRACE).await;
+    assert_eq!(
+        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled).await,
+        json!({})
+    );
+    let run = app.wait_finished(&fresh, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(cloud.executions_named(&stale).await, 1);
+    assert_eq!(cloud.executions_named(&fresh).await, 1);
+    app.assert_slots_released().await;
 }

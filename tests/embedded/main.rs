@@ -2,6 +2,7 @@
 //! real HTTP. One binary, one module per area.
 
 mod accounts;
+mod admission;
 mod api;
 mod crash;
 mod happy_path;

@@ -12,6 +12,7 @@ use agentrun::adapters::aws::{
     StepWorker,
 };
 use agentrun::mock_llm::MockScript;
+use agentrun::ports::Orchestrator;
 use aws_sdk_dynamodb::types::ScalarAttributeType;
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -24,6 +25,9 @@ pub fn aws_endpoint() -> String {
 
 pub struct Cloud {
     pub app: TestApp,
+    /// The emulator's SDK settings.
+    pub config: aws_config::SdkConfig,
+    pub state_machine_arn: String,
     pub sfn: aws_sdk_sfn::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub orchestrator: Arc<StepFunctionsOrchestrator>,
@@ -173,6 +177,15 @@ pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
 
 /// The same with another state machine definition (e.g. a short timeout).
 pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -> Cloud {
+    spawn_cloud_wrapped(scripts, asl, |orchestrator| orchestrator).await
+}
+
+/// The same, with the API's orchestrator wrapped (e.g. to inject faults).
+pub async fn spawn_cloud_wrapped(
+    scripts: HashMap<String, MockScript>,
+    asl: &str,
+    wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator>,
+) -> Cloud {
     let config = sdk_config(Some(&aws_endpoint())).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
@@ -198,7 +211,7 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
         create_hot_table(&config).await,
     ));
     let events_table = create_events_table(&config).await;
-    let app = start_app(scripts, Some(orchestrator.clone()), |engine| {
+    let app = start_app(scripts, Some(wrap(orchestrator.clone())), |engine| {
         engine.hot = hot;
         engine.feed = Arc::new(DynamoEventFeed::new(
             &config,
@@ -247,6 +260,8 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
     );
     Cloud {
         app,
+        config,
+        state_machine_arn,
         sfn,
         sqs,
         orchestrator,
@@ -259,6 +274,21 @@ pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -
 }
 
 impl Cloud {
+    /// Executions of the run's name (the execution is named after the run).
+    pub async fn executions_named(&self, run_id: &str) -> usize {
+        self.sfn
+            .list_executions()
+            .state_machine_arn(&self.state_machine_arn)
+            .max_results(1000)
+            .send()
+            .await
+            .unwrap()
+            .executions()
+            .iter()
+            .filter(|e| e.name() == run_id)
+            .count()
+    }
+
     /// Waits for the run's execution to end; returns its status and history event types.
     pub async fn execution(&self, run_id: &str) -> (String, Vec<(String, Option<String>)>) {
         let arn = self.orchestrator.execution_arn(run_id.parse().unwrap());

@@ -477,6 +477,64 @@ impl TestApp {
         (id, key["key"].as_str().unwrap().to_owned())
     }
 
+    /// A run as a request leaves it when it dies after the ledger insert and
+    /// before the start: `queued`, holding a slot, nothing driving it.
+    pub async fn insert_queued_run(&self, agent: &str) -> String {
+        let engine = &self.platform.engine;
+        let version = engine
+            .ledger
+            .get_agent(self.team, agent, None)
+            .await
+            .unwrap()
+            .expect("the agent exists");
+        let id = agentrun::domain::RunId::new();
+        assert!(engine
+            .hot
+            .acquire_run_slot(self.team, id, 1000)
+            .await
+            .unwrap());
+        let created = engine
+            .ledger
+            .create_run(&agentrun::ledger::NewRun {
+                id,
+                team_id: self.team,
+                agent: version.name,
+                version: version.version,
+                input: json!("left behind"),
+                metadata: json!({}),
+                limits: version.spec.limits,
+                run_fee_micros: 0,
+            })
+            .await
+            .unwrap();
+        assert!(created);
+        id.to_string()
+    }
+
+    /// Slots the test team holds now.
+    pub async fn slots_held(&self) -> u32 {
+        self.platform
+            .engine
+            .hot
+            .running_runs(self.team)
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the team's slots to be given back (a run's slot is released
+    /// just after its terminal state is recorded); panics after 5 s.
+    pub async fn assert_slots_released(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let held = self.slots_held().await;
+            if held == 0 {
+                return;
+            }
+            assert!(Instant::now() < until, "{held} slots still held");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Changes the test team through the admin API.
     pub async fn patch_team(&self, change: Value) -> Value {
         let (status, team) = self

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use super::{ApiError, AppState};
+use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
-use crate::ledger::{NewRun, RunPage};
-use crate::ports::IdempotencyClaim;
+use crate::ledger::RunPage;
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -91,7 +91,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
     let request: CreateRun = serde_json::from_value(raw.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    let agent_name = AgentName::parse(&request.agent)
+    let agent = AgentName::parse(&request.agent)
         .map_err(|message| ApiError::bad_request("invalid_agent_name", message))?;
     if request.input.is_null() {
         return Err(ApiError::bad_request(
@@ -106,7 +106,7 @@ pub async fn create(
             "metadata must be an object",
         ));
     }
-    let idempotency_key = match headers.get("idempotency-key") {
+    let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
             let key = value.to_str().map_err(|_| {
@@ -118,142 +118,75 @@ pub async fn create(
                     format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters"),
                 ));
             }
-            Some(key.to_owned())
+            // serde_json keeps object keys sorted, so equal bodies hash equally.
+            Some(IdempotencyKey {
+                key: key.to_owned(),
+                request_hash: hex::encode(Sha256::digest(raw.to_string().as_bytes())),
+            })
         }
     };
-
-    let ledger = &state.engine.ledger;
-    let agent = ledger
-        .get_agent(team, agent_name.as_str(), request.version)
-        .await?
-        .ok_or_else(|| match request.version {
-            Some(version) => ApiError::bad_request(
-                "unknown_agent_version",
-                format!("agent {agent_name} has no version {version}"),
-            ),
-            None => ApiError::bad_request("unknown_agent", format!("no agent named {agent_name}")),
-        })?;
-
-    let admission = ledger.admission(team, &agent.name).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the key's team no longer exists",
-        )
-    })?;
-    if let Some(reason) = &admission.team_disabled {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "team_disabled",
-            format!("the team was switched off by an operator: {reason}"),
-        ));
+    let request = RunRequest {
+        team,
+        agent,
+        version: request.version,
+        input: request.input,
+        metadata,
+        idempotency,
+    };
+    match admission::admit(state.engine.clone(), state.orchestrator.clone(), request).await {
+        Ok(Admitted::Accepted(run)) => Ok(accepted(&run, false)),
+        Ok(Admitted::Replayed(run)) => Ok(accepted(&run, true)),
+        Err(error) => Err(admission_error(error)),
     }
-    if let Some(reason) = &admission.agent_disabled {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "agent_disabled",
-            format!("agent {agent_name} was switched off by an operator: {reason}"),
-        ));
-    }
+}
 
-    let mut run_id = RunId::new();
-    let mut replayed = false;
-    if let Some(key) = &idempotency_key {
-        // serde_json keeps object keys sorted, so equal bodies hash equally.
-        let request_hash = hex::encode(Sha256::digest(raw.to_string().as_bytes()));
-        match state
-            .engine
-            .hot
-            .claim_idempotency_key(team, key, &request_hash, run_id)
-            .await?
-        {
-            IdempotencyClaim::Claimed => {}
-            IdempotencyClaim::Existing {
-                request_hash: stored,
-                run_id: existing,
-            } => {
-                if stored != request_hash {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "idempotency_key_conflict",
-                        "this Idempotency-Key was used with a different request body",
-                    )
-                    .with_details(json!({"run_id": existing})));
-                }
-                run_id = existing;
-                replayed = true;
-            }
+/// The status and code each refusal answers with.
+fn admission_error(error: AdmissionError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        AdmissionError::UnknownAgent(_) => ApiError::bad_request("unknown_agent", message),
+        AdmissionError::UnknownAgentVersion { .. } => {
+            ApiError::bad_request("unknown_agent_version", message)
+        }
+        AdmissionError::UnknownTeam => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+        AdmissionError::TeamDisabled(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "team_disabled", message)
+        }
+        AdmissionError::AgentDisabled { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "agent_disabled", message)
+        }
+        AdmissionError::IdempotencyConflict { run_id } => {
+            ApiError::new(StatusCode::CONFLICT, "idempotency_key_conflict", message)
+                .with_details(json!({"run_id": run_id}))
+        }
+        AdmissionError::RateLimited { retry_after, .. } => {
+            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+            error.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+            error
+        }
+        AdmissionError::ConcurrentRunLimit { limit } => {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "concurrent_run_limit",
+                message,
+            )
+            .with_details(json!({"max_concurrent_runs": limit}));
+            error.retry_after = Some(1);
+            error
+        }
+        AdmissionError::NotStarted { run_id, .. } => {
+            ApiError::unavailable("orchestrator_unavailable", message)
+                .with_details(json!({"run_id": run_id}))
+        }
+        AdmissionError::NotReady(_) => ApiError::unavailable("run_not_ready", message),
+        AdmissionError::Store(error) => error.into(),
+        AdmissionError::HotStore(error) => error.into(),
+        AdmissionError::Aborted(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
         }
     }
-    if replayed {
-        // The first request with this key is creating the run, or did.
-        if let Some(run) = wait_for_run(&state, run_id).await? {
-            return Ok(accepted(&run, true));
-        }
-    }
-
-    if let Some(wait) = state
-        .engine
-        .hot
-        .take_rate_token(
-            team,
-            admission.limits.runs_per_second,
-            admission.limits.run_burst as u32,
-        )
-        .await?
-    {
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "more than {} runs per second (burst {}) requested",
-                admission.limits.runs_per_second, admission.limits.run_burst
-            ),
-        );
-        error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return Err(error);
-    }
-    let limit = admission.limits.max_concurrent_runs as u32;
-    if !state
-        .engine
-        .hot
-        .acquire_run_slot(team, run_id, limit)
-        .await?
-    {
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "concurrent_run_limit",
-            format!("the team already has {limit} runs in progress"),
-        )
-        .with_details(json!({"max_concurrent_runs": limit}));
-        error.retry_after = Some(1);
-        return Err(error);
-    }
-
-    // Creating is idempotent by id, so a replay whose first attempt died
-    // before creating the run creates it now.
-    let created = ledger
-        .create_run(&NewRun {
-            id: run_id,
-            team_id: team,
-            agent: agent.name.clone(),
-            version: agent.version,
-            input: request.input,
-            metadata,
-            limits: agent.spec.limits.clone(),
-            run_fee_micros: admission.run_fee_micros,
-        })
-        .await?;
-    if created {
-        state.engine.feed.publish(run_id, 1).await;
-        state.orchestrator.start(run_id).await?;
-        tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name, version = agent.version, "run accepted");
-    }
-    let run = ledger
-        .get_run(run_id)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("run_not_ready", "the run is being created; retry"))?;
-    Ok(accepted(&run, replayed))
 }
 
 /// 202 with the run, its location, and whether this answered a repeated key.
@@ -270,17 +203,6 @@ fn accepted(run: &Run, replayed: bool) -> Response {
         );
     }
     response
-}
-
-/// Waits briefly for a run another request is creating.
-async fn wait_for_run(state: &AppState, run_id: RunId) -> Result<Option<Run>, ApiError> {
-    for _ in 0..50 {
-        if let Some(run) = state.engine.ledger.get_run(run_id).await? {
-            return Ok(Some(run));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    Ok(None)
 }
 
 #[derive(Deserialize)]

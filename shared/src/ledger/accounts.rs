@@ -45,7 +45,7 @@ pub struct KeyInfo {
 
 /// What accepting a new run for (team, agent) depends on.
 #[derive(Clone, Debug)]
-pub struct Admission {
+pub struct AdmissionTerms {
     pub limits: TeamLimits,
     pub team_disabled: Option<String>,
     pub agent_disabled: Option<String>,
@@ -244,11 +244,11 @@ impl Ledger {
             == 1)
     }
 
-    pub async fn admission(
+    pub async fn admission_terms(
         &self,
         team: TeamId,
         agent: &str,
-    ) -> Result<Option<Admission>, StoreError> {
+    ) -> Result<Option<AdmissionTerms>, StoreError> {
         let row = self
             .client()
             .await?
@@ -262,7 +262,7 @@ impl Ledger {
                 &[&team.0, &agent],
             )
             .await?;
-        Ok(row.map(|row| Admission {
+        Ok(row.map(|row| AdmissionTerms {
             limits: limits_from_row(&row),
             team_disabled: row.get("disabled_reason"),
             agent_disabled: row.get("agent_disabled"),

@@ -16,7 +16,7 @@ pub use teams::{constant_time_eq, IssuedKey};
 use std::collections::HashMap;
 use std::str::FromStr;
 
-pub use accounts::{Admission, KeyInfo, Team, TeamChange};
+pub use accounts::{AdmissionTerms, KeyInfo, Team, TeamChange};
 pub use agents::AgentVersion;
 pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 

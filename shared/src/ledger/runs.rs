@@ -205,6 +205,28 @@ impl Ledger {
             .collect())
     }
 
+    /// Runs still `queued` that were created more than `age` ago, oldest
+    /// first: accepted runs whose start was lost (the starter's work list).
+    pub async fn stale_queued_runs(
+        &self,
+        age: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q(
+                "SELECT id FROM runs
+                 WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1)
+                 ORDER BY created_at LIMIT $2",
+                &[&age.as_secs_f64(), &limit],
+            )
+            .await?
+            .iter()
+            .map(|row| RunId(row.get(0)))
+            .collect())
+    }
+
     /// Moves a queued run to `running` (setting its deadline, event
     /// `run.started`); returns the run as it now is. Idempotent.
     pub async fn mark_started(&self, run: RunId) -> Result<Option<Run>, StoreError> {

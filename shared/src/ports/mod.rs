@@ -9,4 +9,4 @@ pub mod orchestrator;
 pub use event_feed::{EventFeed, EventSource, EventSourceError};
 pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolDefinition, Usage};
-pub use orchestrator::{Orchestrator, OrchestratorError};
+pub use orchestrator::{Orchestrator, OrchestratorError, StartOutcome};

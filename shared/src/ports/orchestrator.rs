@@ -9,10 +9,22 @@ use crate::domain::RunId;
 #[error("orchestrator unavailable: {0}")]
 pub struct OrchestratorError(pub String);
 
+/// What asking to start a run found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Nothing drove the run; now something does.
+    Started,
+    /// Something already drives it (a driver, or a running execution).
+    AlreadyStarted,
+    /// Its execution already ended: nothing will ever drive it again.
+    Ended,
+}
+
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
-    /// Begins driving a created run; starting one already started is a no-op.
-    async fn start(&self, run: RunId) -> Result<(), OrchestratorError>;
+    /// Begins driving a created run. Idempotent: a run already driven is
+    /// `AlreadyStarted`, never a second driver or execution.
+    async fn start(&self, run: RunId) -> Result<StartOutcome, OrchestratorError>;
 
     /// Stops driving a run whose terminal state is already recorded.
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError>;

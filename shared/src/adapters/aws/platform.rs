@@ -18,10 +18,11 @@ use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{relay_router, router, AppState};
 use crate::domain::RunId;
-use crate::engine::{Engine, ToolRunner};
+use crate::engine::{Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StoreError};
 use crate::policy::StepPolicy;
-use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError};
+use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
+use crate::starter::{start_stale_runs, STARTER_GRACE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -128,16 +129,21 @@ impl CloudPlatform {
         })
     }
 
-    /// The HTTP API with Step Functions as the orchestrator.
-    pub fn router(&self) -> Result<Router, CloudError> {
+    /// Step Functions executions of the run state machine (`STATE_MACHINE_ARN`).
+    pub fn orchestrator(&self) -> Result<Arc<StepFunctionsOrchestrator>, CloudError> {
         let arn = self
             .settings
             .state_machine_arn
             .clone()
             .ok_or(CloudError::Missing("STATE_MACHINE_ARN"))?;
+        Ok(Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)))
+    }
+
+    /// The HTTP API with Step Functions as the orchestrator.
+    pub fn router(&self) -> Result<Router, CloudError> {
         Ok(router(AppState::new(
             self.engine.clone(),
-            Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)),
+            self.orchestrator()?,
             self.settings.admin_key.as_deref().map(Arc::from),
         )))
     }
@@ -171,7 +177,7 @@ struct StreamsOnly;
 
 #[async_trait::async_trait]
 impl Orchestrator for StreamsOnly {
-    async fn start(&self, _run: RunId) -> Result<(), OrchestratorError> {
+    async fn start(&self, _run: RunId) -> Result<StartOutcome, OrchestratorError> {
         Err(OrchestratorError(
             "the relay only streams events".to_owned(),
         ))
@@ -202,14 +208,31 @@ pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatch
 }
 
 /// The finalize function's event: an SQS batch from the state machine's
-/// `Finalize` state, or an EventBridge execution status change.
-pub async fn handle_finalize_event(engine: &Engine, event: Value) -> Value {
-    if event.get("detail-type").is_some() {
-        if let Err(error) = finalize_status_change(engine, &event).await {
-            tracing::error!(%error, "cannot settle from a status change; EventBridge will retry");
-            return json!({"error": error.to_string()});
+/// `Finalize` state, an EventBridge execution status change, or the
+/// reconciliation schedule (an EventBridge "Scheduled Event").
+pub async fn handle_finalize_event(
+    engine: &Engine,
+    orchestrator: &dyn Orchestrator,
+    event: Value,
+) -> Value {
+    match event.get("detail-type").and_then(Value::as_str) {
+        Some("Scheduled Event") => {
+            return match reconcile(engine, orchestrator).await {
+                Ok(()) => json!({}),
+                Err(error) => {
+                    tracing::error!(%error, "scheduled reconciliation failed; the next one tries again");
+                    json!({"error": error.to_string()})
+                }
+            };
         }
-        return json!({});
+        Some(_) => {
+            if let Err(error) = finalize_status_change(engine, &event).await {
+                tracing::error!(%error, "cannot settle from a status change; EventBridge will retry");
+                return json!({"error": error.to_string()});
+            }
+            return json!({});
+        }
+        None => {}
     }
     let batch: SqsEvent = match serde_json::from_value(event) {
         Ok(batch) => batch,
@@ -227,6 +250,20 @@ pub async fn handle_finalize_event(engine: &Engine, event: Value) -> Value {
         }
     }
     json!({"batchItemFailures": failures})
+}
+
+/// The scheduled reconciliation: gives back the hot state of runs that are
+/// over, and starts accepted runs whose execution never started.
+async fn reconcile(engine: &Engine, orchestrator: &dyn Orchestrator) -> Result<(), StepError> {
+    let released = engine.reconcile(ORPHAN_SLOT_GRACE).await?;
+    let pass = start_stale_runs(engine, orchestrator, STARTER_GRACE).await?;
+    tracing::info!(
+        released,
+        started = pass.started,
+        not_started = pass.failed,
+        "reconciled"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 use async_trait::async_trait;
+use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
 use crate::domain::RunId;
-use crate::ports::{Orchestrator, OrchestratorError};
+use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
 /// Runs executions of the run state machine (`infra/statemachine/run.asl.json`).
 /// The execution's name is the run id, so a retried start cannot make a
@@ -20,6 +21,28 @@ impl StepFunctionsOrchestrator {
         }
     }
 
+    /// Whether the run's existing execution is still going.
+    async fn existing_execution(&self, run: RunId) -> Result<StartOutcome, OrchestratorError> {
+        let described = self
+            .client
+            .describe_execution()
+            .execution_arn(self.execution_arn(run))
+            .send()
+            .await
+            .map_err(|error| {
+                OrchestratorError(format!(
+                    "cannot describe the execution: {}",
+                    aws_sdk_sfn::error::DisplayErrorContext(&error)
+                ))
+            })?;
+        Ok(match described.status() {
+            ExecutionStatus::Running | ExecutionStatus::PendingRedrive => {
+                StartOutcome::AlreadyStarted
+            }
+            _ => StartOutcome::Ended,
+        })
+    }
+
     /// `arn:…:stateMachine:NAME` → `arn:…:execution:NAME:RUN`.
     pub fn execution_arn(&self, run: RunId) -> String {
         format!(
@@ -32,7 +55,7 @@ impl StepFunctionsOrchestrator {
 
 #[async_trait]
 impl Orchestrator for StepFunctionsOrchestrator {
-    async fn start(&self, run: RunId) -> Result<(), OrchestratorError> {
+    async fn start(&self, run: RunId) -> Result<StartOutcome, OrchestratorError> {
         let input = json!({"run_id": run, "step_no": 1}).to_string();
         match self
             .client
@@ -43,13 +66,14 @@ impl Orchestrator for StepFunctionsOrchestrator {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(StartOutcome::Started),
+            // The name is taken: an execution for this run exists, or existed.
             Err(error)
                 if error
                     .as_service_error()
                     .is_some_and(|e| e.is_execution_already_exists()) =>
             {
-                Ok(())
+                self.existing_execution(run).await
             }
             Err(error) => Err(OrchestratorError(format!(
                 "cannot start the execution: {}",

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::domain::{RunId, StepNext, StopReason, Terminal};
 use crate::engine::{Engine, StepError};
 use crate::policy::StepPolicy;
-use crate::ports::{Orchestrator, OrchestratorError};
+use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
 const SETTLE_ATTEMPTS: u32 = 20;
 
@@ -175,9 +175,12 @@ impl EmbeddedOrchestrator {
 
 #[async_trait]
 impl Orchestrator for EmbeddedOrchestrator {
-    async fn start(&self, run: RunId) -> Result<(), OrchestratorError> {
-        self.spawn_driver(run);
-        Ok(())
+    async fn start(&self, run: RunId) -> Result<StartOutcome, OrchestratorError> {
+        Ok(if self.spawn_driver(run) {
+            StartOutcome::Started
+        } else {
+            StartOutcome::AlreadyStarted
+        })
     }
 
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {

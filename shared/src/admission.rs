@@ -1,0 +1,255 @@
+//! Admission of a new run: idempotency, kill switches, rate limit,
+//! concurrent-run slot, create, start. One call with a typed outcome, the
+//! same for every front door.
+//!
+//! It runs in a task of its own, so a caller that goes away (a dropped
+//! connection cancels its handler) cannot stop it between claiming the key,
+//! creating the run and starting it. Starting is idempotent, so a replay of
+//! a run that is still `queued` starts it; the starter picks up whatever a
+//! crash leaves behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId};
+use crate::engine::Engine;
+use crate::ledger::{AgentVersion, NewRun, StoreError};
+use crate::ports::{HotStoreError, IdempotencyClaim, Orchestrator, OrchestratorError};
+use crate::starter::ensure_started;
+
+/// A request to start a run, already parsed.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub team: TeamId,
+    pub agent: AgentName,
+    pub version: Option<i32>,
+    pub input: Value,
+    /// A JSON object.
+    pub metadata: Value,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The client's `Idempotency-Key` and a hash of the request it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A run that was admitted.
+#[derive(Clone, Debug)]
+pub enum Admitted {
+    /// This request created the run.
+    Accepted(Run),
+    /// An earlier request with the same key and body created it.
+    Replayed(Run),
+}
+
+impl Admitted {
+    pub fn run(&self) -> &Run {
+        match self {
+            Admitted::Accepted(run) | Admitted::Replayed(run) => run,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("no agent named {0}")]
+    UnknownAgent(AgentName),
+    #[error("agent {agent} has no version {version}")]
+    UnknownAgentVersion { agent: AgentName, version: i32 },
+    #[error("the key's team no longer exists")]
+    UnknownTeam,
+    #[error("the team was switched off by an operator: {0}")]
+    TeamDisabled(String),
+    #[error("agent {agent} was switched off by an operator: {reason}")]
+    AgentDisabled { agent: AgentName, reason: String },
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyConflict { run_id: RunId },
+    #[error("more than {rate} runs per second (burst {burst}) requested")]
+    RateLimited {
+        rate: f64,
+        burst: i32,
+        retry_after: Duration,
+    },
+    #[error("the team already has {limit} runs in progress")]
+    ConcurrentRunLimit { limit: u32 },
+    /// The run is recorded and holds its slot; the starter starts it once the
+    /// orchestrator answers, and a replay with the same key starts it too.
+    #[error("run {run_id} was recorded but could not be started yet ({source}); it starts once the orchestrator answers")]
+    NotStarted {
+        run_id: RunId,
+        #[source]
+        source: OrchestratorError,
+    },
+    #[error("run {0} is still being created")]
+    NotReady(RunId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    HotStore(#[from] HotStoreError),
+    #[error("admission stopped unexpectedly: {0}")]
+    Aborted(String),
+}
+
+/// Admits a run; runs to completion even when the caller's future is dropped.
+pub async fn admit(
+    engine: Engine,
+    orchestrator: Arc<dyn Orchestrator>,
+    request: RunRequest,
+) -> Result<Admitted, AdmissionError> {
+    tokio::spawn(async move { admit_here(&engine, orchestrator.as_ref(), request).await })
+        .await
+        .map_err(|error| AdmissionError::Aborted(error.to_string()))?
+}
+
+async fn admit_here(
+    engine: &Engine,
+    orchestrator: &dyn Orchestrator,
+    request: RunRequest,
+) -> Result<Admitted, AdmissionError> {
+    let team = request.team;
+    let agent = find_agent(engine, &request).await?;
+    let terms = engine
+        .ledger
+        .admission_terms(team, &agent.name)
+        .await?
+        .ok_or(AdmissionError::UnknownTeam)?;
+    if let Some(reason) = terms.team_disabled {
+        return Err(AdmissionError::TeamDisabled(reason));
+    }
+    if let Some(reason) = terms.agent_disabled {
+        return Err(AdmissionError::AgentDisabled {
+            agent: request.agent.clone(),
+            reason,
+        });
+    }
+
+    let mut run_id = RunId::new();
+    let mut replayed = false;
+    if let Some(key) = &request.idempotency {
+        match engine
+            .hot
+            .claim_idempotency_key(team, &key.key, &key.request_hash, run_id)
+            .await?
+        {
+            IdempotencyClaim::Claimed => {}
+            IdempotencyClaim::Existing {
+                request_hash,
+                run_id: existing,
+            } => {
+                if request_hash != key.request_hash {
+                    return Err(AdmissionError::IdempotencyConflict { run_id: existing });
+                }
+                run_id = existing;
+                replayed = true;
+            }
+        }
+    }
+    if replayed {
+        // The first request with this key is creating the run, or did. If it
+        // died before creating it, this request carries on in its place.
+        if let Some(run) = wait_for_run(engine, run_id).await? {
+            let run = start_if_queued(engine, orchestrator, run).await?;
+            return Ok(Admitted::Replayed(run));
+        }
+    }
+
+    let limits = &terms.limits;
+    if let Some(wait) = engine
+        .hot
+        .take_rate_token(team, limits.runs_per_second, limits.run_burst.max(0) as u32)
+        .await?
+    {
+        return Err(AdmissionError::RateLimited {
+            rate: limits.runs_per_second,
+            burst: limits.run_burst,
+            retry_after: wait,
+        });
+    }
+    let limit = limits.max_concurrent_runs.max(0) as u32;
+    if !engine.hot.acquire_run_slot(team, run_id, limit).await? {
+        return Err(AdmissionError::ConcurrentRunLimit { limit });
+    }
+
+    // Creating is idempotent by id, so a replay whose first attempt died
+    // before creating the run creates it now.
+    let created = engine
+        .ledger
+        .create_run(&NewRun {
+            id: run_id,
+            team_id: team,
+            agent: agent.name.clone(),
+            version: agent.version,
+            input: request.input,
+            metadata: request.metadata,
+            limits: agent.spec.limits.clone(),
+            run_fee_micros: terms.run_fee_micros,
+        })
+        .await?;
+    if created {
+        engine.feed.publish(run_id, 1).await;
+        tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name,
+            version = agent.version, "run accepted");
+    }
+    let run = engine
+        .ledger
+        .get_run(run_id)
+        .await?
+        .ok_or(AdmissionError::NotReady(run_id))?;
+    let run = start_if_queued(engine, orchestrator, run).await?;
+    Ok(if replayed {
+        Admitted::Replayed(run)
+    } else {
+        Admitted::Accepted(run)
+    })
+}
+
+async fn find_agent(engine: &Engine, request: &RunRequest) -> Result<AgentVersion, AdmissionError> {
+    engine
+        .ledger
+        .get_agent(request.team, request.agent.as_str(), request.version)
+        .await?
+        .ok_or_else(|| match request.version {
+            Some(version) => AdmissionError::UnknownAgentVersion {
+                agent: request.agent.clone(),
+                version,
+            },
+            None => AdmissionError::UnknownAgent(request.agent.clone()),
+        })
+}
+
+/// Starts a run that is still `queued` (idempotent).
+async fn start_if_queued(
+    engine: &Engine,
+    orchestrator: &dyn Orchestrator,
+    run: Run,
+) -> Result<Run, AdmissionError> {
+    if run.status != RunStatus::Queued {
+        return Ok(run);
+    }
+    ensure_started(engine, orchestrator, run.id)
+        .await
+        .map_err(|source| {
+            tracing::warn!(run_id = %run.id, error = %source, "run recorded but not started; the starter will start it");
+            AdmissionError::NotStarted {
+                run_id: run.id,
+                source,
+            }
+        })?;
+    Ok(run)
+}
+
+/// Waits briefly for a run another request is creating.
+async fn wait_for_run(engine: &Engine, run_id: RunId) -> Result<Option<Run>, StoreError> {
+    for _ in 0..50 {
+        if let Some(run) = engine.ledger.get_run(run_id).await? {
+            return Ok(Some(run));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(None)
+}
