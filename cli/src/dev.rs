@@ -9,6 +9,7 @@ use std::time::Duration;
 use agentrun::adapters::openai::OpenAiSettings;
 use agentrun::embedded::{load_agent_dir, Embedded, EmbeddedSettings};
 use agentrun::mock_llm::{parse_scripts, MockLlm, MockScript};
+use agentrun::outbound::OutboundAllow;
 use anyhow::Context;
 
 #[derive(clap::Args)]
@@ -42,6 +43,25 @@ pub struct DevArgs {
     /// Step retry base interval in milliseconds.
     #[arg(long, env = "AGENTRUN_RETRY_BASE_MS", default_value_t = 2000)]
     retry_base_ms: u64,
+    /// Internal destinations HTTP tools may reach (comma-separated CIDRs,
+    /// addresses and host names, e.g. `127.0.0.1,tools.internal`); none by default.
+    #[arg(long, env = "AGENTRUN_OUTBOUND_ALLOW", default_value = "")]
+    outbound_allow: String,
+}
+
+/// Writes a file only its owner can read (it holds the admin key).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An older file keeps its mode on open; tighten it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> {
@@ -79,6 +99,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
     settings.admin_key = Some(admin_key.clone());
+    settings.outbound_allow = OutboundAllow::parse(&args.outbound_allow)
+        .map_err(|e| anyhow::anyhow!("AGENTRUN_OUTBOUND_ALLOW: {e}"))?;
     let platform = Embedded::start(settings)
         .await
         .with_context(|| format!("starting on {}", redact(&args.database_url)))?;
@@ -99,9 +121,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     std::fs::create_dir_all(&args.state_dir)?;
-    std::fs::write(
+    write_private(
         &env_file,
-        format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\nAGENTRUN_ADMIN_KEY={admin_key}\n"),
+        &format!("AGENTRUN_URL={url}\nAGENTRUN_API_KEY={key}\nAGENTRUN_ADMIN_KEY={admin_key}\n"),
     )
     .with_context(|| format!("writing {}", env_file.display()))?;
 

@@ -15,6 +15,7 @@ use crate::domain::{AgentName, AgentSpec, TeamId};
 use crate::engine::{Engine, ToolRunner, ORPHAN_SLOT_GRACE};
 
 use crate::ledger::{ensure_database, Ledger, StoreError};
+use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::LlmError;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
@@ -35,6 +36,8 @@ pub struct EmbeddedSettings {
     pub admin_key: Option<String>,
     /// How often the starter looks for accepted runs whose start was lost.
     pub starter_interval: Duration,
+    /// Internal destinations HTTP tools may reach (none by default).
+    pub outbound_allow: OutboundAllow,
 }
 
 impl EmbeddedSettings {
@@ -47,6 +50,7 @@ impl EmbeddedSettings {
             max_concurrent_steps: 1024,
             admin_key: None,
             starter_interval: Duration::from_secs(2),
+            outbound_allow: OutboundAllow::none(),
         }
     }
 }
@@ -92,7 +96,7 @@ impl Embedded {
             ledger,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed: Arc::new(BroadcastFeed::new()),
-            tools: ToolRunner::new(),
+            tools: ToolRunner::new(settings.outbound_allow.clone()),
         };
         let orchestrator = EmbeddedOrchestrator::new(
             engine.clone(),

@@ -3,7 +3,8 @@
 //! Layout: `domain` (types and rules), `ports` (traits the engine talks to),
 //! `adapters` (their implementations), `ledger` (the PostgreSQL source of
 //! truth), `engine` (one agent step), `admission` (accepting a run),
-//! `starter` (starting runs whose start was lost), `api` (the HTTP router),
+//! `starter` (starting runs whose start was lost), `outbound` (the guard on
+//! requests made for teams), `api` (the HTTP router),
 //! `sse` (the event-stream core), `mock_llm` (the OpenAI-compatible test
 //! double) and `embedded` (wires it all in one process).
 
@@ -16,6 +17,7 @@ pub mod embedded;
 pub mod engine;
 pub mod ledger;
 pub mod mock_llm;
+pub mod outbound;
 pub mod policy;
 pub mod ports;
 pub mod sse;

@@ -183,7 +183,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         hot: Arc::new(PgHotStore::connect(&dead, 2).unwrap()),
         llm: Arc::new(OpenAiClient::new(agentrun_e2e::fast_llm(app.mock.base_url())).unwrap()),
         feed: Arc::new(BroadcastFeed::new()),
-        tools: ToolRunner::new(),
+        tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
     };
     let orchestrator = EmbeddedOrchestrator::new(engine.clone(), agentrun_e2e::fast_policy(), 8);
     let router = agentrun::api::router(agentrun::api::AppState::new(engine, orchestrator, None));

@@ -9,6 +9,7 @@ mod happy_path;
 mod idempotency;
 mod kill_switches;
 mod llm_faults;
+mod outbound;
 mod repair;
 mod sse;
 mod tools;

@@ -110,10 +110,22 @@ pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
 
 /// Builds the platform; `orchestrator` replaces the in-process one and
 /// `adapt` may swap the engine's adapters (cloud mode) before serving.
+/// HTTP tools may reach loopback (where the tests' receivers listen).
 pub async fn start_app(
     scripts: HashMap<String, MockScript>,
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
     adapt: impl FnOnce(&mut agentrun::engine::Engine),
+) -> TestApp {
+    let loopback = agentrun::outbound::OutboundAllow::parse("127.0.0.0/8,::1").unwrap();
+    start_app_allowing(scripts, orchestrator, adapt, loopback).await
+}
+
+/// The same with the outbound allowlist given.
+pub async fn start_app_allowing(
+    scripts: HashMap<String, MockScript>,
+    orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
+    adapt: impl FnOnce(&mut agentrun::engine::Engine),
+    outbound_allow: agentrun::outbound::OutboundAllow,
 ) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
@@ -122,6 +134,7 @@ pub async fn start_app(
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
     settings.policy = fast_policy();
     settings.max_db_connections = 16;
+    settings.outbound_allow = outbound_allow;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
     settings.admin_key = Some(admin_key.clone());
     let mut platform = Embedded::start(settings)

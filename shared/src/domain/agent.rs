@@ -139,6 +139,10 @@ pub struct ToolSpec {
     /// Per-attempt timeout.
     #[serde(default = "default_tool_timeout_ms")]
     pub timeout_ms: u64,
+    /// Bytes of an HTTP tool's response kept (default 1 MiB, at most 8 MiB);
+    /// a longer response is cut and marked `truncated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<usize>,
 }
 
 fn empty_object_schema() -> Value {
@@ -216,9 +220,28 @@ impl AgentSpec {
                     tool.name
                 ));
             }
-            if let ToolKind::Http { url, .. } = &tool.kind {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    problems.push(format!("tool {:?}: url must be http(s)", tool.name));
+            if let ToolKind::Http { url, secret } = &tool.kind {
+                let parsed = url::Url::parse(url);
+                if !parsed
+                    .as_ref()
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                {
+                    problems.push(format!("tool {:?}: url must be an http(s) URL", tool.name));
+                }
+                if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                    problems.push(format!(
+                        "tool {:?}: secret must not be empty (leave it out to send unsigned calls)",
+                        tool.name
+                    ));
+                }
+            }
+            if let Some(cap) = tool.max_response_bytes {
+                if cap == 0 || cap > crate::outbound::MAX_RESPONSE_CAP {
+                    problems.push(format!(
+                        "tool {:?}: max_response_bytes must be between 1 and {}",
+                        tool.name,
+                        crate::outbound::MAX_RESPONSE_CAP
+                    ));
                 }
             }
         }

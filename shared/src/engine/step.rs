@@ -556,6 +556,7 @@ fn unknown_tool(call_ref: CallRef, call: &ToolCall) -> ToolCallRecord {
             .unwrap_or_else(|_| json!(call.function.arguments)),
         result: json!({"error": format!("no tool named {:?}", call.function.name)}).to_string(),
         is_error: true,
+        truncated: false,
         attempts: 0,
         started_at: now,
         finished_at: now,

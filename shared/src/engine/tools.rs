@@ -1,5 +1,6 @@
-//! Tool execution: HTTP webhooks and built-ins, each attempt under the tool's
-//! timeout, at most two retries, with an idempotency key per call.
+//! Tool execution: HTTP webhooks (through the outbound guard) and built-ins,
+//! each attempt under the tool's timeout, at most two retries, with an
+//! idempotency key per call.
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use sha2::Sha256;
 use crate::domain::agent::Builtin;
 use crate::domain::{RunId, ToolKind, ToolSpec};
 use crate::ledger::ToolCallRecord;
+use crate::outbound::{
+    redacted_url, OutboundAllow, OutboundClient, OutboundResponse, DEFAULT_RESPONSE_CAP,
+};
 
 const MAX_RETRIES: u32 = 2;
 
@@ -30,23 +34,44 @@ impl CallRef {
 
 #[derive(Clone)]
 pub struct ToolRunner {
-    http: reqwest::Client,
+    outbound: OutboundClient,
 }
 
 enum Attempt {
-    Done(String),
+    Done {
+        result: String,
+        truncated: bool,
+    },
     /// Worth another try (timeout, connection failure, 5xx, 429).
     Transient(String),
     Failed(String),
+    /// The outbound guard refused the destination; never retried.
+    Blocked(String),
+}
+
+impl Attempt {
+    fn done(result: String) -> Self {
+        Attempt::Done {
+            result,
+            truncated: false,
+        }
+    }
+}
+
+/// What a call ended with.
+struct CallResult {
+    result: String,
+    is_error: bool,
+    truncated: bool,
+    attempts: u32,
 }
 
 impl ToolRunner {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self { http }
+    /// HTTP tools may reach only public addresses, and what `allow` lists.
+    pub fn new(allow: OutboundAllow) -> Self {
+        Self {
+            outbound: OutboundClient::new(allow),
+        }
     }
 
     /// Runs a call and returns its record; failures become error results the
@@ -64,17 +89,20 @@ impl ToolRunner {
         } else {
             serde_json::from_str(raw_arguments)
         };
-        let (arguments, result, is_error, attempts) = match parsed {
+        let (arguments, call) = match parsed {
             Err(e) => (
                 Value::String(raw_arguments.to_owned()),
-                json!({"error": format!("arguments are not valid JSON: {e}")}).to_string(),
-                true,
-                0,
+                CallResult {
+                    result: json!({"error": format!("arguments are not valid JSON: {e}")})
+                        .to_string(),
+                    is_error: true,
+                    truncated: false,
+                    attempts: 0,
+                },
             ),
             Ok(arguments) => {
-                let (result, is_error, attempts) =
-                    self.run_with_retries(spec, call_ref, &arguments).await;
-                (arguments, result, is_error, attempts)
+                let call = self.run_with_retries(spec, call_ref, &arguments).await;
+                (arguments, call)
             }
         };
         ToolCallRecord {
@@ -82,9 +110,10 @@ impl ToolRunner {
             tool_call_id: tool_call_id.to_owned(),
             name: spec.name.clone(),
             arguments,
-            result,
-            is_error,
-            attempts: attempts as i32,
+            result: call.result,
+            is_error: call.is_error,
+            truncated: call.truncated,
+            attempts: call.attempts as i32,
             started_at,
             finished_at: Utc::now(),
         }
@@ -95,8 +124,18 @@ impl ToolRunner {
         spec: &ToolSpec,
         call_ref: CallRef,
         arguments: &Value,
-    ) -> (String, bool, u32) {
+    ) -> CallResult {
         let timeout = Duration::from_millis(spec.timeout_ms);
+        let error = |error: String, code: Option<&str>, attempts| CallResult {
+            result: match code {
+                Some(code) => json!({"error": error, "code": code}),
+                None => json!({"error": error}),
+            }
+            .to_string(),
+            is_error: true,
+            truncated: false,
+            attempts,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -110,15 +149,28 @@ impl ToolRunner {
                 Err(_) => Attempt::Transient(format!("timed out after {} ms", spec.timeout_ms)),
             };
             match outcome {
-                Attempt::Done(result) => return (result, false, attempt),
-                Attempt::Failed(error) => {
-                    return (json!({"error": error}).to_string(), true, attempt)
+                Attempt::Done { result, truncated } => {
+                    return CallResult {
+                        result,
+                        is_error: false,
+                        truncated,
+                        attempts: attempt,
+                    }
                 }
-                Attempt::Transient(error) if attempt > MAX_RETRIES => {
-                    return (json!({"error": error}).to_string(), true, attempt)
+                Attempt::Failed(message) => return error(message, None, attempt),
+                Attempt::Blocked(message) => {
+                    tracing::warn!(tool = %spec.name, %message, "outbound call refused");
+                    return error(message, Some("outbound_blocked"), attempt);
                 }
-                Attempt::Transient(error) => {
-                    tracing::warn!(tool = %spec.name, attempt, %error, "tool call failed; retrying");
+                Attempt::Transient(message) if attempt > MAX_RETRIES => {
+                    return error(message, None, attempt)
+                }
+                Attempt::Transient(message) => {
+                    let url = match &spec.kind {
+                        ToolKind::Http { url, .. } => redacted_url(url),
+                        ToolKind::Builtin { .. } => String::new(),
+                    };
+                    tracing::warn!(tool = %spec.name, %url, attempt, error = %message, "tool call failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * (1 << attempt))).await;
                 }
             }
@@ -139,43 +191,37 @@ impl ToolRunner {
                     "arguments": arguments,
                 })
                 .to_string();
-                let mut request = self
-                    .http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", call_ref.idempotency_key());
+                let mut headers = vec![
+                    ("content-type", "application/json".to_owned()),
+                    ("idempotency-key", call_ref.idempotency_key()),
+                ];
                 if let Some(secret) = secret {
-                    request = request.header("x-agentrun-signature", sign(secret, &body));
+                    let timestamp = Utc::now().timestamp().to_string();
+                    headers.push(("x-agentrun-signature", sign(secret, &timestamp, &body)));
+                    headers.push(("x-agentrun-timestamp", timestamp));
                 }
-                let response = match request.body(body).send().await {
-                    Ok(response) => response,
-                    Err(e) => return Attempt::Transient(format!("request failed: {e}")),
-                };
-                let status = response.status();
-                let text = match response.text().await {
-                    Ok(text) => text,
-                    Err(e) => {
-                        return Attempt::Transient(format!("reading the response failed: {e}"))
+                let cap = spec.max_response_bytes.unwrap_or(DEFAULT_RESPONSE_CAP);
+                match self.outbound.post(url, &headers, body, cap).await {
+                    OutboundResponse::Blocked(reason) => Attempt::Blocked(reason),
+                    OutboundResponse::Failed(reason) => Attempt::Transient(reason),
+                    OutboundResponse::Answered { status, body } => {
+                        if status.is_success() {
+                            Attempt::Done {
+                                result: body.text,
+                                truncated: body.truncated,
+                            }
+                        } else if status.is_server_error() || status.as_u16() == 429 {
+                            Attempt::Transient(format!("tool endpoint answered {status}"))
+                        } else {
+                            Attempt::Failed(format!(
+                                "tool endpoint answered {status}: {}",
+                                truncate(&body.text, 500)
+                            ))
+                        }
                     }
-                };
-                if status.is_success() {
-                    Attempt::Done(text)
-                } else if status.is_server_error() || status.as_u16() == 429 {
-                    Attempt::Transient(format!("tool endpoint answered {status}"))
-                } else {
-                    Attempt::Failed(format!(
-                        "tool endpoint answered {status}: {}",
-                        truncate(&text, 500)
-                    ))
                 }
             }
         }
-    }
-}
-
-impl Default for ToolRunner {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -187,19 +233,23 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// `sha256=<hex HMAC-SHA256 of the body>`.
-pub fn sign(secret: &str, body: &str) -> String {
+/// `sha256=<hex HMAC-SHA256 of "timestamp.body">`: a receiver checks the
+/// timestamp (sent as `X-Agentrun-Timestamp`, Unix seconds) is recent, so a
+/// captured request cannot be replayed later.
+pub fn sign(secret: &str, timestamp: &str, body: &str) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
         return String::new();
     };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 async fn run_builtin(builtin: Builtin, config: Option<&Value>, arguments: &Value) -> Attempt {
     match builtin {
-        Builtin::Echo => Attempt::Done(arguments.to_string()),
-        Builtin::Now => Attempt::Done(json!({"now": Utc::now().to_rfc3339()}).to_string()),
+        Builtin::Echo => Attempt::done(arguments.to_string()),
+        Builtin::Now => Attempt::done(json!({"now": Utc::now().to_rfc3339()}).to_string()),
         Builtin::Sleep => {
             let ms = arguments
                 .get("ms")
@@ -207,7 +257,7 @@ async fn run_builtin(builtin: Builtin, config: Option<&Value>, arguments: &Value
                 .unwrap_or(0)
                 .min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Attempt::Done(json!({"slept_ms": ms}).to_string())
+            Attempt::done(json!({"slept_ms": ms}).to_string())
         }
         Builtin::Lookup => {
             let key_field = config
@@ -218,8 +268,8 @@ async fn run_builtin(builtin: Builtin, config: Option<&Value>, arguments: &Value
                 return Attempt::Failed(format!("argument {key_field:?} (a string) is required"));
             };
             match config.and_then(|c| c.get("table")).and_then(|t| t.get(key)) {
-                Some(found) => Attempt::Done(found.to_string()),
-                None => Attempt::Done(json!({"found": false, key_field: key}).to_string()),
+                Some(found) => Attempt::done(found.to_string()),
+                None => Attempt::done(json!({"found": false, key_field: key}).to_string()),
             }
         }
     }
@@ -231,22 +281,23 @@ mod tests {
 
     #[test]
     fn signatures_are_stable_hex_hmacs() {
-        let signature = sign("secret", "{}");
+        let signature = sign("secret", "1700000000", "{}");
         assert!(signature.starts_with("sha256="));
         assert_eq!(signature.len(), 7 + 64);
-        assert_eq!(signature, sign("secret", "{}"));
-        assert_ne!(signature, sign("other", "{}"));
+        assert_eq!(signature, sign("secret", "1700000000", "{}"));
+        assert_ne!(signature, sign("other", "1700000000", "{}"));
+        assert_ne!(signature, sign("secret", "1700000001", "{}"));
     }
 
     #[tokio::test]
     async fn lookup_finds_rows_and_reports_misses() {
         let config = json!({"key": "email", "table": {"a@x.io": {"id": 7}}});
         match run_builtin(Builtin::Lookup, Some(&config), &json!({"email": "a@x.io"})).await {
-            Attempt::Done(text) => assert_eq!(text, r#"{"id":7}"#),
+            Attempt::Done { result, .. } => assert_eq!(result, r#"{"id":7}"#),
             _ => panic!("expected a hit"),
         }
         match run_builtin(Builtin::Lookup, Some(&config), &json!({"email": "b@x.io"})).await {
-            Attempt::Done(text) => assert!(text.contains("\"found\":false")),
+            Attempt::Done { result, .. } => assert!(result.contains("\"found\":false")),
             _ => panic!("expected a miss"),
         }
         assert!(matches!(

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "accounts",
         include_str!("../../../migrations/V3__accounts.sql"),
     ),
+    (4, "edge", include_str!("../../../migrations/V4__edge.sql")),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

@@ -39,6 +39,8 @@ pub struct ToolCallRecord {
     pub arguments: Value,
     pub result: String,
     pub is_error: bool,
+    /// The response was longer than the tool's cap; `result` is its start.
+    pub truncated: bool,
     pub attempts: i32,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -120,6 +122,7 @@ fn tool_call_from_row(row: &tokio_postgres::Row) -> ToolCallRecord {
         arguments: row.get("arguments"),
         result: row.get("result"),
         is_error: row.get("is_error"),
+        truncated: row.get("truncated"),
         attempts: row.get("attempts"),
         started_at: row.get("started_at"),
         finished_at: row.get("finished_at"),
@@ -340,8 +343,8 @@ impl Ledger {
             .await?
             .exec(
                 "INSERT INTO tool_calls (run_id, step_no, call_index, tool_call_id, name, arguments,
-                                         result, is_error, attempts, started_at, finished_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                                         result, is_error, attempts, started_at, finished_at, truncated)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
                 &[
                     &run.0,
                     &step_no,
@@ -354,6 +357,7 @@ impl Ledger {
                     &call.attempts,
                     &call.started_at,
                     &call.finished_at,
+                    &call.truncated,
                 ],
             )
             .await?;
@@ -418,10 +422,11 @@ impl Ledger {
                      FROM r, unnest($5::jsonb[]) WITH ORDINALITY AS t(message, ord)),
                  c AS (
                      INSERT INTO tool_calls (run_id, step_no, call_index, tool_call_id, name, arguments,
-                                             result, is_error, attempts, started_at, finished_at)
+                                             result, is_error, truncated, attempts, started_at, finished_at)
                      SELECT $1, $2, x.* FROM r, jsonb_to_recordset($23::jsonb) AS x(
                          call_index int, tool_call_id text, name text, arguments jsonb, result text,
-                         is_error boolean, attempts int, started_at timestamptz, finished_at timestamptz)
+                         is_error boolean, truncated boolean, attempts int, started_at timestamptz,
+                         finished_at timestamptz)
                      ON CONFLICT DO NOTHING),
                  u AS (
                      INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)

@@ -20,6 +20,7 @@ use crate::api::{relay_router, router, AppState};
 use crate::domain::RunId;
 use crate::engine::{Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StoreError};
+use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
 use crate::starter::{start_stale_runs, STARTER_GRACE};
@@ -57,6 +58,8 @@ pub struct CloudSettings {
     /// `EVENTS_TABLE`: the DynamoDB events table the SSE relay reads; without
     /// it events are read from the ledger only.
     pub events_table: Option<String>,
+    /// `AGENTRUN_OUTBOUND_ALLOW`: internal destinations HTTP tools may reach.
+    pub outbound_allow: OutboundAllow,
     pub policy: StepPolicy,
 }
 
@@ -75,6 +78,13 @@ impl CloudSettings {
                 reason: format!("{raw:?} is not a number"),
             })?,
         };
+        let outbound_allow = OutboundAllow::parse(
+            &get("AGENTRUN_OUTBOUND_ALLOW").unwrap_or_default(),
+        )
+        .map_err(|reason| CloudError::Invalid {
+            name: "AGENTRUN_OUTBOUND_ALLOW",
+            reason,
+        })?;
         let mut llm = OpenAiSettings::new(llm_url);
         llm.api_key = get("OPENAI_API_KEY");
         Ok(Self {
@@ -86,6 +96,7 @@ impl CloudSettings {
             aws_endpoint: get("AWS_ENDPOINT_URL"),
             hot_table: get("HOT_TABLE"),
             events_table: get("EVENTS_TABLE"),
+            outbound_allow,
             policy: StepPolicy::default(),
         })
     }
@@ -120,7 +131,7 @@ impl CloudPlatform {
             hot,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed,
-            tools: ToolRunner::new(),
+            tools: ToolRunner::new(settings.outbound_allow.clone()),
         };
         Ok(Self {
             engine,
