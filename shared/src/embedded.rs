@@ -10,7 +10,7 @@ use axum::Router;
 use crate::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
-use crate::api::{router, AppState};
+use crate::api::{router, AppState, StreamGate, StreamLimits};
 use crate::domain::{AgentName, AgentSpec, TeamId};
 use crate::engine::{Engine, ToolRunner, ORPHAN_SLOT_GRACE};
 
@@ -38,6 +38,8 @@ pub struct EmbeddedSettings {
     pub starter_interval: Duration,
     /// Internal destinations HTTP tools may reach (none by default).
     pub outbound_allow: OutboundAllow,
+    /// Bounds on open event streams.
+    pub stream_limits: StreamLimits,
 }
 
 impl EmbeddedSettings {
@@ -51,6 +53,7 @@ impl EmbeddedSettings {
             admin_key: None,
             starter_interval: Duration::from_secs(2),
             outbound_allow: OutboundAllow::none(),
+            stream_limits: StreamLimits::default(),
         }
     }
 }
@@ -71,6 +74,7 @@ pub struct Embedded {
     pub orchestrator: Arc<EmbeddedOrchestrator>,
     admin_key: Option<Arc<str>>,
     starter_interval: Duration,
+    stream_limits: StreamLimits,
 }
 
 impl Embedded {
@@ -108,15 +112,18 @@ impl Embedded {
             orchestrator,
             admin_key: settings.admin_key.map(Arc::from),
             starter_interval: settings.starter_interval,
+            stream_limits: settings.stream_limits,
         })
     }
 
     pub fn router(&self) -> Router {
-        router(AppState::new(
+        let mut state = AppState::new(
             self.engine.clone(),
             self.orchestrator.clone(),
             self.admin_key.clone(),
-        ))
+        );
+        state.streams = StreamGate::new(self.stream_limits);
+        router(state)
     }
 
     /// Resumes the runs a previous process left unfinished, and from then

@@ -30,6 +30,8 @@ fn start_dev(
         .env("DATABASE_URL", database_url)
         .env("OPENAI_BASE_URL", mock_url)
         .env("AGENTRUN_RETRY_BASE_MS", "50")
+        // The tool receiver listens on loopback.
+        .env("AGENTRUN_OUTBOUND_ALLOW", "127.0.0.1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -5,6 +5,7 @@ mod accounts;
 mod admission;
 mod api;
 mod crash;
+mod edge;
 mod happy_path;
 mod idempotency;
 mod kill_switches;

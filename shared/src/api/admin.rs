@@ -18,7 +18,10 @@ use crate::ledger::{Team, TeamChange};
 
 /// Parses a JSON body into `T`, refusing unknown fields with a clear 400.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+    let raw: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    super::reject_nul(&raw)?;
+    serde_json::from_value(raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
 }
 
 fn team_id(raw: &str) -> Result<TeamId, ApiError> {

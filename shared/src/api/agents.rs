@@ -7,8 +7,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{reject_nul, ApiError, AppState};
 use crate::domain::{AgentName, AgentSpec};
+use crate::ledger::AgentVersion;
 
 pub async fn put(
     State(state): State<AppState>,
@@ -18,12 +19,28 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name =
         AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
-    let spec: AgentSpec = serde_json::from_slice(&body)
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
+    reject_nul(&raw)?;
+    let mut spec: AgentSpec = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
     spec.validate().map_err(|problems| {
         ApiError::bad_request("invalid_agent_spec", "the agent spec has problems")
             .with_details(json!({"problems": problems}))
     })?;
+    let previous = state
+        .engine
+        .ledger
+        .get_agent(team, name.as_str(), None)
+        .await?;
+    let missing = spec.keep_secrets_from(previous.as_ref().map(|p| &p.spec));
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_agent_spec",
+            "keep_secret names a tool that had no secret in the latest version",
+        )
+        .with_details(json!({"tools": missing})));
+    }
     let (version, created) = state
         .engine
         .ledger
@@ -34,7 +51,17 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!(version))))
+    Ok((status, Json(version_json(&version))))
+}
+
+/// An agent version as the API shows it: secrets are write-only.
+fn version_json(version: &AgentVersion) -> Value {
+    json!({
+        "name": version.name,
+        "version": version.version,
+        "spec": version.spec.redacted(),
+        "created_at": version.created_at,
+    })
 }
 
 pub async fn list(
@@ -42,7 +69,10 @@ pub async fn list(
     Caller(team): Caller,
 ) -> Result<Json<Value>, ApiError> {
     let agents = state.engine.ledger.list_agents(team).await?;
-    Ok(Json(json!({"data": agents, "next_cursor": null})))
+    Ok(Json(json!({
+        "data": agents.iter().map(version_json).collect::<Vec<_>>(),
+        "next_cursor": null,
+    })))
 }
 
 pub async fn show(
@@ -63,5 +93,5 @@ pub async fn show(
         .get_agent(team, &name, Some(number))
         .await?
         .ok_or_else(missing)?;
-    Ok(Json(json!(found)))
+    Ok(Json(version_json(&found)))
 }

@@ -49,10 +49,35 @@ impl ApiError {
     }
 }
 
+/// What a client is told for a server-side error; the cause (which may name
+/// hosts, drivers or SQL) goes only to the logs, under the request id.
+fn public_message(code: &str) -> &'static str {
+    match code {
+        "database_unavailable" | "store_unavailable" => {
+            "the database is unavailable; retry shortly"
+        }
+        "hot_store_unavailable" => "a platform store is unavailable; retry shortly",
+        "orchestrator_unavailable" => {
+            "the run was recorded but could not be started yet; it starts once the \
+             orchestrator answers (retry with the same Idempotency-Key to get it)"
+        }
+        "run_not_ready" => "the run is still being created; retry shortly",
+        _ => "an internal error occurred",
+    }
+}
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            tracing::error!(code = self.code, message = %self.message, %request_id, "request failed");
+            self.message = public_message(self.code).to_owned();
+            match &mut self.details {
+                Value::Object(details) => {
+                    details.insert("request_id".to_owned(), Value::String(request_id));
+                }
+                other => *other = json!({"request_id": request_id}),
+            }
         }
         let body =
             json!({"error": {"code": self.code, "message": self.message, "details": self.details}});

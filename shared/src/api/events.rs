@@ -4,12 +4,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
 use super::auth::Caller;
 use super::runs::team_run;
@@ -29,6 +29,18 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let run = team_run(&state, team, &id).await?;
+    let Some(permit) = state.streams.enter(team) else {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "too many open event streams (at most {} per team); close one or retry later",
+                state.streams.limits.per_team
+            ),
+        );
+        error.retry_after = Some(5);
+        return Err(error);
+    };
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -45,20 +57,31 @@ pub async fn stream(
         ),
     };
     let after = last_event_id.or(query.after).unwrap_or(0).max(0);
-    let frames = stream_run_events(
-        state.events.clone(),
-        state.engine.feed.clone(),
-        run.id,
-        after,
-    );
-    let events = ReceiverStream::new(frames).map(|frame| {
-        Ok(match frame {
-            Ok(frame) => Event::default()
-                .id(frame.id.to_string())
-                .event(frame.event)
-                .data(frame.data),
-            Err(message) => Event::default().event("error").data(message),
-        })
-    });
+    // A finished run read from its end has nothing more to say.
+    let finished = run.status.is_terminal() && after >= run.last_seq;
+    let frames = if finished {
+        tokio::sync::mpsc::channel(1).1
+    } else {
+        stream_run_events(
+            state.events.clone(),
+            state.engine.feed.clone(),
+            run.id,
+            after,
+        )
+    };
+    let lifetime = tokio::time::sleep(state.streams.limits.max_lifetime);
+    let events = ReceiverStream::new(frames)
+        .take_until(lifetime)
+        .map(move |frame| {
+            // The stream holds its place until it ends.
+            let _held = &permit;
+            Ok(match frame {
+                Ok(frame) => Event::default()
+                    .id(frame.id.to_string())
+                    .event(frame.event)
+                    .data(frame.data),
+                Err(message) => Event::default().event("error").data(message),
+            })
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

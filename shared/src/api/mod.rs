@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod events;
 mod runs;
+mod streams;
 mod usage;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
+pub use streams::{StreamGate, StreamLimits};
 
 use crate::engine::Engine;
 use crate::ports::{EventSource, Orchestrator};
@@ -32,6 +34,8 @@ pub struct AppState {
     pub admin_key: Option<Arc<str>>,
     /// Where event streams read from (the ledger unless a feed table serves them).
     pub events: Arc<dyn EventSource>,
+    /// Bounds on open event streams.
+    pub streams: Arc<StreamGate>,
 }
 
 impl AppState {
@@ -47,6 +51,7 @@ impl AppState {
             orchestrator,
             admin_key,
             events,
+            streams: StreamGate::new(StreamLimits::default()),
         }
     }
 }
@@ -105,13 +110,43 @@ pub fn relay_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `ok`, or `degraded` (503) when the ledger does not answer; the cause is
+/// logged, never shown.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.ledger.ping().await {
         Ok(()) => (axum::http::StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
         Err(error) => {
-            ApiError::unavailable("database_unavailable", error.to_string()).into_response()
+            tracing::warn!(%error, "health check: the ledger does not answer");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({"status": "degraded"})),
+            )
+                .into_response()
         }
     }
+}
+
+/// PostgreSQL cannot store NUL in text: a NUL in any string or key of a
+/// request body is refused up front (400) instead of failing deeper down.
+pub fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+    if has_nul(value) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "strings must not contain the NUL character (\\u0000)",
+        ));
+    }
+    Ok(())
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{reject_nul, ApiError, AppState};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
 use crate::ledger::RunPage;
@@ -89,6 +89,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let raw: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
+    reject_nul(&raw)?;
     let request: CreateRun = serde_json::from_value(raw.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     let agent = AgentName::parse(&request.agent)
@@ -294,7 +295,10 @@ pub async fn cancel(
     let request: CancelRequest = if body.is_empty() {
         CancelRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        let raw: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        reject_nul(&raw)?;
+        serde_json::from_value(raw)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
     let run = team_run(&state, team, &id).await?;

@@ -21,10 +21,19 @@ pub struct DailyQuery {
     to: Option<String>,
 }
 
+/// Years a usage query may name (the ledger's timestamps fit well inside).
+const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
 fn parse_day(raw: &str, what: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
-        ApiError::bad_request("invalid_query", format!("{what} must be a date YYYY-MM-DD"))
-    })
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .ok()
+        .filter(|day| YEARS.contains(&day.year()) && raw.len() == 10)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{what} must be a date YYYY-MM-DD between 1970-01-01 and 9999-12-31"),
+            )
+        })
 }
 
 fn start_of(day: NaiveDate) -> chrono::DateTime<Utc> {
@@ -123,7 +132,14 @@ pub async fn statement(
     let now = Utc::now().date_naive();
     let first = match query.month.as_deref() {
         Some(month) => NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
-            .map_err(|_| ApiError::bad_request("invalid_query", "month must be YYYY-MM"))?,
+            .ok()
+            .filter(|first| YEARS.contains(&first.year()) && month.len() == 7)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "month must be YYYY-MM between 1970-01 and 9999-12",
+                )
+            })?,
         None => now.with_day(1).unwrap_or(now),
     };
     let next = first

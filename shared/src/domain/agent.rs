@@ -158,9 +158,15 @@ pub enum ToolKind {
     /// POST the call as JSON to `url`; the response body is the result.
     Http {
         url: String,
-        /// When set, requests carry `X-Agentrun-Signature: sha256=<hex HMAC of the body>`.
+        /// When set, requests carry `X-Agentrun-Timestamp` and
+        /// `X-Agentrun-Signature: sha256=<hex HMAC of "timestamp.body">`.
+        /// Write-only: the API never shows it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
+        /// In a new version: keep the secret this tool had in the latest
+        /// version (resolved when the version is stored; never stored itself).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_secret: bool,
     },
     /// Runs inside agentrun.
     Builtin {
@@ -185,6 +191,53 @@ pub enum Builtin {
 }
 
 impl AgentSpec {
+    /// The spec as the API shows it: each tool's `secret` replaced by
+    /// `"secret_set": true`.
+    pub fn redacted(&self) -> Value {
+        let mut shown = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(tools) = shown.get_mut("tools").and_then(Value::as_array_mut) {
+            for tool in tools.iter_mut().filter_map(Value::as_object_mut) {
+                if tool.remove("secret").is_some() {
+                    tool.insert("secret_set".to_owned(), Value::Bool(true));
+                }
+            }
+        }
+        shown
+    }
+
+    /// Resolves `keep_secret` against the tools of `previous` (the latest
+    /// stored version); returns the names of tools with nothing to keep.
+    pub fn keep_secrets_from(&mut self, previous: Option<&AgentSpec>) -> Vec<String> {
+        let mut missing = Vec::new();
+        for tool in &mut self.tools {
+            let name = tool.name.clone();
+            if let ToolKind::Http {
+                secret,
+                keep_secret,
+                ..
+            } = &mut tool.kind
+            {
+                if !*keep_secret {
+                    continue;
+                }
+                let kept = previous
+                    .and_then(|p| p.tools.iter().find(|t| t.name == name))
+                    .and_then(|t| match &t.kind {
+                        ToolKind::Http { secret, .. } => secret.clone(),
+                        ToolKind::Builtin { .. } => None,
+                    });
+                match kept {
+                    Some(kept) => {
+                        *secret = Some(kept);
+                        *keep_secret = false;
+                    }
+                    None => missing.push(name),
+                }
+            }
+        }
+        missing
+    }
+
     /// Checks what serde cannot: names, uniqueness, and that the output schema compiles.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -220,7 +273,18 @@ impl AgentSpec {
                     tool.name
                 ));
             }
-            if let ToolKind::Http { url, secret } = &tool.kind {
+            if let ToolKind::Http {
+                url,
+                secret,
+                keep_secret,
+            } = &tool.kind
+            {
+                if *keep_secret && secret.is_some() {
+                    problems.push(format!(
+                        "tool {:?}: give either secret or keep_secret, not both",
+                        tool.name
+                    ));
+                }
                 let parsed = url::Url::parse(url);
                 if !parsed
                     .as_ref()

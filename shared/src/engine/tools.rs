@@ -182,7 +182,7 @@ impl ToolRunner {
             ToolKind::Builtin { builtin, config } => {
                 run_builtin(*builtin, config.as_ref(), arguments).await
             }
-            ToolKind::Http { url, secret } => {
+            ToolKind::Http { url, secret, .. } => {
                 let body = json!({
                     "run_id": call_ref.run_id,
                     "step_no": call_ref.step_no,
