@@ -47,14 +47,6 @@ pub enum Admitted {
     Replayed(Run),
 }
 
-impl Admitted {
-    pub fn run(&self) -> &Run {
-        match self {
-            Admitted::Accepted(run) | Admitted::Replayed(run) => run,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
     #[error("no agent named {0}")]
@@ -79,7 +71,7 @@ pub enum AdmissionError {
     ConcurrentRunLimit { limit: u32 },
     /// The run is recorded and holds its slot; the starter starts it once the
     /// orchestrator answers, and a replay with the same key starts it too.
-    #[error("run {run_id} was recorded but could not be started yet ({source}); it starts once the orchestrator answers")]
+    #[error("run {run_id} was recorded but could not be started yet; it starts once the orchestrator answers")]
     NotStarted {
         run_id: RunId,
         #[source]

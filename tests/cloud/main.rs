@@ -487,13 +487,12 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
         &cloud.events_table,
         app.platform.engine.ledger.clone(),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, agentrun::api::relay_router(state))
+    let relay_url = format!(
+        "http://{}",
+        agentrun_e2e::serve(agentrun::api::relay_router(state))
             .await
-            .unwrap()
-    });
+            .0
+    );
     let response = app
         .http
         .get(format!("{relay_url}/v1/runs/{id}/events"))

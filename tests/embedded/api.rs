@@ -167,7 +167,7 @@ async fn the_openapi_document_describes_the_routes() {
 async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing() {
     use std::sync::Arc;
 
-    use agentrun::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
+    use agentrun::adapters::in_process::BroadcastFeed;
     use agentrun::adapters::openai::OpenAiClient;
     use agentrun::adapters::postgres::PgHotStore;
     use agentrun::engine::{Engine, ToolRunner};
@@ -185,11 +185,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
     };
-    let orchestrator = EmbeddedOrchestrator::new(engine.clone(), agentrun_e2e::fast_policy(), 8);
-    let router = agentrun::api::router(agentrun::api::AppState::new(engine, orchestrator, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = agentrun_e2e::serve_engine(engine).await;
 
     for key in [Some("k-1"), None] {
         let mut request = app

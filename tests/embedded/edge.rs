@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentrun::api::{AppState, StreamGate, StreamLimits};
-use agentrun_e2e::{agent, spawn_app, TestApp};
+use agentrun_e2e::{agent, serve, spawn_app, TestApp};
 use serde_json::{json, Value};
 
 /// (status, parsed body, content type) of a request with the team key.
@@ -113,7 +113,7 @@ async fn nul_characters_and_out_of_range_dates_are_400s_in_the_json_envelope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_degraded_without_driver_text() {
-    use agentrun::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
+    use agentrun::adapters::in_process::BroadcastFeed;
     use agentrun::adapters::openai::OpenAiClient;
     use agentrun::engine::{Engine, ToolRunner};
     use agentrun::ledger::Ledger;
@@ -130,11 +130,7 @@ async fn health_says_degraded_without_driver_text() {
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
     };
-    let orchestrator = EmbeddedOrchestrator::new(engine.clone(), agentrun_e2e::fast_policy(), 8);
-    let router = agentrun::api::router(AppState::new(engine, orchestrator, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = agentrun_e2e::serve_engine(engine).await;
 
     let response = app.http.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 503);
@@ -275,10 +271,7 @@ async fn open_streams_are_capped_per_team_and_a_closed_one_frees_its_place() {
         total: 10,
         max_lifetime: Duration::from_millis(1500),
     });
-    let router = agentrun::api::router(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = format!("http://{}", serve(agentrun::api::router(state)).await.0);
     let open = || {
         app.http
             .get(format!("{url}/v1/runs/{id}/events"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agentrun::mock_llm::{MockScript, MockTurn};
 use agentrun::outbound::OutboundAllow;
-use agentrun_e2e::{agent, start_app_allowing, TestApp};
+use agentrun_e2e::{agent, serve, start_app_allowing, TestApp};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -88,15 +88,19 @@ impl Target {
                     b"before\0after \xff end".to_vec()
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let port = serve(app).await.0.port();
         Self { port, hits, signed }
     }
 
     fn hits(&self) -> u32 {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+/// The platform with only `allow` let through the outbound guard.
+async fn app_allowing(allow: &str) -> TestApp {
+    let allow = OutboundAllow::parse(allow).unwrap();
+    start_app_allowing(HashMap::new(), None, |_| {}, allow).await
 }
 
 fn http_tool(name: &str, url: String) -> Value {
@@ -135,7 +139,7 @@ fn assert_blocked(call: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_destinations_in_every_spelling_are_refused_and_nothing_reaches_them() {
     let target = Target::start().await;
-    let app = start_app_allowing(HashMap::new(), None, |_| {}, OutboundAllow::none()).await;
+    let app = app_allowing("").await;
     let port = target.port;
     let urls = [
         format!("http://127.0.0.1:{port}/tool"),
@@ -175,8 +179,7 @@ async fn internal_destinations_in_every_spelling_are_refused_and_nothing_reaches
 async fn a_redirect_to_the_metadata_address_is_not_followed() {
     let target = Target::start().await;
     // The receiver itself is allowed; where it redirects to is not followed.
-    let allow = OutboundAllow::parse("127.0.0.1").unwrap();
-    let app = start_app_allowing(HashMap::new(), None, |_| {}, allow).await;
+    let app = app_allowing("127.0.0.1").await;
     let calls = run_tools(
         &app,
         vec![http_tool(
@@ -197,8 +200,7 @@ async fn a_redirect_to_the_metadata_address_is_not_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allowlist_lets_a_loopback_tool_through_with_a_timestamped_signature() {
     let target = Target::start().await;
-    let allow = OutboundAllow::parse("127.0.0.0/8").unwrap();
-    let app = start_app_allowing(HashMap::new(), None, |_| {}, allow).await;
+    let app = app_allowing("127.0.0.0/8").await;
     let calls = run_tools(
         &app,
         vec![http_tool(
@@ -225,8 +227,7 @@ async fn the_allowlist_lets_a_loopback_tool_through_with_a_timestamped_signature
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_response_is_stored_at_the_cap_and_a_nul_does_not_fail_the_run() {
     let target = Target::start().await;
-    let allow = OutboundAllow::parse("127.0.0.1").unwrap();
-    let app = start_app_allowing(HashMap::new(), None, |_| {}, allow).await;
+    let app = app_allowing("127.0.0.1").await;
     let calls = run_tools(
         &app,
         vec![

@@ -154,8 +154,6 @@ pub async fn start_app_allowing(
         .await
         .unwrap()
         .secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let router = match orchestrator {
         None => platform.router(),
         Some(orchestrator) => agentrun::api::router(agentrun::api::AppState::new(
@@ -164,11 +162,9 @@ pub async fn start_app_allowing(
             Some(Arc::from(admin_key.as_str())),
         )),
     };
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
+    let (address, server) = serve(router).await;
     TestApp {
-        url,
+        url: format!("http://{address}"),
         key,
         admin_key,
         team,
@@ -178,6 +174,25 @@ pub async fn start_app_allowing(
         http: reqwest::Client::new(),
         server,
     }
+}
+
+/// Serves `router` on a free loopback port.
+pub async fn serve(router: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    (address, server)
+}
+
+/// Serves the API over `engine` (e.g. with one adapter swapped for a dead
+/// one), driven in-process; returns its base URL.
+pub async fn serve_engine(engine: agentrun::engine::Engine) -> String {
+    let orchestrator =
+        agentrun::adapters::in_process::EmbeddedOrchestrator::new(engine.clone(), fast_policy(), 8);
+    let router = agentrun::api::router(agentrun::api::AppState::new(engine, orchestrator, None));
+    format!("http://{}", serve(router).await.0)
 }
 
 impl TestApp {
@@ -423,11 +438,7 @@ impl ToolReceiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let (addr, _) = serve(app).await;
         Self {
             url: format!("http://{addr}/tool"),
             calls,

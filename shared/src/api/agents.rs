@@ -28,11 +28,15 @@ pub async fn put(
         ApiError::bad_request("invalid_agent_spec", "the agent spec has problems")
             .with_details(json!({"problems": problems}))
     })?;
-    let previous = state
-        .engine
-        .ledger
-        .get_agent(team, name.as_str(), None)
-        .await?;
+    let previous = if spec.keeps_a_secret() {
+        state
+            .engine
+            .ledger
+            .get_agent(team, name.as_str(), None)
+            .await?
+    } else {
+        None
+    };
     let missing = spec.keep_secrets_from(previous.as_ref().map(|p| &p.spec));
     if !missing.is_empty() {
         return Err(ApiError::bad_request(

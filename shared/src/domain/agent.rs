@@ -205,6 +205,19 @@ impl AgentSpec {
         shown
     }
 
+    /// Whether any tool asks to keep its previous secret.
+    pub fn keeps_a_secret(&self) -> bool {
+        self.tools.iter().any(|tool| {
+            matches!(
+                tool.kind,
+                ToolKind::Http {
+                    keep_secret: true,
+                    ..
+                }
+            )
+        })
+    }
+
     /// Resolves `keep_secret` against the tools of `previous` (the latest
     /// stored version); returns the names of tools with nothing to keep.
     pub fn keep_secrets_from(&mut self, previous: Option<&AgentSpec>) -> Vec<String> {
