@@ -1,20 +1,26 @@
-//! The event-stream core (DESIGN §7): replays a run's events after a given
-//! seq from an event source (the ledger, or the DynamoDB events table), then
-//! follows new ones as the feed signals them (or by polling), and ends after
-//! the terminal event. The HTTP layer and the relay only format frames.
+//! The event-stream core (DESIGN §7). One follower per run reads the run's
+//! events from an event source (the ledger, or the DynamoDB events table) as
+//! the feed signals them (or by polling), keeps them, and wakes every
+//! subscriber of that run; each subscriber sends what it has not sent yet
+//! and ends after the terminal event. So a run watched by many streams costs
+//! one reader, not one per stream. The HTTP layer and the relay only format
+//! frames.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::{RunEvent, RunId};
 use crate::ports::{EventFeed, EventSource};
 
-/// Page size for reading events from the ledger.
+/// Page size for reading events.
 const PAGE: i64 = 500;
 /// A safety net: re-read even without a signal this often.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// Consecutive read failures after which a follower gives up.
+const MAX_READ_FAILURES: u32 = 30;
 
 /// One SSE frame: `id: <seq>`, `event: <type>`, `data: <json>`.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +28,7 @@ pub struct SseFrame {
     pub id: i64,
     pub event: String,
     pub data: String,
+    pub terminal: bool,
 }
 
 impl From<&RunEvent> for SseFrame {
@@ -30,47 +37,148 @@ impl From<&RunEvent> for SseFrame {
             id: event.seq,
             event: event.kind.clone(),
             data: serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned()),
+            terminal: event.is_terminal(),
         }
     }
 }
 
-/// Starts streaming a run's events with `seq > after`. Frames arrive on the
-/// returned channel; dropping the receiver stops the reader and nothing else.
-pub fn stream_run_events(
+/// The followers of the runs being streamed in this process.
+pub struct RunFollowers {
     source: Arc<dyn EventSource>,
     feed: Arc<dyn EventFeed>,
-    run: RunId,
-    after: i64,
-) -> mpsc::Receiver<Result<SseFrame, String>> {
-    let (tx, rx) = mpsc::channel(64);
-    // Subscribe before the first read so no signal falls between the two.
-    let signals = feed.subscribe();
-    tokio::spawn(async move {
-        follow(source, signals, run, after, tx).await;
-    });
-    rx
+    active: Mutex<HashMap<RunId, Weak<Follower>>>,
 }
 
+/// What one run's follower has read: frames with `seq > base`, in order.
+struct Follower {
+    run: RunId,
+    base: i64,
+    log: Mutex<Log>,
+    /// Bumped whenever `log` changes.
+    news: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Log {
+    frames: Vec<Arc<SseFrame>>,
+    /// Why the follower stopped reading without a terminal event.
+    failed: Option<String>,
+}
+
+impl RunFollowers {
+    pub fn new(source: Arc<dyn EventSource>, feed: Arc<dyn EventFeed>) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            feed,
+            active: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Followers reading right now (one per streamed run).
+    pub fn active(&self) -> usize {
+        self.active
+            .lock()
+            .map(|active| active.values().filter(|f| f.strong_count() > 0).count())
+            .unwrap_or(0)
+    }
+
+    /// Streams a run's events with `seq > after`. Frames arrive on the
+    /// returned channel; dropping the receiver ends this subscription only.
+    pub fn subscribe(self: &Arc<Self>, run: RunId, after: i64) -> mpsc::Receiver<Result<Arc<SseFrame>, String>> {
+        let (tx, rx) = mpsc::channel(64);
+        let follower = self.follower(run, after);
+        let source = self.source.clone();
+        tokio::spawn(async move {
+            relay(follower, source, after, tx).await;
+        });
+        rx
+    }
+
+    /// The run's follower, started at `after` when there is none.
+    fn follower(self: &Arc<Self>, run: RunId, after: i64) -> Arc<Follower> {
+        let mut active = match self.active.lock() {
+            Ok(active) => active,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(existing) = active.get(&run).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let (news, _) = watch::channel(0);
+        let follower = Arc::new(Follower {
+            run,
+            base: after,
+            log: Mutex::new(Log::default()),
+            news,
+        });
+        active.insert(run, Arc::downgrade(&follower));
+        // Subscribe before the first read so no signal falls between the two.
+        let signals = self.feed.subscribe();
+        let hub = Arc::downgrade(self);
+        let weak = Arc::downgrade(&follower);
+        let source = self.source.clone();
+        tokio::spawn(async move {
+            follow(weak.clone(), source, signals, run, after).await;
+            if let Some(hub) = hub.upgrade() {
+                if let Ok(mut active) = hub.active.lock() {
+                    if active.get(&run).is_some_and(|f| f.ptr_eq(&weak)) {
+                        active.remove(&run);
+                    }
+                }
+            }
+        });
+        follower
+    }
+}
+
+impl Follower {
+    fn append(&self, events: &[RunEvent]) {
+        if let Ok(mut log) = self.log.lock() {
+            log.frames
+                .extend(events.iter().map(|e| Arc::new(SseFrame::from(e))));
+        }
+        self.news.send_modify(|n| *n += 1);
+    }
+
+    fn fail(&self, message: String) {
+        if let Ok(mut log) = self.log.lock() {
+            log.failed = Some(message);
+        }
+        self.news.send_modify(|n| *n += 1);
+    }
+
+    /// Frames after `last`, and the failure if reading stopped.
+    fn since(&self, last: i64) -> (Vec<Arc<SseFrame>>, Option<String>) {
+        let Ok(log) = self.log.lock() else {
+            return (Vec::new(), Some("event stream state lost".to_owned()));
+        };
+        let from = log.frames.partition_point(|f| f.id <= last);
+        (log.frames[from..].to_vec(), log.failed.clone())
+    }
+}
+
+/// Reads the run's events for as long as anyone subscribes, until the
+/// terminal event.
 async fn follow(
+    follower: Weak<Follower>,
     source: Arc<dyn EventSource>,
     mut signals: broadcast::Receiver<(RunId, i64)>,
     run: RunId,
     mut last: i64,
-    tx: mpsc::Sender<Result<SseFrame, String>>,
 ) {
     let mut failures = 0;
     loop {
         match source.events_after(run, last, PAGE).await {
             Ok(events) => {
                 failures = 0;
-                for event in &events {
-                    if tx.send(Ok(SseFrame::from(event))).await.is_err() {
-                        return;
-                    }
-                    last = event.seq;
-                    if event.is_terminal() {
-                        return;
-                    }
+                let Some(shared) = follower.upgrade() else {
+                    return;
+                };
+                if let Some(newest) = events.last() {
+                    last = newest.seq;
+                    shared.append(&events);
+                }
+                if events.iter().any(RunEvent::is_terminal) {
+                    return;
                 }
                 if events.len() as i64 == PAGE {
                     continue;
@@ -79,15 +187,18 @@ async fn follow(
             Err(error) => {
                 failures += 1;
                 tracing::warn!(run_id = %run, %error, failures, "reading events failed");
-                if failures >= 30 {
-                    let _ = tx
-                        .send(Err(format!("event store unavailable: {error}")))
-                        .await;
+                if failures >= MAX_READ_FAILURES {
+                    if let Some(shared) = follower.upgrade() {
+                        shared.fail(format!("event store unavailable: {error}"));
+                    }
                     return;
                 }
             }
         }
-        // Wait for news of this run, the fallback tick, or the reader leaving.
+        if follower.strong_count() == 0 {
+            return;
+        }
+        // Wait for news of this run or the fallback tick.
         let wait = async {
             loop {
                 match signals.recv().await {
@@ -103,6 +214,55 @@ async fn follow(
         tokio::select! {
             () = wait => {}
             () = tokio::time::sleep(FALLBACK_POLL) => {}
+        }
+    }
+}
+
+/// One subscriber: what precedes the follower's window is read once from
+/// the source, then frames come from the follower as it reads them.
+async fn relay(
+    follower: Arc<Follower>,
+    source: Arc<dyn EventSource>,
+    after: i64,
+    tx: mpsc::Sender<Result<Arc<SseFrame>, String>>,
+) {
+    let mut last = after;
+    while last < follower.base {
+        let events = match source.events_after(follower.run, last, PAGE).await {
+            Ok(events) => events,
+            Err(error) => {
+                let _ = tx.send(Err(format!("event store unavailable: {error}"))).await;
+                return;
+            }
+        };
+        let before = last;
+        for event in events.iter().take_while(|e| e.seq <= follower.base) {
+            let frame = Arc::new(SseFrame::from(event));
+            if tx.send(Ok(frame.clone())).await.is_err() || frame.terminal {
+                return;
+            }
+            last = frame.id;
+        }
+        if last == before || (events.len() as i64) < PAGE {
+            break;
+        }
+    }
+    let mut news = follower.news.subscribe();
+    loop {
+        let (frames, failed) = follower.since(last);
+        for frame in frames {
+            last = frame.id;
+            let terminal = frame.terminal;
+            if tx.send(Ok(frame)).await.is_err() || terminal {
+                return;
+            }
+        }
+        if let Some(message) = failed {
+            let _ = tx.send(Err(message)).await;
+            return;
+        }
+        tokio::select! {
+            changed = news.changed() => if changed.is_err() { return },
             () = tx.closed() => return,
         }
     }

@@ -407,7 +407,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     use std::sync::Arc;
 
     use agentrun::adapters::aws::DynamoEventFeed;
-    use agentrun::sse::stream_run_events;
+    use agentrun::sse::RunFollowers;
 
     let script = MockScript {
         turns: vec![
@@ -434,7 +434,8 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
         &cloud.events_table,
         app.platform.engine.ledger.clone(),
     ));
-    let mut first = stream_run_events(relay.clone(), relay.clone(), run, 0);
+    let followers = RunFollowers::new(relay.clone(), relay);
+    let mut first = followers.subscribe(run, 0);
     let mut seen = Vec::new();
     for _ in 0..4 {
         let frame = tokio::time::timeout(Duration::from_secs(20), first.recv())
@@ -446,7 +447,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     }
     drop(first); // the client went away mid-run
     let last = seen.last().unwrap().id;
-    let mut second = stream_run_events(relay.clone(), relay, run, last);
+    let mut second = followers.subscribe(run, last);
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), second.recv())
         .await
         .unwrap()
@@ -477,16 +478,16 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     assert_eq!(mirrored.count() as usize, streamed.len());
 
     // The relay function's router over HTTP: same frames, Last-Event-ID replay.
-    let mut state = agentrun::api::AppState::new(
+    let state = agentrun::api::AppState::new(
         app.platform.engine.clone(),
         cloud.orchestrator.clone(),
         None,
-    );
-    state.events = Arc::new(DynamoEventFeed::new(
+    )
+    .reading_events_from(Arc::new(DynamoEventFeed::new(
         &config,
         &cloud.events_table,
         app.platform.engine.ledger.clone(),
-    ));
+    )));
     let relay_url = format!(
         "http://{}",
         agentrun_e2e::serve(agentrun::api::relay_router(state))

@@ -108,3 +108,103 @@ async fn subscribing_after_the_run_ended_replays_everything_and_after_skips() {
     let tail = parser.push(text.as_bytes());
     assert_eq!(seqs(&tail), (4..=replay.len() as i64).collect::<Vec<_>>());
 }
+
+/// Counts reads, so a test can tell how many readers a run's streams cost.
+struct CountingSource {
+    ledger: agentrun::ledger::Ledger,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl agentrun::ports::EventSource for CountingSource {
+    async fn events_after(
+        &self,
+        run: agentrun::domain::RunId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<agentrun::domain::RunEvent>, agentrun::ports::EventSourceError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        agentrun::ports::EventSource::events_after(&self.ledger, run, after, limit).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_subscribers_of_one_run_share_one_follower() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::tool("noop", json!({"n": 2})),
+            MockTurn::tool("noop", json!({"n": 3})),
+            MockTurn::text("finished"),
+        ],
+        latency_ms: Latency::Fixed(500),
+        ..MockScript::default()
+    };
+    let app = spawn_app_with(HashMap::from([("crowd".to_owned(), script)])).await;
+    app.put_agent("crowd", agent("crowd", json!({"tools": [echo_tool("noop")]})))
+        .await;
+    let source = Arc::new(CountingSource {
+        ledger: app.platform.engine.ledger.clone(),
+        reads: Default::default(),
+    });
+    let mut state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        app.platform.orchestrator.clone(),
+        None,
+    )
+    .reading_events_from(source.clone());
+    state.streams = agentrun::api::StreamGate::new(agentrun::api::StreamLimits {
+        per_team: 500,
+        total: 500,
+        max_lifetime: Duration::from_secs(60),
+    });
+    let followers = state.followers.clone();
+    let streams_url = format!(
+        "http://{}",
+        agentrun_e2e::serve(agentrun::api::router(state)).await.0
+    );
+
+    let id = app.start_run("crowd", json!("go")).await;
+    let subscribers: Vec<_> = (0..200)
+        .map(|_| {
+            let request = app
+                .http
+                .get(format!("{streams_url}/v1/runs/{id}/events"))
+                .bearer_auth(&app.key);
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let text = tokio::time::timeout(Duration::from_secs(30), response.text())
+                    .await
+                    .expect("the stream ends after the terminal event")
+                    .unwrap();
+                agentrun::sse_client::SseParser::default().push(text.as_bytes())
+            })
+        })
+        .collect();
+    let mut most_followers = 0;
+    while subscribers.iter().any(|s| !s.is_finished()) {
+        most_followers = most_followers.max(followers.active());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let expected = db_seqs(&app, &id).await;
+    for subscriber in subscribers {
+        let events = subscriber.await.unwrap();
+        assert_eq!(seqs(&events), expected, "every subscriber saw every event once");
+        assert_eq!(events.last().unwrap().event, "run.succeeded");
+    }
+    assert_eq!(most_followers, 1, "one follower for the run");
+    let reads = source.reads.load(Ordering::SeqCst);
+    // One follower reads once per commit signal or poll tick (~4 s of run);
+    // a reader per stream would read at least 200 times.
+    assert!(reads < 60, "{reads} reads for 200 subscribers");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while followers.active() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(followers.active(), 0, "the follower ended with the run");
+}

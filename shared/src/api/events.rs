@@ -14,7 +14,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::auth::Caller;
 use super::runs::team_run;
 use super::{ApiError, AppState};
-use crate::sse::stream_run_events;
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -56,18 +55,17 @@ pub async fn stream(
                 })?,
         ),
     };
-    let after = last_event_id.or(query.after).unwrap_or(0).max(0);
+    // A cursor past the run's last event means "from the end".
+    let after = last_event_id
+        .or(query.after)
+        .unwrap_or(0)
+        .clamp(0, run.last_seq.max(0));
     // A finished run read from its end has nothing more to say.
     let finished = run.status.is_terminal() && after >= run.last_seq;
     let frames = if finished {
         tokio::sync::mpsc::channel(1).1
     } else {
-        stream_run_events(
-            state.events.clone(),
-            state.engine.feed.clone(),
-            run.id,
-            after,
-        )
+        state.followers.subscribe(run.id, after)
     };
     let lifetime = tokio::time::sleep(state.streams.limits.max_lifetime);
     let events = ReceiverStream::new(frames)
@@ -78,8 +76,8 @@ pub async fn stream(
             Ok(match frame {
                 Ok(frame) => Event::default()
                     .id(frame.id.to_string())
-                    .event(frame.event)
-                    .data(frame.data),
+                    .event(&frame.event)
+                    .data(&frame.data),
                 Err(message) => Event::default().event("error").data(message),
             })
         });

@@ -24,6 +24,7 @@ pub use streams::{StreamGate, StreamLimits};
 
 use crate::engine::Engine;
 use crate::ports::{EventSource, Orchestrator};
+use crate::sse::RunFollowers;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -32,8 +33,8 @@ pub struct AppState {
     pub orchestrator: Arc<dyn Orchestrator>,
     /// The operator's key for `/v1/admin`; without it the admin API is off.
     pub admin_key: Option<Arc<str>>,
-    /// Where event streams read from (the ledger unless a feed table serves them).
-    pub events: Arc<dyn EventSource>,
+    /// One reader per streamed run, shared by all its streams.
+    pub followers: Arc<RunFollowers>,
     /// Bounds on open event streams.
     pub streams: Arc<StreamGate>,
 }
@@ -45,14 +46,20 @@ impl AppState {
         orchestrator: Arc<dyn Orchestrator>,
         admin_key: Option<Arc<str>>,
     ) -> Self {
-        let events = Arc::new(engine.ledger.clone());
+        let followers = RunFollowers::new(Arc::new(engine.ledger.clone()), engine.feed.clone());
         Self {
             engine,
             orchestrator,
             admin_key,
-            events,
+            followers,
             streams: StreamGate::new(StreamLimits::default()),
         }
+    }
+
+    /// Streams read from `source` instead of the ledger.
+    pub fn reading_events_from(mut self, source: Arc<dyn EventSource>) -> Self {
+        self.followers = RunFollowers::new(source, self.engine.feed.clone());
+        self
     }
 }
 
@@ -101,7 +108,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The SSE relay: only the event stream (and health), read from `state.events`.
+/// The SSE relay: only the event stream (and health).
 pub fn relay_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))

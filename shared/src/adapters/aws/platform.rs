@@ -16,7 +16,7 @@ use super::{
 use crate::adapters::in_process::BroadcastFeed;
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
-use crate::api::{relay_router, router, AppState};
+use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
 use crate::engine::{Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StoreError};
@@ -60,7 +60,26 @@ pub struct CloudSettings {
     pub events_table: Option<String>,
     /// `AGENTRUN_OUTBOUND_ALLOW`: internal destinations HTTP tools may reach.
     pub outbound_allow: OutboundAllow,
+    /// `AGENTRUN_STREAM_MAX_PER_TEAM` (100), `AGENTRUN_STREAM_MAX_TOTAL`
+    /// (2000), `AGENTRUN_STREAM_MAX_SECONDS` (840: below the relay's 15-minute
+    /// limit): bounds on the relay's open streams.
+    pub stream_limits: StreamLimits,
     pub policy: StepPolicy,
+}
+
+/// A whole number from the environment, or its default when unset.
+fn number_setting<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, CloudError> {
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| CloudError::Invalid {
+            name,
+            reason: format!("{raw:?} is not a number"),
+        }),
+    }
 }
 
 impl CloudSettings {
@@ -71,12 +90,15 @@ impl CloudSettings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudError> {
         let database_url = get("DATABASE_URL").ok_or(CloudError::Missing("DATABASE_URL"))?;
         let llm_url = get("OPENAI_BASE_URL").ok_or(CloudError::Missing("OPENAI_BASE_URL"))?;
-        let db_connections = match get("AGENTRUN_DB_CONNECTIONS") {
-            None => 4,
-            Some(raw) => raw.parse().map_err(|_| CloudError::Invalid {
-                name: "AGENTRUN_DB_CONNECTIONS",
-                reason: format!("{raw:?} is not a number"),
-            })?,
+        let db_connections = number_setting(&get, "AGENTRUN_DB_CONNECTIONS", 4)?;
+        let stream_limits = StreamLimits {
+            per_team: number_setting(&get, "AGENTRUN_STREAM_MAX_PER_TEAM", 100)?,
+            total: number_setting(&get, "AGENTRUN_STREAM_MAX_TOTAL", 2_000)?,
+            max_lifetime: std::time::Duration::from_secs(number_setting(
+                &get,
+                "AGENTRUN_STREAM_MAX_SECONDS",
+                840,
+            )?),
         };
         let outbound_allow = OutboundAllow::parse(
             &get("AGENTRUN_OUTBOUND_ALLOW").unwrap_or_default(),
@@ -97,6 +119,7 @@ impl CloudSettings {
             hot_table: get("HOT_TABLE"),
             events_table: get("EVENTS_TABLE"),
             outbound_allow,
+            stream_limits,
             policy: StepPolicy::default(),
         })
     }
@@ -164,12 +187,13 @@ impl CloudPlatform {
     pub fn relay_router(&self) -> Router {
         let orchestrator = Arc::new(StreamsOnly);
         let mut state = AppState::new(self.engine.clone(), orchestrator, None);
+        state.streams = StreamGate::new(self.settings.stream_limits);
         if let Some(table) = &self.settings.events_table {
-            state.events = Arc::new(DynamoEventFeed::new(
+            state = state.reading_events_from(Arc::new(DynamoEventFeed::new(
                 &self.aws,
                 table,
                 self.engine.ledger.clone(),
-            ));
+            )));
         }
         relay_router(state)
     }
