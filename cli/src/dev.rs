@@ -114,7 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let key = match saved.get("AGENTRUN_API_KEY") {
         Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
-        _ => ledger.issue_api_key(team).await?.secret,
+        _ => ledger.issue_api_key(team, None).await?.secret,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -101,6 +101,7 @@ impl Embedded {
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed: Arc::new(BroadcastFeed::new()),
             tools: ToolRunner::new(settings.outbound_allow.clone()),
+            schemas: Default::default(),
         };
         let orchestrator = EmbeddedOrchestrator::new(
             engine.clone(),

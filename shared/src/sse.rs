@@ -84,7 +84,11 @@ impl RunFollowers {
 
     /// Streams a run's events with `seq > after`. Frames arrive on the
     /// returned channel; dropping the receiver ends this subscription only.
-    pub fn subscribe(self: &Arc<Self>, run: RunId, after: i64) -> mpsc::Receiver<Result<Arc<SseFrame>, String>> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        run: RunId,
+        after: i64,
+    ) -> mpsc::Receiver<Result<Arc<SseFrame>, String>> {
         let (tx, rx) = mpsc::channel(64);
         let follower = self.follower(run, after);
         let source = self.source.clone();
@@ -231,7 +235,9 @@ async fn relay(
         let events = match source.events_after(follower.run, last, PAGE).await {
             Ok(events) => events,
             Err(error) => {
-                let _ = tx.send(Err(format!("event store unavailable: {error}"))).await;
+                let _ = tx
+                    .send(Err(format!("event store unavailable: {error}")))
+                    .await;
                 return;
             }
         };

@@ -92,7 +92,7 @@ async fn requests_without_a_valid_key_are_401_and_other_teams_runs_are_404() {
 
     let ledger = &app.platform.engine.ledger;
     let other = ledger.ensure_team("other-team").await.unwrap();
-    let other_key = ledger.issue_api_key(other).await.unwrap().secret;
+    let other_key = ledger.issue_api_key(other, None).await.unwrap().secret;
     for path in [
         format!("/v1/runs/{id}"),
         format!("/v1/runs/{id}/steps"),
@@ -184,6 +184,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         llm: Arc::new(OpenAiClient::new(agentrun_e2e::fast_llm(app.mock.base_url())).unwrap()),
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
+        schemas: Default::default(),
     };
     let url = agentrun_e2e::serve_engine(engine).await;
 

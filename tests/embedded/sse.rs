@@ -123,8 +123,7 @@ impl agentrun::ports::EventSource for CountingSource {
         after: i64,
         limit: i64,
     ) -> Result<Vec<agentrun::domain::RunEvent>, agentrun::ports::EventSourceError> {
-        self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         agentrun::ports::EventSource::events_after(&self.ledger, run, after, limit).await
     }
 }
@@ -145,8 +144,11 @@ async fn two_hundred_subscribers_of_one_run_share_one_follower() {
         ..MockScript::default()
     };
     let app = spawn_app_with(HashMap::from([("crowd".to_owned(), script)])).await;
-    app.put_agent("crowd", agent("crowd", json!({"tools": [echo_tool("noop")]})))
-        .await;
+    app.put_agent(
+        "crowd",
+        agent("crowd", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
     let source = Arc::new(CountingSource {
         ledger: app.platform.engine.ledger.clone(),
         reads: Default::default(),
@@ -194,7 +196,11 @@ async fn two_hundred_subscribers_of_one_run_share_one_follower() {
     let expected = db_seqs(&app, &id).await;
     for subscriber in subscribers {
         let events = subscriber.await.unwrap();
-        assert_eq!(seqs(&events), expected, "every subscriber saw every event once");
+        assert_eq!(
+            seqs(&events),
+            expected,
+            "every subscriber saw every event once"
+        );
         assert_eq!(events.last().unwrap().event, "run.succeeded");
     }
     assert_eq!(most_followers, 1, "one follower for the run");

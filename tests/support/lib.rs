@@ -150,7 +150,7 @@ pub async fn start_app_allowing(
     let key = platform
         .engine
         .ledger
-        .issue_api_key(team)
+        .issue_api_key(team, None)
         .await
         .unwrap()
         .secret;

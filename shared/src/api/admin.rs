@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -220,20 +221,43 @@ pub async fn change_team(
     Ok(Json(team_json(&state, &team).await?))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IssueKey {
+    /// When the key stops working (RFC 3339, in the future).
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
 pub async fn issue_key(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let ledger = &state.engine.ledger;
     let id = team_id(&id)?;
+    let request: IssueKey = if body.is_empty() {
+        IssueKey::default()
+    } else {
+        parse_body(&body)?
+    };
+    if let Some(expires_at) = request.expires_at {
+        let now = Utc::now();
+        if expires_at <= now || expires_at > now + chrono::Duration::days(3650) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "expires_at must be in the future and within ten years",
+            ));
+        }
+    }
     if ledger.team(id).await?.is_none() {
         return Err(ApiError::not_found(
             "team_not_found",
             format!("no team {id}"),
         ));
     }
-    let key = ledger.issue_api_key(id).await?;
+    let key = ledger.issue_api_key(id, request.expires_at).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -241,6 +265,7 @@ pub async fn issue_key(
             "team_id": id,
             "prefix": key.prefix,
             "key": key.secret,
+            "expires_at": request.expires_at,
             "note": "the key is shown only now; agentrun keeps a hash",
         })),
     ))

@@ -1,13 +1,13 @@
 //! `/v1/agents`: immutable, versioned agent configurations.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::{reject_nul, ApiError, AppState};
+use super::{reject_nul, ApiError, AppState, PageQuery};
 use crate::domain::{AgentName, AgentSpec};
 use crate::ledger::AgentVersion;
 
@@ -22,9 +22,23 @@ pub async fn put(
     let raw: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
     reject_nul(&raw)?;
-    let mut spec: AgentSpec = serde_json::from_value(raw)
+    let spec: AgentSpec = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
-    spec.validate().map_err(|problems| {
+    spec.check_limits()?;
+    // Validation compiles the output schema: off the async runtime.
+    let (mut spec, checked) = tokio::task::spawn_blocking(move || {
+        let checked = spec.validate();
+        (spec, checked)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("validating the agent spec stopped: {e}"),
+        )
+    })?;
+    checked.map_err(|problems| {
         ApiError::bad_request("invalid_agent_spec", "the agent spec has problems")
             .with_details(json!({"problems": problems}))
     })?;
@@ -71,11 +85,24 @@ fn version_json(version: &AgentVersion) -> Value {
 pub async fn list(
     State(state): State<AppState>,
     Caller(team): Caller,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let agents = state.engine.ledger.list_agents(team).await?;
+    let limit = page.size()?;
+    let after = match page.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(
+            AgentName::parse(cursor)
+                .map_err(|_| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+        ),
+    };
+    let page = state
+        .engine
+        .ledger
+        .list_agents(team, after.as_ref().map(AgentName::as_str), limit)
+        .await?;
     Ok(Json(json!({
-        "data": agents.iter().map(version_json).collect::<Vec<_>>(),
-        "next_cursor": null,
+        "data": page.agents.iter().map(version_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
     })))
 }
 

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::domain::limits::LimitExceeded;
 use crate::engine::StepError;
 use crate::ledger::StoreError;
 use crate::ports::{HotStoreError, OrchestratorError};
@@ -91,12 +92,73 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Every error is the JSON envelope, including the ones axum answers itself
+/// (query, path and body rejections, an oversized body, a wrong method):
+/// those arrive here as plain text or empty and are wrapped.
+pub async fn envelope(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let (code, fallback) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        _ if status.is_server_error() => ("internal", "an internal error occurred"),
+        _ => ("invalid_request", "the request is not valid"),
+    };
+    let message = if text.is_empty() {
+        fallback.to_owned()
+    } else {
+        text
+    };
+    let mut wrapped = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = allow {
+        wrapped
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    wrapped
+}
+
+impl From<LimitExceeded> for ApiError {
+    fn from(error: LimitExceeded) -> Self {
+        let status = if error.is_size() {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else if matches!(error.code, "too_many_agents" | "too_many_versions") {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, error.code, error.to_string())
+            .with_details(json!({"field": error.field, "limit": error.limit}))
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(message) => {
                 ApiError::unavailable("database_unavailable", message)
             }
+            StoreError::Limit(limit) => limit.into(),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

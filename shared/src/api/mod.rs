@@ -12,7 +12,7 @@ mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -105,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/reconcile", post(admin::reconcile))
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(crate::domain::limits::MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(error::envelope))
         .with_state(state)
 }
 
@@ -114,6 +116,7 @@ pub fn relay_router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/runs/{id}/events", get(events::stream))
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .layer(axum::middleware::map_response(error::envelope))
         .with_state(state)
 }
 
@@ -131,6 +134,29 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             )
                 .into_response()
         }
+    }
+}
+
+/// `limit` and `cursor` of a list endpoint.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size asked for (default 50, at most 200).
+    pub fn size(&self) -> Result<i64, ApiError> {
+        use crate::domain::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok(limit)
     }
 }
 

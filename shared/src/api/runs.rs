@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::{reject_nul, ApiError, AppState};
+use super::{reject_nul, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
+use crate::domain::limits::check_run_request;
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
 use crate::ledger::RunPage;
 
@@ -107,6 +108,7 @@ pub async fn create(
             "metadata must be an object",
         ));
     }
+    check_run_request(&request.input, &metadata)?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -207,6 +209,7 @@ fn accepted(run: &Run, replayed: bool) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
@@ -224,13 +227,11 @@ pub async fn list(
         .map(str::parse::<RunStatus>)
         .transpose()
         .map_err(|message| ApiError::bad_request("invalid_query", message))?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 200",
-        ));
+    let limit = PageQuery {
+        limit: query.limit,
+        cursor: None,
     }
+    .size()?;
     let cursor = query
         .cursor
         .as_deref()
@@ -273,10 +274,23 @@ pub async fn steps(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let limit = page.size()?;
+    let after_step = match page.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => cursor
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+    };
     let run = team_run(&state, team, &id).await?;
-    let steps = state.engine.ledger.steps(run.id).await?;
-    Ok(Json(json!({"data": steps, "next_cursor": null})))
+    let steps = state.engine.ledger.steps(run.id, after_step, limit).await?;
+    let next_cursor = (steps.len() as i64 == limit)
+        .then(|| steps.last().map(|s| s.step_no.to_string()))
+        .flatten();
+    Ok(Json(json!({"data": steps, "next_cursor": next_cursor})))
 }
 
 #[derive(Deserialize, Default)]

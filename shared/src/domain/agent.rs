@@ -6,6 +6,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{
+    check_range, check_schema, LimitExceeded, MAX_HANDOFFS, MAX_HANDOFF_DEPTH,
+    MAX_INPUT_TOKEN_BUDGET, MAX_INSTRUCTIONS_CHARS, MAX_MODEL_CHARS, MAX_OUTPUT_TOKENS,
+    MAX_REPAIRS, MAX_RUN_TIMEOUT_SECONDS, MAX_RUN_TOKEN_BUDGET, MAX_STEPS, MAX_TOOLS,
+    MAX_TOOL_DESCRIPTION_CHARS, MAX_TOOL_TIMEOUT_MS,
+};
+
 /// Prefix of the tools generated for handoffs: `transfer_to_<agent>`.
 pub const HANDOFF_TOOL_PREFIX: &str = "transfer_to_";
 
@@ -251,7 +258,126 @@ impl AgentSpec {
         missing
     }
 
-    /// Checks what serde cannot: names, uniqueness, and that the output schema compiles.
+    /// The size, count and range bounds of `limits`, checked before
+    /// anything is compiled; the first one passed.
+    pub fn check_limits(&self) -> Result<(), LimitExceeded> {
+        if self.model.chars().count() > MAX_MODEL_CHARS {
+            return Err(LimitExceeded::new(
+                "value_too_long",
+                "model",
+                MAX_MODEL_CHARS,
+                format!("model must be at most {MAX_MODEL_CHARS} characters"),
+            ));
+        }
+        if self.instructions.chars().count() > MAX_INSTRUCTIONS_CHARS {
+            return Err(LimitExceeded::new(
+                "instructions_too_long",
+                "instructions",
+                MAX_INSTRUCTIONS_CHARS,
+                format!("instructions must be at most {MAX_INSTRUCTIONS_CHARS} characters"),
+            ));
+        }
+        if self.tools.len() > MAX_TOOLS {
+            return Err(LimitExceeded::new(
+                "too_many_tools",
+                "tools",
+                MAX_TOOLS,
+                format!("an agent may have at most {MAX_TOOLS} tools"),
+            ));
+        }
+        if self.handoffs.len() > MAX_HANDOFFS {
+            return Err(LimitExceeded::new(
+                "too_many_handoffs",
+                "handoffs",
+                MAX_HANDOFFS,
+                format!("an agent may hand off to at most {MAX_HANDOFFS} agents"),
+            ));
+        }
+        for (index, tool) in self.tools.iter().enumerate() {
+            if tool.description.chars().count() > MAX_TOOL_DESCRIPTION_CHARS {
+                return Err(LimitExceeded::new(
+                    "value_too_long",
+                    format!("tools[{index}].description"),
+                    MAX_TOOL_DESCRIPTION_CHARS,
+                    format!("a tool description must be at most {MAX_TOOL_DESCRIPTION_CHARS} characters"),
+                ));
+            }
+            check_schema(&format!("tools[{index}].parameters"), &tool.parameters)?;
+            check_range(
+                &format!("tools[{index}].timeout_ms"),
+                tool.timeout_ms,
+                1,
+                MAX_TOOL_TIMEOUT_MS,
+            )?;
+            if let Some(cap) = tool.max_response_bytes {
+                check_range(
+                    &format!("tools[{index}].max_response_bytes"),
+                    cap as u64,
+                    1,
+                    crate::outbound::MAX_RESPONSE_CAP as u64,
+                )?;
+            }
+        }
+        if let Some(schema) = &self.output_schema {
+            check_schema("output_schema", schema)?;
+        }
+        check_range(
+            "max_repairs",
+            self.max_repairs.into(),
+            0,
+            MAX_REPAIRS.into(),
+        )?;
+        check_range(
+            "max_output_tokens",
+            self.max_output_tokens.into(),
+            1,
+            MAX_OUTPUT_TOKENS.into(),
+        )?;
+        check_range(
+            "input_token_budget",
+            self.input_token_budget.into(),
+            1,
+            MAX_INPUT_TOKEN_BUDGET.into(),
+        )?;
+        if let Some(temperature) = self.temperature {
+            if !(0.0..=2.0).contains(&temperature) {
+                return Err(LimitExceeded::new(
+                    "value_out_of_range",
+                    "temperature",
+                    2u64,
+                    "must be between 0 and 2",
+                ));
+            }
+        }
+        let limits = &self.limits;
+        check_range(
+            "limits.max_steps",
+            limits.max_steps.into(),
+            1,
+            MAX_STEPS.into(),
+        )?;
+        check_range(
+            "limits.run_token_budget",
+            limits.run_token_budget,
+            1,
+            MAX_RUN_TOKEN_BUDGET,
+        )?;
+        check_range(
+            "limits.max_handoff_depth",
+            limits.max_handoff_depth.into(),
+            0,
+            MAX_HANDOFF_DEPTH.into(),
+        )?;
+        check_range(
+            "limits.timeout_seconds",
+            limits.timeout_seconds.into(),
+            1,
+            MAX_RUN_TIMEOUT_SECONDS.into(),
+        )
+    }
+
+    /// Checks what serde cannot: names, uniqueness, and that the output
+    /// schema compiles (which may take a while: call it off the async runtime).
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if self.model.trim().is_empty() {
@@ -280,12 +406,6 @@ impl AgentSpec {
             if !names.insert(tool.name.as_str()) {
                 problems.push(format!("tool name {:?} appears twice", tool.name));
             }
-            if tool.timeout_ms == 0 || tool.timeout_ms > 300_000 {
-                problems.push(format!(
-                    "tool {:?}: timeout_ms must be between 1 and 300000",
-                    tool.name
-                ));
-            }
             if let ToolKind::Http {
                 url,
                 secret,
@@ -312,15 +432,6 @@ impl AgentSpec {
                     ));
                 }
             }
-            if let Some(cap) = tool.max_response_bytes {
-                if cap == 0 || cap > crate::outbound::MAX_RESPONSE_CAP {
-                    problems.push(format!(
-                        "tool {:?}: max_response_bytes must be between 1 and {}",
-                        tool.name,
-                        crate::outbound::MAX_RESPONSE_CAP
-                    ));
-                }
-            }
         }
         let mut handoff_tools = HashSet::new();
         for agent in &self.handoffs {
@@ -332,19 +443,6 @@ impl AgentSpec {
             if let Err(err) = jsonschema::validator_for(schema) {
                 problems.push(format!("output_schema is not a valid JSON Schema: {err}"));
             }
-        }
-        let limits = &self.limits;
-        if limits.max_steps == 0 || limits.max_steps > 1000 {
-            problems.push("limits.max_steps must be between 1 and 1000".to_owned());
-        }
-        if limits.run_token_budget == 0 {
-            problems.push("limits.run_token_budget must be positive".to_owned());
-        }
-        if limits.timeout_seconds == 0 || limits.timeout_seconds > 86_400 {
-            problems.push("limits.timeout_seconds must be between 1 and 86400".to_owned());
-        }
-        if self.max_output_tokens == 0 {
-            problems.push("max_output_tokens must be positive".to_owned());
         }
         if problems.is_empty() {
             Ok(())

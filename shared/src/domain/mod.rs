@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod message;
 pub mod run;
 pub mod team;

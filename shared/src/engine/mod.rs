@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub use context::{build_prompt, Prompt};
 pub use error::StepError;
 pub use output::check_output;
+pub use output::OutputSchemas;
 pub use tools::ToolRunner;
 
 use crate::domain::{Run, RunId, Terminal};
@@ -26,6 +27,7 @@ pub struct Engine {
     pub hot: Arc<dyn HotStore>,
     pub feed: Arc<dyn EventFeed>,
     pub tools: ToolRunner,
+    pub schemas: OutputSchemas,
 }
 
 impl Engine {

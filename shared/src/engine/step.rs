@@ -421,7 +421,11 @@ impl Engine {
                 ChatMessage::Assistant { content, .. } => content.clone().unwrap_or_default(),
                 _ => String::new(),
             };
-            match check_output(agent.spec.output_schema.as_ref(), &content) {
+            let checked = match self.schemas.validator(run.team_id, agent).await {
+                Ok(validator) => check_output(validator.as_deref(), &content),
+                Err(problem) => Err(vec![problem]),
+            };
+            match checked {
                 Ok(output) => {
                     terminal = Some(Terminal {
                         reason: StopReason::Completed,

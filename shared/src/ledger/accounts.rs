@@ -41,6 +41,7 @@ pub struct KeyInfo {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What accepting a new run for (team, agent) depends on.
@@ -215,7 +216,7 @@ impl Ledger {
             .client()
             .await?
             .q(
-                "SELECT id, prefix, created_at, revoked_at FROM api_keys WHERE team_id = $1
+                "SELECT id, prefix, created_at, revoked_at, expires_at FROM api_keys WHERE team_id = $1
                  ORDER BY created_at, id",
                 &[&team.0],
             )
@@ -226,6 +227,7 @@ impl Ledger {
                 prefix: row.get(1),
                 created_at: row.get(2),
                 revoked_at: row.get(3),
+                expires_at: row.get(4),
             })
             .collect())
     }

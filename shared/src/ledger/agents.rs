@@ -5,6 +5,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::{Cached, Ledger, StoreError};
+use crate::domain::limits::{LimitExceeded, MAX_AGENTS_PER_TEAM, MAX_VERSIONS_PER_AGENT};
 use crate::domain::{AgentSpec, TeamId};
 
 #[derive(Clone, Debug, Serialize)]
@@ -15,8 +16,15 @@ pub struct AgentVersion {
     pub created_at: DateTime<Utc>,
 }
 
-/// Entries kept before the cache starts over.
-const AGENT_CACHE_LIMIT: usize = 10_000;
+/// Bytes of agent specs kept in memory before the cache starts over.
+const AGENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// One page of a team's agents (latest version of each, by name).
+pub struct AgentPage {
+    pub agents: Vec<AgentVersion>,
+    /// The name to continue after, when there may be more.
+    pub next_cursor: Option<String>,
+}
 
 fn agent_from_row(row: &Row) -> Result<AgentVersion, StoreError> {
     let spec = serde_json::from_value(row.get("spec"))
@@ -57,8 +65,35 @@ impl Ledger {
                     return Ok((agent_from_row(row)?, false));
                 }
                 Some(row) => row.get::<_, i32>("version") + 1,
-                None => 1,
+                None => {
+                    let agents: i64 = client
+                        .q_one(
+                            "SELECT count(DISTINCT name) FROM agent_configs WHERE team_id = $1",
+                            &[&team.0],
+                        )
+                        .await?
+                        .get(0);
+                    if agents >= MAX_AGENTS_PER_TEAM {
+                        return Err(LimitExceeded::new(
+                            "too_many_agents",
+                            "name",
+                            MAX_AGENTS_PER_TEAM,
+                            format!("a team may have at most {MAX_AGENTS_PER_TEAM} agents"),
+                        )
+                        .into());
+                    }
+                    1
+                }
             };
+            if next_version > MAX_VERSIONS_PER_AGENT {
+                return Err(LimitExceeded::new(
+                    "too_many_versions",
+                    "name",
+                    MAX_VERSIONS_PER_AGENT,
+                    format!("an agent may have at most {MAX_VERSIONS_PER_AGENT} versions"),
+                )
+                .into());
+            }
             let inserted = client
                 .q_opt(
                     "INSERT INTO agent_configs (team_id, name, version, spec, spec_hash)
@@ -90,7 +125,7 @@ impl Ledger {
                 .agent_cache
                 .lock()
                 .ok()
-                .and_then(|c| c.get(&key).cloned())
+                .and_then(|c| c.entries.get(&key).cloned())
             {
                 return Ok(Some(hit));
             }
@@ -99,34 +134,59 @@ impl Ledger {
             .client()
             .await?
             .q_opt(
-                "SELECT name, version, spec, created_at FROM agent_configs
+                "SELECT name, version, spec, created_at, octet_length(spec::text) AS size
+                 FROM agent_configs
                  WHERE team_id = $1 AND name = $2 AND ($3::int IS NULL OR version = $3)
                  ORDER BY version DESC LIMIT 1",
                 &[&team.0, &name, &version],
             )
             .await?;
         let found = row.as_ref().map(agent_from_row).transpose()?;
-        if let (Some(found), Ok(mut cache)) = (&found, self.agent_cache.lock()) {
-            if cache.len() >= AGENT_CACHE_LIMIT {
-                cache.clear();
+        if let (Some(found), Some(row), Ok(mut cache)) = (&found, &row, self.agent_cache.lock()) {
+            // In memory a spec takes a few times its text; count it so.
+            let size = 4 * row.get::<_, i32>("size").max(0) as usize;
+            if cache.bytes + size > AGENT_CACHE_BYTES {
+                cache.entries.clear();
+                cache.bytes = 0;
             }
-            cache.insert((team, found.name.clone(), found.version), found.clone());
+            let key = (team, found.name.clone(), found.version);
+            if cache.entries.insert(key, found.clone()).is_none() {
+                cache.bytes += size;
+            }
         }
         Ok(found)
     }
 
-    /// The latest version of each of a team's agents, by name.
-    pub async fn list_agents(&self, team: TeamId) -> Result<Vec<AgentVersion>, StoreError> {
-        self.client()
+    /// The latest version of each of a team's agents, by name, `limit` at a
+    /// time after the name `after`.
+    pub async fn list_agents(
+        &self,
+        team: TeamId,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<AgentPage, StoreError> {
+        let mut agents = self
+            .client()
             .await?
             .q(
                 "SELECT DISTINCT ON (name) name, version, spec, created_at FROM agent_configs
-                 WHERE team_id = $1 ORDER BY name, version DESC",
-                &[&team.0],
+                 WHERE team_id = $1 AND ($2::text IS NULL OR name > $2)
+                 ORDER BY name, version DESC LIMIT $3",
+                &[&team.0, &after, &(limit + 1)],
             )
             .await?
             .iter()
             .map(agent_from_row)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if agents.len() as i64 > limit {
+            agents.truncate(limit as usize);
+            agents.last().map(|a| a.name.clone())
+        } else {
+            None
+        };
+        Ok(AgentPage {
+            agents,
+            next_cursor,
+        })
     }
 }

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/V3__accounts.sql"),
     ),
     (4, "edge", include_str!("../../../migrations/V4__edge.sql")),
+    (
+        5,
+        "key_expiry",
+        include_str!("../../../migrations/V5__key_expiry.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 pub use accounts::{AdmissionTerms, KeyInfo, Team, TeamChange};
-pub use agents::AgentVersion;
+pub use agents::{AgentPage, AgentVersion};
 pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 
 use crate::domain::TeamId;
@@ -69,6 +69,8 @@ pub enum StoreError {
     Rejected(String),
     #[error("ledger data is inconsistent: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Limit(#[from] crate::domain::limits::LimitExceeded),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -101,8 +103,13 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Agent versions by (team, name, version).
-type AgentCache = HashMap<(TeamId, String, i32), AgentVersion>;
+/// Agent versions by (team, name, version), with their stored size; bounded
+/// by bytes, and started over when full.
+#[derive(Default)]
+pub(crate) struct AgentCache {
+    entries: HashMap<(TeamId, String, i32), AgentVersion>,
+    bytes: usize,
+}
 
 /// The PostgreSQL-backed ledger. Cheap to clone.
 #[derive(Clone)]

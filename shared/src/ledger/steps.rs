@@ -489,18 +489,26 @@ impl Ledger {
     }
 
     /// A run's committed steps with their tool calls.
-    pub async fn steps(&self, run: RunId) -> Result<Vec<StepRecord>, StoreError> {
+    pub async fn steps(
+        &self,
+        run: RunId,
+        after_step: i32,
+        limit: i64,
+    ) -> Result<Vec<StepRecord>, StoreError> {
         let client = self.client().await?;
         let steps = client
             .q(
-                "SELECT * FROM run_steps WHERE run_id = $1 ORDER BY step_no",
-                &[&run.0],
+                "SELECT * FROM run_steps WHERE run_id = $1 AND step_no > $2
+                 ORDER BY step_no LIMIT $3",
+                &[&run.0, &after_step, &limit],
             )
             .await?;
+        let last_step: i32 = steps.last().map(|r| r.get("step_no")).unwrap_or(after_step);
         let calls = client
             .q(
-                "SELECT * FROM tool_calls WHERE run_id = $1 ORDER BY step_no, call_index",
-                &[&run.0],
+                "SELECT * FROM tool_calls WHERE run_id = $1 AND step_no > $2 AND step_no <= $3
+                 ORDER BY step_no, call_index",
+                &[&run.0, &after_step, &last_step],
             )
             .await?;
         Ok(steps

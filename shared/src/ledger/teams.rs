@@ -57,21 +57,28 @@ impl Ledger {
         Ok(TeamId(row.get(0)))
     }
 
-    pub async fn issue_api_key(&self, team: TeamId) -> Result<IssuedKey, StoreError> {
+    /// A new key for `team`, valid until `expires_at` when given.
+    pub async fn issue_api_key(
+        &self,
+        team: TeamId,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<IssuedKey, StoreError> {
         let prefix = random_text(8);
         let secret = format!("ar_{prefix}_{}", random_text(32));
         let id = Uuid::now_v7();
         self.client()
             .await?
             .exec(
-                "INSERT INTO api_keys (id, team_id, prefix, key_hash) VALUES ($1, $2, $3, $4)",
-                &[&id, &team.0, &prefix, &hash_key(&secret)],
+                "INSERT INTO api_keys (id, team_id, prefix, key_hash, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &team.0, &prefix, &hash_key(&secret), &expires_at],
             )
             .await?;
         Ok(IssuedKey { id, prefix, secret })
     }
 
-    /// The team a presented key belongs to, if the key is valid and not revoked.
+    /// The team a presented key belongs to, if the key is valid, not revoked
+    /// and not expired.
     pub async fn authenticate(&self, key: &str) -> Result<Option<TeamId>, StoreError> {
         let Some(prefix) = key_prefix(key) else {
             return Ok(None);
@@ -80,7 +87,8 @@ impl Ledger {
             .client()
             .await?
             .q_opt(
-                "SELECT team_id, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+                "SELECT team_id, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > now())",
                 &[&prefix],
             )
             .await?;

@@ -155,6 +155,7 @@ impl CloudPlatform {
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed,
             tools: ToolRunner::new(settings.outbound_allow.clone()),
+            schemas: Default::default(),
         };
         Ok(Self {
             engine,

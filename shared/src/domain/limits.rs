@@ -1,0 +1,208 @@
+//! Bounds on what a team may send (DESIGN §5). Each has its own error code;
+//! the README and the OpenAPI document list the same numbers.
+
+use serde_json::Value;
+
+/// A request body (413 `body_too_large`).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A run's `input`, as JSON (413 `input_too_large`).
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+/// A run's `metadata`, as JSON (413 `metadata_too_large`).
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Keys in `metadata` (400 `too_many_metadata_keys`).
+pub const MAX_METADATA_KEYS: usize = 64;
+/// Characters of a `metadata` key (400 `metadata_key_too_long`).
+pub const MAX_METADATA_KEY_CHARS: usize = 128;
+/// Characters of an agent's `instructions` (400 `instructions_too_long`).
+pub const MAX_INSTRUCTIONS_CHARS: usize = 100_000;
+/// Characters of a model name or a tool description (400 `value_too_long`).
+pub const MAX_MODEL_CHARS: usize = 200;
+pub const MAX_TOOL_DESCRIPTION_CHARS: usize = 4_000;
+/// Tools and handoffs per agent (400 `too_many_tools`, `too_many_handoffs`).
+pub const MAX_TOOLS: usize = 64;
+pub const MAX_HANDOFFS: usize = 32;
+/// An output schema or a tool's parameters, as JSON (400 `schema_too_large`)
+/// and in nesting (400 `schema_too_deep`).
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+pub const MAX_SCHEMA_DEPTH: usize = 32;
+/// Numeric settings of an agent (400 `value_out_of_range`).
+pub const MAX_REPAIRS: u32 = 5;
+pub const MAX_OUTPUT_TOKENS: u32 = 65_536;
+pub const MAX_INPUT_TOKEN_BUDGET: u32 = 2_000_000;
+pub const MAX_RUN_TOKEN_BUDGET: u64 = 100_000_000;
+pub const MAX_STEPS: u32 = 1_000;
+pub const MAX_HANDOFF_DEPTH: u32 = 20;
+pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 86_400;
+pub const MAX_TOOL_TIMEOUT_MS: u64 = 300_000;
+/// Agents per team and versions per agent (409 `too_many_agents`,
+/// `too_many_versions`).
+pub const MAX_AGENTS_PER_TEAM: i64 = 500;
+pub const MAX_VERSIONS_PER_AGENT: i32 = 1_000;
+/// Page sizes of every list (400 `invalid_query`).
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 200;
+
+/// A bound that a request goes past.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct LimitExceeded {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Where in the request (a JSON path such as `tools[3].parameters`).
+    pub field: String,
+    pub limit: u64,
+    pub message: String,
+}
+
+impl LimitExceeded {
+    pub fn new(
+        code: &'static str,
+        field: impl Into<String>,
+        limit: impl TryInto<u64>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            code,
+            field: field.into(),
+            limit: limit.try_into().unwrap_or(u64::MAX),
+            message: message.into(),
+        }
+    }
+
+    /// Whether the bound is on size (413) rather than on a count or value (400).
+    pub fn is_size(&self) -> bool {
+        matches!(
+            self.code,
+            "body_too_large" | "input_too_large" | "metadata_too_large"
+        )
+    }
+}
+
+/// Bytes of `value` written as compact JSON.
+pub fn json_len(value: &Value) -> usize {
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Levels of arrays and objects inside `value` (a scalar is 0).
+pub fn json_depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A run's input and metadata within their bounds.
+pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExceeded> {
+    if json_len(input) > MAX_INPUT_BYTES {
+        return Err(LimitExceeded::new(
+            "input_too_large",
+            "input",
+            MAX_INPUT_BYTES,
+            format!("input must be at most {MAX_INPUT_BYTES} bytes of JSON"),
+        ));
+    }
+    if json_len(metadata) > MAX_METADATA_BYTES {
+        return Err(LimitExceeded::new(
+            "metadata_too_large",
+            "metadata",
+            MAX_METADATA_BYTES,
+            format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+        ));
+    }
+    if let Value::Object(map) = metadata {
+        if map.len() > MAX_METADATA_KEYS {
+            return Err(LimitExceeded::new(
+                "too_many_metadata_keys",
+                "metadata",
+                MAX_METADATA_KEYS,
+                format!("metadata may have at most {MAX_METADATA_KEYS} keys"),
+            ));
+        }
+        if let Some(key) = map
+            .keys()
+            .find(|k| k.is_empty() || k.chars().count() > MAX_METADATA_KEY_CHARS)
+        {
+            return Err(LimitExceeded::new(
+                "metadata_key_too_long",
+                format!("metadata.{key}"),
+                MAX_METADATA_KEY_CHARS,
+                format!("metadata keys must be 1-{MAX_METADATA_KEY_CHARS} characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON Schema within the size and nesting bounds.
+pub fn check_schema(field: &str, schema: &Value) -> Result<(), LimitExceeded> {
+    if json_len(schema) > MAX_SCHEMA_BYTES {
+        return Err(LimitExceeded::new(
+            "schema_too_large",
+            field,
+            MAX_SCHEMA_BYTES,
+            format!("a schema must be at most {MAX_SCHEMA_BYTES} bytes of JSON"),
+        ));
+    }
+    if json_depth(schema) > MAX_SCHEMA_DEPTH {
+        return Err(LimitExceeded::new(
+            "schema_too_deep",
+            field,
+            MAX_SCHEMA_DEPTH,
+            format!("a schema may nest at most {MAX_SCHEMA_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
+/// A number within `1..=max`.
+pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), LimitExceeded> {
+    if value < min || value > max {
+        return Err(LimitExceeded::new(
+            "value_out_of_range",
+            field,
+            max,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn depth_and_sizes_are_measured() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!({"a": [{"b": 1}]})), 3);
+        assert!(check_schema("s", &json!({"type": "object"})).is_ok());
+        let mut deep = json!({});
+        for _ in 0..MAX_SCHEMA_DEPTH {
+            deep = json!({"not": deep});
+        }
+        assert_eq!(
+            check_schema("s", &deep).unwrap_err().code,
+            "schema_too_deep"
+        );
+        let keys: serde_json::Map<_, _> = (0..=MAX_METADATA_KEYS)
+            .map(|i| (format!("k{i}"), json!(1)))
+            .collect();
+        assert_eq!(
+            check_run_request(&json!("x"), &Value::Object(keys))
+                .unwrap_err()
+                .code,
+            "too_many_metadata_keys"
+        );
+        let big = json!("x".repeat(MAX_INPUT_BYTES));
+        let refused = check_run_request(&big, &json!({})).unwrap_err();
+        assert!(refused.is_size());
+        assert_eq!(
+            check_range("n", 6, 0, 5).unwrap_err().code,
+            "value_out_of_range"
+        );
+    }
+}
