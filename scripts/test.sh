@@ -67,7 +67,16 @@ set +e
 cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The API against its own OpenAPI document.
+set +e
+scripts/schemathesis.sh 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
+set -e
+
 # One closing line for the whole suite.
-awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed\n", passed, failed}' "$log"
+summary=$(awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed", passed, failed}' "$log")
+fuzz=$(grep '^schemathesis: ' "$log" | tail -n 1)
+echo "$summary; ${fuzz:-schemathesis: did not run}"
 rm -f "$log"
-exit "$status"
+[ "$status" -eq 0 ] && [ "$fuzz_status" -eq 0 ]

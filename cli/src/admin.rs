@@ -115,9 +115,18 @@ enum TeamCommand {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    Create { team_id: String },
-    List { team_id: String },
-    Revoke { key_id: String },
+    Create {
+        team_id: String,
+        /// When the key stops working (RFC 3339, e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        team_id: String,
+    },
+    Revoke {
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,8 +210,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             ("PATCH", format!("/v1/admin/teams/{team_id}"), Some(body))
         }
-        AdminCommand::Keys(KeyCommand::Create { team_id }) => {
-            ("POST", format!("/v1/admin/teams/{team_id}/keys"), None)
+        AdminCommand::Keys(KeyCommand::Create {
+            team_id,
+            expires_at,
+        }) => {
+            let body = expires_at.map(|at| serde_json::json!({"expires_at": at}));
+            ("POST", format!("/v1/admin/teams/{team_id}/keys"), body)
         }
         AdminCommand::Keys(KeyCommand::List { team_id }) => {
             ("GET", format!("/v1/admin/teams/{team_id}/keys"), None)

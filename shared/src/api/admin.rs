@@ -19,10 +19,21 @@ use crate::ledger::{Team, TeamChange};
 
 /// Parses a JSON body into `T`, refusing unknown fields with a clear 400.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let raw: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    super::reject_nul(&raw)?;
+    let raw = super::parse_object(body, "invalid_body")?;
     serde_json::from_value(raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+}
+
+/// Reasons are shown to teams; keep them short.
+pub const MAX_REASON_CHARS: usize = 1_000;
+
+pub fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("a reason must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn team_id(raw: &str) -> Result<TeamId, ApiError> {
@@ -57,7 +68,7 @@ pub async fn create_team(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: CreateTeam = parse_body(&body)?;
     let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if name.is_empty() || request.name.chars().count() > 100 {
         return Err(ApiError::bad_request(
             "invalid_body",
             "name must be 1-100 characters",
@@ -162,6 +173,13 @@ pub async fn change_team(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: ChangeTeam = parse_body(&body)?;
+    let reasons = request
+        .reason
+        .iter()
+        .chain(request.agents.values().filter_map(|s| s.reason.as_ref()));
+    for reason in reasons {
+        check_reason(reason)?;
+    }
     let ledger = &state.engine.ledger;
     let id = team_id(&id)?;
     let current = ledger
@@ -315,6 +333,12 @@ pub async fn set_price(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let price: SetPrice = parse_body(&body)?;
+    if model.is_empty() || model.chars().count() > 200 || model.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_price",
+            "model names are 1-200 characters",
+        ));
+    }
     if price.input_micros_per_mtok < 0 || price.output_micros_per_mtok < 0 {
         return Err(ApiError::bad_request(
             "invalid_price",
@@ -357,7 +381,7 @@ pub async fn set_plan(
             "run_fee_micros must not be negative",
         ));
     }
-    if name.is_empty() || name.len() > 64 {
+    if name.is_empty() || name.chars().count() > 64 || name.contains('\0') {
         return Err(ApiError::bad_request(
             "invalid_plan",
             "plan names are 1-64 characters",

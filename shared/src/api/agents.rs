@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::{reject_nul, ApiError, AppState, PageQuery};
+use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::domain::{AgentName, AgentSpec};
 use crate::ledger::AgentVersion;
 
@@ -19,9 +19,7 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name =
         AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
-    reject_nul(&raw)?;
+    let raw = parse_object(&body, "invalid_agent_spec")?;
     let spec: AgentSpec = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
     spec.check_limits()?;

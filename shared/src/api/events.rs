@@ -16,6 +16,7 @@ use super::runs::team_run;
 use super::{ApiError, AppState};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     after: Option<i64>,
 }
@@ -46,7 +47,9 @@ pub async fn stream(
             value
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<i64>().ok())
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_last_event_id",
@@ -55,6 +58,12 @@ pub async fn stream(
                 })?,
         ),
     };
+    if query.after.is_some_and(|after| after < 0) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "after must be an event seq (0 or more)",
+        ));
+    }
     // A cursor past the run's last event means "from the end".
     let after = last_event_id
         .or(query.after)

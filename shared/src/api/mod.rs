@@ -160,9 +160,41 @@ impl PageQuery {
     }
 }
 
+/// A request body: a JSON object (`code` names what is wrong otherwise),
+/// without NUL characters, with whole-number floats (`3.0`) read as the
+/// integers they are (JSON does not tell them apart).
+pub fn parse_object(body: &[u8], code: &'static str) -> Result<serde_json::Value, ApiError> {
+    fn whole_numbers(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(number) => {
+                if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                    let fits = float.fract() == 0.0 && float.abs() < 9.0e15;
+                    if fits {
+                        *value = serde_json::Value::from(float as i64);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+            serde_json::Value::Object(map) => map.values_mut().for_each(whole_numbers),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(code, format!("body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            code,
+            "the body must be a JSON object",
+        ));
+    }
+    reject_nul(&value)?;
+    whole_numbers(&mut value);
+    Ok(value)
+}
+
 /// PostgreSQL cannot store NUL in text: a NUL in any string or key of a
 /// request body is refused up front (400) instead of failing deeper down.
-pub fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
+fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
     fn has_nul(value: &serde_json::Value) -> bool {
         match value {
             serde_json::Value::String(text) => text.contains('\0'),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::{reject_nul, ApiError, AppState, PageQuery};
+use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
 use crate::domain::limits::check_run_request;
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
@@ -88,9 +88,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("body is not JSON: {e}")))?;
-    reject_nul(&raw)?;
+    let raw = parse_object(&body, "invalid_body")?;
     let request: CreateRun = serde_json::from_value(raw.clone())
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
     let agent = AgentName::parse(&request.agent)
@@ -115,10 +113,13 @@ pub async fn create(
             let key = value.to_str().map_err(|_| {
                 ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be ASCII")
             })?;
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            let printable = key.bytes().all(|b| b.is_ascii_graphic());
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
                 return Err(ApiError::bad_request(
                     "invalid_idempotency_key",
-                    format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} characters"),
+                    format!(
+                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces"
+                    ),
                 ));
             }
             // serde_json keeps object keys sorted, so equal bodies hash equally.
@@ -309,12 +310,13 @@ pub async fn cancel(
     let request: CancelRequest = if body.is_empty() {
         CancelRequest::default()
     } else {
-        let raw: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-        reject_nul(&raw)?;
+        let raw = parse_object(&body, "invalid_body")?;
         serde_json::from_value(raw)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
+    if let Some(reason) = &request.reason {
+        super::admin::check_reason(reason)?;
+    }
     let run = team_run(&state, team, &id).await?;
     if run.status.is_terminal() {
         if run.status == RunStatus::Cancelled {

@@ -16,6 +16,7 @@ use crate::ledger::UsageTotals;
 const MAX_DAYS: u64 = 366;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DailyQuery {
     from: Option<String>,
     to: Option<String>,
@@ -114,6 +115,7 @@ pub async fn daily(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatementQuery {
     month: Option<String>,
     format: Option<String>,
@@ -150,7 +152,17 @@ pub async fn statement(
         .ledger
         .run_charges(team, start_of(first), start_of(next))
         .await?;
-    let wants_csv = query.format.as_deref() == Some("csv")
+    let wants_csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("format must be json or csv, not {other:?}"),
+            ))
+        }
+    };
+    let wants_csv = wants_csv
         || headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())

@@ -439,8 +439,16 @@ impl AgentSpec {
                 problems.push(format!("handoff to {agent:?} appears twice"));
             }
         }
+        for tool in self.tools.iter().filter(|t| !t.parameters.is_object()) {
+            problems.push(format!(
+                "tool {:?}: parameters must be a JSON Schema object",
+                tool.name
+            ));
+        }
         if let Some(schema) = &self.output_schema {
-            if let Err(err) = jsonschema::validator_for(schema) {
+            if !schema.is_object() {
+                problems.push("output_schema must be a JSON Schema object".to_owned());
+            } else if let Err(err) = jsonschema::validator_for(schema) {
                 problems.push(format!("output_schema is not a valid JSON Schema: {err}"));
             }
         }

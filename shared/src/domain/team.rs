@@ -36,8 +36,11 @@ impl TeamLimits {
         if self.daily_token_budget < 1 {
             problems.push("daily_token_budget must be positive".to_owned());
         }
-        if !(self.runs_per_second.is_finite() && self.runs_per_second > 0.0) {
-            problems.push("runs_per_second must be a positive number".to_owned());
+        if !(self.runs_per_second.is_finite()
+            && self.runs_per_second > 0.0
+            && self.runs_per_second <= 1_000_000.0)
+        {
+            problems.push("runs_per_second must be a positive number up to 1000000".to_owned());
         }
         if !(1..=1_000_000).contains(&self.run_burst) {
             problems.push("run_burst must be between 1 and 1000000".to_owned());
