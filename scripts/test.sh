@@ -60,6 +60,25 @@ fi
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" AWS_REGION="${AWS_REGION:-us-east-1}"
 echo "tests use the AWS emulator at $AGENTRUN_TEST_AWS_ENDPOINT"
 
+# A PostgreSQL that accepts only TLS, for the ledger's TLS test.
+if tls_env=$(scripts/tls-postgres.sh); then
+  eval "$tls_env"
+  echo "tests use a TLS-only PostgreSQL at ${AGENTRUN_TEST_TLS_DATABASE_URL}"
+else
+  echo "!!! no initdb or openssl here: the ledger's TLS test will be SKIPPED !!!"
+fi
+stop_tls() {
+  if [ -n "${AGENTRUN_TEST_TLS_DIR:-}" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      runuser -u postgres -- "$AGENTRUN_TEST_TLS_PG_CTL" -D "$AGENTRUN_TEST_TLS_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    else
+      "$AGENTRUN_TEST_TLS_PG_CTL" -D "$AGENTRUN_TEST_TLS_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$AGENTRUN_TEST_TLS_DIR"
+  fi
+}
+trap 'stop_tls; kill ${moto_pid:-} 2>/dev/null || true' EXIT
+
 # The crash test runs the real binary.
 cargo build --bin agentrun
 log=$(mktemp)

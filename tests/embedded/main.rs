@@ -13,5 +13,6 @@ mod llm_faults;
 mod outbound;
 mod repair;
 mod sse;
+mod tls;
 mod tools;
 mod usage;

@@ -10,11 +10,11 @@ mod migrate;
 mod runs;
 mod steps;
 mod teams;
+mod tls;
 
 pub use teams::{constant_time_eq, IssuedKey};
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 pub use accounts::{AdmissionTerms, KeyInfo, Team, TeamChange};
 pub use agents::{AgentPage, AgentVersion};
@@ -150,18 +150,17 @@ pub fn build_pool(
     max_connections: usize,
     options: Option<&str>,
 ) -> Result<Pool, StoreError> {
-    let mut config = tokio_postgres::Config::from_str(database_url)
-        .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
+    let tls::Connection { mut config, tls } = tls::connection(database_url)?;
     if let Some(options) = options {
         config.options(options);
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(max_connections)
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -174,15 +173,22 @@ pub fn build_pool(
 /// Creates the database named in `database_url` when it does not exist yet,
 /// connecting to the server's `postgres` database to do so.
 pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
-    let config = tokio_postgres::Config::from_str(database_url)
-        .map_err(|e| StoreError::Rejected(format!("invalid database URL: {e}")))?;
+    let tls::Connection { config, tls } = tls::connection(database_url)?;
     let Some(name) = config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
     let mut admin = config.clone();
     admin.dbname("postgres");
-    let (client, connection) = admin.connect(NoTls).await?;
-    let driver = tokio::spawn(connection);
+    let (client, driver) = match tls {
+        Some(tls) => {
+            let (client, connection) = admin.connect(tls).await?;
+            (client, tokio::spawn(connection))
+        }
+        None => {
+            let (client, connection) = admin.connect(NoTls).await?;
+            (client, tokio::spawn(connection))
+        }
+    };
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await?
