@@ -260,7 +260,9 @@ async fn an_execution_timeout_is_settled_from_the_status_change_event() {
     // Through the finalize function's handler, twice (EventBridge delivers at least once).
     for _ in 0..2 {
         assert_eq!(
-            handle_finalize_event(engine, cloud.orchestrator.as_ref(), event.clone()).await,
+            handle_finalize_event(engine, cloud.orchestrator.as_ref(), event.clone())
+                .await
+                .unwrap(),
             json!({})
         );
     }
@@ -632,7 +634,9 @@ async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started
     });
     let engine = &app.platform.engine;
     assert_eq!(
-        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled.clone()).await,
+        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled.clone())
+            .await
+            .unwrap(),
         json!({})
     );
     let run = app.wait_finished(&stale, Duration::from_secs(60)).await;
@@ -645,7 +649,9 @@ async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started
     // run's execution already there starts nothing twice.
     tokio::time::sleep(agentrun::starter::STARTER_GRACE).await;
     assert_eq!(
-        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled).await,
+        handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled)
+            .await
+            .unwrap(),
         json!({})
     );
     let run = app.wait_finished(&fresh, Duration::from_secs(60)).await;
@@ -653,4 +659,89 @@ async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started
     assert_eq!(cloud.executions_named(&stale).await, 1);
     assert_eq!(cloud.executions_named(&fresh).await, 1);
     app.assert_slots_released().await;
+}
+
+/// Secrets come from Secrets Manager at cold start (never plain variables in
+/// AWS), and the finalize function applies migrations on `{"action":
+/// "migrate"}` (as Terraform invokes it at deploy), idempotently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_read_secrets_from_secrets_manager_and_finalize_applies_migrations() {
+    use agentrun::adapters::aws::{CloudPlatform, CloudSettings};
+
+    let endpoint = agentrun_e2e::cloud::aws_endpoint();
+    let config = sdk_config(Some(&endpoint)).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let secret = |value: String| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .create_secret()
+                .name(format!("agentrun-test-{}", uuid::Uuid::new_v4().simple()))
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap()
+                .arn
+                .unwrap()
+        }
+    };
+    let database_url = agentrun_e2e::fresh_database().await;
+    let env = HashMap::from([
+        (
+            "DATABASE_URL_SECRET_ARN".to_owned(),
+            secret(database_url.clone()).await,
+        ),
+        (
+            "AGENTRUN_ADMIN_KEY_SECRET_ARN".to_owned(),
+            secret("adm_from_secret\n".to_owned()).await,
+        ),
+        (
+            "OPENAI_BASE_URL".to_owned(),
+            "http://127.0.0.1:9/v1".to_owned(),
+        ),
+        ("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()),
+        (
+            "STATE_MACHINE_ARN".to_owned(),
+            "arn:aws:states:us-east-1:123456789012:stateMachine:none".to_owned(),
+        ),
+    ]);
+    let settings = CloudSettings::load(env.clone()).await.unwrap();
+    assert_eq!(settings.database_url, database_url);
+    assert_eq!(settings.admin_key.as_deref(), Some("adm_from_secret"));
+
+    let mut missing = env.clone();
+    missing.insert(
+        "DATABASE_URL_SECRET_ARN".to_owned(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nothing-here".to_owned(),
+    );
+    let refused = CloudSettings::load(missing)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("DATABASE_URL") && refused.contains("nothing-here"),
+        "{refused}"
+    );
+
+    let platform = CloudPlatform::connect(settings).await.unwrap();
+    let orchestrator = platform.orchestrator().unwrap();
+    let migrate = json!({"action": "migrate"});
+    let first = handle_finalize_event(&platform.engine, orchestrator.as_ref(), migrate.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        first["applied"].as_u64(),
+        Some(agentrun::ledger::MIGRATIONS.len() as u64)
+    );
+    let again = handle_finalize_event(&platform.engine, orchestrator.as_ref(), migrate)
+        .await
+        .unwrap();
+    assert_eq!(again, json!({"applied": 0}));
+    // Anything else fails the invocation, so it is seen rather than dropped.
+    assert!(
+        handle_finalize_event(&platform.engine, orchestrator.as_ref(), json!({"what": 1}))
+            .await
+            .is_err()
+    );
 }

@@ -7,6 +7,6 @@ use lambda_http::{run, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let platform = CloudPlatform::connect(CloudSettings::from_env()?).await?;
+    let platform = CloudPlatform::connect(CloudSettings::from_env().await?).await?;
     run(platform.router()?).await
 }

@@ -8,6 +8,6 @@ use lambda_http::{run_with_streaming_response, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let platform = CloudPlatform::connect(CloudSettings::from_env()?).await?;
+    let platform = CloudPlatform::connect(CloudSettings::from_env().await?).await?;
     run_with_streaming_response(platform.relay_router()).await
 }

@@ -7,7 +7,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let platform = CloudPlatform::connect(CloudSettings::from_env()?).await?;
+    let platform = CloudPlatform::connect(CloudSettings::from_env().await?).await?;
     let worker = platform.step_worker();
     let worker = &worker;
     run(service_fn(move |event: LambdaEvent<_>| async move {

@@ -9,6 +9,7 @@ mod worker;
 
 pub use platform::{
     handle_finalize_event, handle_step_batch, CloudError, CloudPlatform, CloudSettings,
+    FinalizeError,
 };
 
 pub use event_feed::DynamoEventFeed;

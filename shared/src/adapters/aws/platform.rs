@@ -3,6 +3,7 @@
 //! the Lambda event handlers (SQS batches with partial failures, EventBridge
 //! status changes). Each function's `main` only calls into here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -31,6 +32,12 @@ pub enum CloudError {
     Missing(&'static str),
     #[error("setting {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("cannot read secret {arn} for {name}: {reason}")]
+    Secret {
+        name: &'static str,
+        arn: String,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -82,9 +89,48 @@ fn number_setting<T: std::str::FromStr>(
     }
 }
 
+/// Settings that hold secrets. In AWS each comes from Secrets Manager
+/// (`<NAME>_SECRET_ARN`, read once at cold start), never from a plain
+/// environment variable; the plain variable is for local use.
+const SECRET_SETTINGS: [&str; 3] = ["DATABASE_URL", "OPENAI_API_KEY", "AGENTRUN_ADMIN_KEY"];
+
 impl CloudSettings {
-    pub fn from_env() -> Result<Self, CloudError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// From the function's environment, with secrets read from Secrets Manager.
+    pub async fn from_env() -> Result<Self, CloudError> {
+        Self::load(std::env::vars().collect()).await
+    }
+
+    /// From `env`, reading each `<NAME>_SECRET_ARN` of `SECRET_SETTINGS`
+    /// from Secrets Manager (when `<NAME>` itself is not set).
+    pub async fn load(mut env: HashMap<String, String>) -> Result<Self, CloudError> {
+        let wanted: Vec<(&'static str, String)> = SECRET_SETTINGS
+            .iter()
+            .filter(|name| !env.contains_key(**name))
+            .filter_map(|name| Some((*name, env.get(&format!("{name}_SECRET_ARN"))?.clone())))
+            .collect();
+        if !wanted.is_empty() {
+            let aws = sdk_config(env.get("AWS_ENDPOINT_URL").map(String::as_str)).await;
+            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+            for (name, arn) in wanted {
+                let failed = |reason: String| CloudError::Secret {
+                    name,
+                    arn: arn.clone(),
+                    reason,
+                };
+                let value = secrets
+                    .get_secret_value()
+                    .secret_id(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+                    })?
+                    .secret_string
+                    .ok_or_else(|| failed("the secret has no string value".to_owned()))?;
+                env.insert(name.to_owned(), value.trim().to_owned());
+            }
+        }
+        Self::from_lookup(|name| env.get(name).cloned())
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudError> {
@@ -226,66 +272,101 @@ impl Orchestrator for StreamsOnly {
     }
 }
 
-/// One SQS batch of step messages; the messages that must come back are
-/// reported as partial batch failures (`ReportBatchItemFailures`).
+/// One SQS batch of step messages, handled concurrently (in series, later
+/// messages would wait past their heartbeat); the messages that must come
+/// back are reported as partial batch failures (`ReportBatchItemFailures`).
 pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for record in event.records {
+    let handled = event.records.into_iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
         let body = record.body.unwrap_or_default();
-        if let Err(error) = worker.handle(&body).await {
-            tracing::warn!(message_id = %id, %error, "step message will be delivered again");
+        let span = tracing::info_span!("step_message", message_id = %id);
+        match tracing::Instrument::instrument(worker.handle(&body), span).await {
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(message_id = %id, %error, "step message will be delivered again");
+                Some(id)
+            }
+        }
+    });
+    let mut response = SqsBatchResponse::default();
+    for id in futures_util::future::join_all(handled)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
+
+/// Why the finalize function could not do what an event asked; the
+/// invocation fails, so EventBridge (or the deploy) tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizeError {
+    #[error("the scheduled reconciliation failed: {0}")]
+    Reconcile(StepError),
+    #[error("could not settle from a status change: {0}")]
+    StatusChange(String),
+    #[error("migrations failed: {0}")]
+    Migrate(StoreError),
+    #[error("an event that is neither SQS, EventBridge nor a migrate request: {0}")]
+    Unrecognised(String),
+}
+
+/// The finalize function's event: an SQS batch from the state machine's
+/// `Finalize` state (failed messages come back as partial batch failures),
+/// an EventBridge execution status change, the reconciliation schedule (an
+/// EventBridge "Scheduled Event"), or `{"action": "migrate"}` at deploy time.
+pub async fn handle_finalize_event(
+    engine: &Engine,
+    orchestrator: &dyn Orchestrator,
+    event: Value,
+) -> Result<Value, FinalizeError> {
+    if event.get("action").and_then(Value::as_str) == Some("migrate") {
+        let applied = engine
+            .ledger
+            .migrate()
+            .await
+            .map_err(FinalizeError::Migrate)?;
+        tracing::info!(applied, "migrations applied");
+        return Ok(json!({"applied": applied}));
+    }
+    match event.get("detail-type").and_then(Value::as_str) {
+        Some("Scheduled Event") => {
+            reconcile(engine, orchestrator)
+                .await
+                .map_err(FinalizeError::Reconcile)?;
+            return Ok(json!({}));
+        }
+        Some(_) => {
+            finalize_status_change(engine, &event)
+                .await
+                .map_err(|e| FinalizeError::StatusChange(e.to_string()))?;
+            return Ok(json!({}));
+        }
+        None => {}
+    }
+    let batch: SqsEvent =
+        serde_json::from_value(event).map_err(|e| FinalizeError::Unrecognised(e.to_string()))?;
+    let mut response = SqsBatchResponse::default();
+    for record in batch.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let span = tracing::info_span!("finalize_message", message_id = %id);
+        let settled = tracing::Instrument::instrument(
+            finalize_message(engine, &record.body.unwrap_or_default()),
+            span,
+        )
+        .await;
+        if let Err(error) = settled {
+            tracing::warn!(message_id = %id, %error, "finalize message will be delivered again");
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
         }
     }
-    response
-}
-
-/// The finalize function's event: an SQS batch from the state machine's
-/// `Finalize` state, an EventBridge execution status change, or the
-/// reconciliation schedule (an EventBridge "Scheduled Event").
-pub async fn handle_finalize_event(
-    engine: &Engine,
-    orchestrator: &dyn Orchestrator,
-    event: Value,
-) -> Value {
-    match event.get("detail-type").and_then(Value::as_str) {
-        Some("Scheduled Event") => {
-            return match reconcile(engine, orchestrator).await {
-                Ok(()) => json!({}),
-                Err(error) => {
-                    tracing::error!(%error, "scheduled reconciliation failed; the next one tries again");
-                    json!({"error": error.to_string()})
-                }
-            };
-        }
-        Some(_) => {
-            if let Err(error) = finalize_status_change(engine, &event).await {
-                tracing::error!(%error, "cannot settle from a status change; EventBridge will retry");
-                return json!({"error": error.to_string()});
-            }
-            return json!({});
-        }
-        None => {}
-    }
-    let batch: SqsEvent = match serde_json::from_value(event) {
-        Ok(batch) => batch,
-        Err(error) => {
-            tracing::error!(%error, "dropping an event that is neither SQS nor EventBridge");
-            return json!({});
-        }
-    };
-    let mut failures = Vec::new();
-    for record in batch.records {
-        let id = record.message_id.clone().unwrap_or_default();
-        if let Err(error) = finalize_message(engine, &record.body.unwrap_or_default()).await {
-            tracing::warn!(message_id = %id, %error, "finalize message will be delivered again");
-            failures.push(json!({"itemIdentifier": id}));
-        }
-    }
-    json!({"batchItemFailures": failures})
+    serde_json::to_value(response).map_err(|e| FinalizeError::Unrecognised(e.to_string()))
 }
 
 /// The scheduled reconciliation: gives back the hot state of runs that are
