@@ -6,12 +6,14 @@
 //! `starter` (starting runs whose start was lost), `outbound` (the guard on
 //! requests made for teams), `api` (the HTTP router),
 //! `sse` (the event-stream core), `mock_llm` (the OpenAI-compatible test
-//! double) and `embedded` (wires it all in one process).
+//! double), `embedded` (wires it all in one process) and `cloud` (wires the
+//! Lambda functions).
 
 pub mod adapters;
 pub mod admission;
 pub mod api;
 pub mod asl;
+pub mod cloud;
 pub mod domain;
 pub mod embedded;
 pub mod engine;

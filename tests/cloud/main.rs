@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentrun::adapters::aws::{
-    handle_finalize_event, handle_step_batch, sdk_config, StepFunctionsOrchestrator, StepWorker,
-};
+use agentrun::adapters::aws::{sdk_config, StepFunctionsOrchestrator, StepWorker};
+use agentrun::cloud::{handle_finalize_event, handle_step_batch};
 use agentrun::domain::RunId;
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
@@ -666,7 +665,7 @@ async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started
 /// "migrate"}` (as Terraform invokes it at deploy), idempotently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_read_secrets_from_secrets_manager_and_finalize_applies_migrations() {
-    use agentrun::adapters::aws::{CloudPlatform, CloudSettings};
+    use agentrun::cloud::{CloudPlatform, CloudSettings};
 
     let endpoint = agentrun_e2e::cloud::aws_endpoint();
     let config = sdk_config(Some(&endpoint)).await;

@@ -1,7 +1,7 @@
 //! Lambda behind API Gateway (HTTP API): the shared router, with Step
 //! Functions as the orchestrator.
 
-use agentrun::adapters::aws::{CloudPlatform, CloudSettings};
+use agentrun::cloud::{CloudPlatform, CloudSettings};
 use lambda_http::{run, Error};
 
 #[tokio::main]

@@ -4,7 +4,7 @@
 //! hot state and starts accepted runs whose execution never started; at
 //! deploy time `{"action": "migrate"}` applies the ledger's migrations.
 
-use agentrun::adapters::aws::{handle_finalize_event, CloudPlatform, CloudSettings};
+use agentrun::cloud::{handle_finalize_event, CloudPlatform, CloudSettings};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serde_json::Value;
 

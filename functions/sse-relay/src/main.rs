@@ -2,7 +2,7 @@
 //! Events of a run, read from the DynamoDB events table, with the same
 //! frames and `Last-Event-ID` replay as the embedded server.
 
-use agentrun::adapters::aws::{CloudPlatform, CloudSettings};
+use agentrun::cloud::{CloudPlatform, CloudSettings};
 use lambda_http::{run_with_streaming_response, Error};
 
 #[tokio::main]

@@ -1,7 +1,7 @@
 //! Lambda on the step queue: each SQS message is one agent step answered to
 //! Step Functions; failed messages come back as partial batch failures.
 
-use agentrun::adapters::aws::{handle_step_batch, CloudPlatform, CloudSettings};
+use agentrun::cloud::{handle_step_batch, CloudPlatform, CloudSettings};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]

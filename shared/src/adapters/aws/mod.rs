@@ -1,16 +1,11 @@
-//! AWS adapters: Step Functions as the orchestrator, and the workers that
-//! answer its SQS tasks. AWS SDK types stay inside this module.
+//! AWS adapters: Step Functions as the orchestrator, the workers that
+//! answer its SQS tasks, the DynamoDB hot store and event feed. AWS SDK
+//! types stay inside this module (and the wiring in `cloud.rs`).
 
 mod event_feed;
 mod hot_store;
-mod platform;
 mod sfn;
 mod worker;
-
-pub use platform::{
-    handle_finalize_event, handle_step_batch, CloudError, CloudPlatform, CloudSettings,
-    FinalizeError,
-};
 
 pub use event_feed::DynamoEventFeed;
 pub use hot_store::DynamoHotStore;

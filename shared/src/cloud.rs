@@ -1,4 +1,5 @@
-//! Cloud mode wiring for the Lambda functions: typed settings read once
+//! Cloud mode wiring for the Lambda functions (beside `embedded.rs`, which
+//! wires the one-process mode): typed settings read once
 //! from the environment at cold start, the engine on the shared ledger, and
 //! the Lambda event handlers (SQS batches with partial failures, EventBridge
 //! status changes). Each function's `main` only calls into here.
@@ -10,7 +11,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::{
+use crate::adapters::aws::{
     finalize_message, finalize_status_change, sdk_config, DynamoEventFeed, DynamoHotStore,
     StepFunctionsOrchestrator, StepWorker,
 };
