@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make dev` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: dev test lint bench
+.PHONY: dev test lint bench package
 
 ## Run agentrun in one process on PostgreSQL, with the mock LLM and the example agents.
 dev:
@@ -21,3 +21,7 @@ lint:
 bench:
 	@url="$${BENCH_DATABASE_URL:-$$(scripts/ensure-postgres.sh)/agentrun_bench}"; \
 	  cargo build --release --bin agentrun && BENCH_DATABASE_URL="$$url" ./target/release/agentrun bench w1
+
+## arm64 Lambda zips of the four functions (target/lambda/<function>/bootstrap.zip), sizes printed.
+package:
+	scripts/package.sh

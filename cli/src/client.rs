@@ -23,6 +23,10 @@ pub struct RunArgs {
     /// Defaults to AGENTRUN_URL, then `.agentrun/dev.env`.
     #[arg(long, env = "AGENTRUN_URL")]
     url: Option<String>,
+    /// Where event streams are served when not at `--url` (in AWS, the
+    /// relay's function URL: the `stream_url` Terraform output).
+    #[arg(long, env = "AGENTRUN_STREAM_URL")]
+    stream_url: Option<String>,
     #[arg(long, env = "AGENTRUN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     #[arg(long, default_value = ".agentrun/dev.env")]
@@ -76,8 +80,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
 
+    let stream_url = args
+        .stream_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/'))
+        .unwrap_or(&url);
     let mut stream = http
-        .get(format!("{url}/v1/runs/{run_id}/events"))
+        .get(format!("{stream_url}/v1/runs/{run_id}/events"))
         .bearer_auth(&key)
         .send()
         .await?
