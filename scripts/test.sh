@@ -79,6 +79,22 @@ stop_tls() {
 }
 trap 'stop_tls; kill ${moto_pid:-} 2>/dev/null || true' EXIT
 
+# The Terraform module: static checks, then the minimal example applied on
+# its own emulator, kept up for the cloud smoke test and destroyed after.
+set +e
+scripts/test-infra.sh check 2>&1 | tee .agentrun/infra-check.log
+infra_status=${PIPESTATUS[0]}
+AGENTRUN_INFRA_KEEP=1 scripts/test-infra.sh apply
+apply_status=$?
+set -e
+infra_status=$((infra_status || apply_status))
+if [ "$apply_status" -eq 0 ] && [ -f .agentrun/infra-outputs.json ]; then
+  export AGENTRUN_TEST_INFRA_OUTPUTS="$PWD/.agentrun/infra-outputs.json"
+  AGENTRUN_TEST_INFRA_ENDPOINT="$(cat .agentrun/infra-moto-endpoint)"
+  export AGENTRUN_TEST_INFRA_ENDPOINT
+fi
+trap 'scripts/test-infra.sh destroy >/dev/null 2>&1 || true; stop_tls; kill ${moto_pid:-} 2>/dev/null || true' EXIT
+
 # The crash test runs the real binary.
 cargo build --bin agentrun
 log=$(mktemp)
@@ -96,6 +112,8 @@ set -e
 # One closing line for the whole suite.
 summary=$(awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed", passed, failed}' "$log")
 fuzz=$(grep '^schemathesis: ' "$log" | tail -n 1)
-echo "$summary; ${fuzz:-schemathesis: did not run}"
+scripts/test-infra.sh destroy || infra_status=1
+infra=$(grep '^infra: [0-9]* terraform tests' .agentrun/infra-check.log | tail -n 1)
+echo "$summary; ${fuzz:-schemathesis: did not run}; ${infra:-infra: checks did not run}"
 rm -f "$log"
-[ "$status" -eq 0 ] && [ "$fuzz_status" -eq 0 ]
+[ "$status" -eq 0 ] && [ "$fuzz_status" -eq 0 ] && [ "$infra_status" -eq 0 ]

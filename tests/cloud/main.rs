@@ -744,3 +744,74 @@ async fn settings_read_secrets_from_secrets_manager_and_finalize_applies_migrati
             .is_err()
     );
 }
+
+/// A run through the resources Terraform created from `infra/examples/minimal`
+/// on the emulator (queues, tables, the state machine from the committed
+/// ASL), with the project's step and finalize handlers polling them. `make
+/// test` applies the example before and destroys it after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_through_the_resources_terraform_created() {
+    use agentrun_e2e::cloud::{spawn_cloud_on, CloudResources};
+
+    let (Ok(outputs), Ok(endpoint)) = (
+        std::env::var("AGENTRUN_TEST_INFRA_OUTPUTS"),
+        std::env::var("AGENTRUN_TEST_INFRA_ENDPOINT"),
+    ) else {
+        eprintln!("SKIPPED: no Terraform-made resources (AGENTRUN_TEST_INFRA_OUTPUTS); `make test` applies them");
+        return;
+    };
+    let outputs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(outputs).unwrap()).unwrap();
+    let output = |name: &str| {
+        outputs[name]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("output {name}: {outputs}"))
+            .to_owned()
+    };
+    let resources = CloudResources {
+        step_queue: output("step_queue_url"),
+        finalize_queue: output("finalize_queue_url"),
+        state_machine_arn: output("state_machine_arn"),
+        hot_table: output("hot_table"),
+        events_table: output("events_table"),
+    };
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::text("done"),
+        ],
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud_on(
+        &endpoint,
+        resources,
+        HashMap::from([("deployed".to_owned(), script)]),
+        |orchestrator| orchestrator,
+    )
+    .await;
+    let app = &cloud.app;
+    app.put_agent(
+        "deployed",
+        agent("deployed", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
+    let id = app.start_run("deployed", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(90)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["steps"], 2);
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    let mirrored = aws_sdk_dynamodb::Client::new(&cloud.config)
+        .query()
+        .table_name(&cloud.events_table)
+        .key_condition_expression("run_id = :run")
+        .expression_attribute_values(
+            ":run",
+            aws_sdk_dynamodb::types::AttributeValue::S(id.clone()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.count() as usize, app.all_events(&id).await.len());
+    app.assert_slots_released().await;
+}

@@ -186,7 +186,8 @@ pub async fn spawn_cloud_wrapped(
     asl: &str,
     wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator>,
 ) -> Cloud {
-    let config = sdk_config(Some(&aws_endpoint())).await;
+    let endpoint = aws_endpoint();
+    let config = sdk_config(Some(&endpoint)).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -205,12 +206,46 @@ pub async fn spawn_cloud_wrapped(
         .expect("create state machine")
         .state_machine_arn()
         .to_owned();
+    let resources = CloudResources {
+        step_queue,
+        finalize_queue,
+        state_machine_arn,
+        hot_table: create_hot_table(&config).await,
+        events_table: create_events_table(&config).await,
+    };
+    spawn_cloud_on(&endpoint, resources, scripts, wrap).await
+}
+
+/// What the cloud path runs on: queues, state machine and tables (made by
+/// a test, or by Terraform).
+pub struct CloudResources {
+    pub step_queue: String,
+    pub finalize_queue: String,
+    pub state_machine_arn: String,
+    pub hot_table: String,
+    pub events_table: String,
+}
+
+/// The platform in cloud mode on existing resources at `endpoint`, with the
+/// step and finalize handlers polling its queues.
+pub async fn spawn_cloud_on(
+    endpoint: &str,
+    resources: CloudResources,
+    scripts: HashMap<String, MockScript>,
+    wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator>,
+) -> Cloud {
+    let config = sdk_config(Some(endpoint)).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let CloudResources {
+        step_queue,
+        finalize_queue,
+        state_machine_arn,
+        hot_table,
+        events_table,
+    } = resources;
     let orchestrator = Arc::new(StepFunctionsOrchestrator::new(&config, &state_machine_arn));
-    let hot = Arc::new(DynamoHotStore::new(
-        &config,
-        create_hot_table(&config).await,
-    ));
-    let events_table = create_events_table(&config).await;
+    let hot = Arc::new(DynamoHotStore::new(&config, hot_table));
     let app = start_app(scripts, Some(wrap(orchestrator.clone())), |engine| {
         engine.hot = hot;
         engine.feed = Arc::new(DynamoEventFeed::new(
