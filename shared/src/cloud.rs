@@ -12,8 +12,8 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::adapters::aws::{
-    finalize_message, finalize_status_change, sdk_config, DynamoEventFeed, DynamoHotStore,
-    StepFunctionsOrchestrator, StepWorker,
+    finalize_message, finalize_status_change, Aws, DynamoEventFeed, StepFunctionsOrchestrator,
+    StepWorker,
 };
 use crate::adapters::in_process::BroadcastFeed;
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
@@ -110,24 +110,16 @@ impl CloudSettings {
             .filter_map(|name| Some((*name, env.get(&format!("{name}_SECRET_ARN"))?.clone())))
             .collect();
         if !wanted.is_empty() {
-            let aws = sdk_config(env.get("AWS_ENDPOINT_URL").map(String::as_str)).await;
-            let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+            let aws = Aws::connect(env.get("AWS_ENDPOINT_URL").map(String::as_str)).await;
             for (name, arn) in wanted {
-                let failed = |reason: String| CloudError::Secret {
-                    name,
-                    arn: arn.clone(),
-                    reason,
-                };
-                let value = secrets
-                    .get_secret_value()
-                    .secret_id(&arn)
-                    .send()
+                let value = aws
+                    .secret_string(&arn)
                     .await
-                    .map_err(|e| {
-                        failed(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
-                    })?
-                    .secret_string
-                    .ok_or_else(|| failed("the secret has no string value".to_owned()))?;
+                    .map_err(|reason| CloudError::Secret {
+                        name,
+                        arn: arn.clone(),
+                        reason,
+                    })?;
                 env.insert(name.to_owned(), value.trim().to_owned());
             }
         }
@@ -175,25 +167,32 @@ impl CloudSettings {
 /// Clients and the engine, built once per function instance.
 pub struct CloudPlatform {
     pub engine: Engine,
-    pub aws: aws_config::SdkConfig,
+    pub aws: Aws,
+    /// The events table feed, when there is one (the relay reads it too).
+    events: Option<Arc<DynamoEventFeed>>,
     pub settings: CloudSettings,
 }
 
 impl CloudPlatform {
     /// Connects lazily: no database round trip until the first event.
-    /// (Migrations are applied at deploy time with `agentrun migrate`.)
+    /// (Migrations are applied at deploy time: the finalize function's
+    /// `{"action": "migrate"}`, or `agentrun migrate`.)
     pub async fn connect(settings: CloudSettings) -> Result<Self, CloudError> {
-        let aws = sdk_config(settings.aws_endpoint.as_deref()).await;
+        let aws = Aws::connect(settings.aws_endpoint.as_deref()).await;
         let hot: Arc<dyn HotStore> = match &settings.hot_table {
-            Some(table) => Arc::new(DynamoHotStore::new(&aws, table)),
+            Some(table) => Arc::new(aws.hot_store(table)),
             None => Arc::new(PgHotStore::connect(
                 &settings.database_url,
                 (settings.db_connections / 2).max(1),
             )?),
         };
         let ledger = Ledger::connect(&settings.database_url, settings.db_connections)?;
-        let feed: Arc<dyn EventFeed> = match &settings.events_table {
-            Some(table) => Arc::new(DynamoEventFeed::new(&aws, table, ledger.clone())),
+        let events = settings
+            .events_table
+            .as_deref()
+            .map(|table| Arc::new(aws.event_feed(table, ledger.clone())));
+        let feed: Arc<dyn EventFeed> = match &events {
+            Some(events) => events.clone(),
             None => Arc::new(BroadcastFeed::new()),
         };
         let engine = Engine {
@@ -207,6 +206,7 @@ impl CloudPlatform {
         Ok(Self {
             engine,
             aws,
+            events,
             settings,
         })
     }
@@ -218,7 +218,7 @@ impl CloudPlatform {
             .state_machine_arn
             .clone()
             .ok_or(CloudError::Missing("STATE_MACHINE_ARN"))?;
-        Ok(Arc::new(StepFunctionsOrchestrator::new(&self.aws, arn)))
+        Ok(Arc::new(self.aws.orchestrator(&arn)))
     }
 
     /// The HTTP API with Step Functions as the orchestrator.
@@ -236,22 +236,15 @@ impl CloudPlatform {
         let orchestrator = Arc::new(StreamsOnly);
         let mut state = AppState::new(self.engine.clone(), orchestrator, None);
         state.streams = StreamGate::new(self.settings.stream_limits);
-        if let Some(table) = &self.settings.events_table {
-            state = state.reading_events_from(Arc::new(DynamoEventFeed::new(
-                &self.aws,
-                table,
-                self.engine.ledger.clone(),
-            )));
+        if let Some(events) = &self.events {
+            state = state.reading_events_from(events.clone());
         }
         relay_router(state)
     }
 
     pub fn step_worker(&self) -> StepWorker {
-        StepWorker::new(
-            self.engine.clone(),
-            &self.aws,
-            self.settings.policy.heartbeat,
-        )
+        self.aws
+            .step_worker(self.engine.clone(), self.settings.policy.heartbeat)
     }
 }
 

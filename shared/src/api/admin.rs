@@ -23,19 +23,6 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_value(raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
 }
 
-/// Reasons are shown to teams; keep them short.
-pub const MAX_REASON_CHARS: usize = 1_000;
-
-pub fn check_reason(reason: &str) -> Result<(), ApiError> {
-    if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("a reason must be at most {MAX_REASON_CHARS} characters"),
-        ));
-    }
-    Ok(())
-}
-
 fn team_id(raw: &str) -> Result<TeamId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("team_not_found", format!("no team {raw}")))
@@ -178,7 +165,7 @@ pub async fn change_team(
         .iter()
         .chain(request.agents.values().filter_map(|s| s.reason.as_ref()));
     for reason in reasons {
-        check_reason(reason)?;
+        super::check_reason(reason)?;
     }
     let ledger = &state.engine.ledger;
     let id = team_id(&id)?;

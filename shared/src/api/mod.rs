@@ -160,6 +160,18 @@ impl PageQuery {
     }
 }
 
+/// A cancel or switch-off reason (shown to teams) within its bound.
+pub fn check_reason(reason: &str) -> Result<(), ApiError> {
+    use crate::domain::limits::MAX_REASON_CHARS;
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("a reason must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// A request body: a JSON object (`code` names what is wrong otherwise),
 /// without NUL characters, with whole-number floats (`3.0`) read as the
 /// integers they are (JSON does not tell them apart).

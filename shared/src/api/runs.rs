@@ -315,7 +315,7 @@ pub async fn cancel(
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
     };
     if let Some(reason) = &request.reason {
-        super::admin::check_reason(reason)?;
+        super::check_reason(reason)?;
     }
     let run = team_run(&state, team, &id).await?;
     if run.status.is_terminal() {

@@ -38,6 +38,8 @@ pub const MAX_TOOL_TIMEOUT_MS: u64 = 300_000;
 /// `too_many_versions`).
 pub const MAX_AGENTS_PER_TEAM: i64 = 500;
 pub const MAX_VERSIONS_PER_AGENT: i32 = 1_000;
+/// Characters of a cancel or switch-off reason (400 `invalid_body`).
+pub const MAX_REASON_CHARS: usize = 1_000;
 /// Page sizes of every list (400 `invalid_query`).
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 200;
