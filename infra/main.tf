@@ -11,6 +11,11 @@ locals {
   state_machine_definition_path = "${path.module}/statemachine/run.asl.json"
   state_machine_name            = "${var.name}-run"
 
+  # The step timings, written beside it from the same StepPolicy: the step
+  # function's timeout is the Step task's, and the worker stops its LLM and
+  # tool calls well before either ends.
+  step_policy = jsondecode(file("${path.module}/statemachine/policy.json"))
+
   # DescribeExecution and StopExecution act on executions, whose ARNs are the
   # state machine's with :execution: for :stateMachine: and the run id after.
   execution_arns = "${replace(aws_sfn_state_machine.run.arn, ":stateMachine:", ":execution:")}:*"
@@ -96,7 +101,7 @@ module "step_queue" {
   source = "./modules/queue"
 
   name                       = "${var.name}-step"
-  visibility_timeout_seconds = 6 * var.step_timeout
+  visibility_timeout_seconds = local.step_policy.step_queue_visibility_timeout_seconds
   max_receive_count          = var.max_receive_count
   kms_key_arn                = var.kms_key_arn
   tags                       = var.tags
@@ -209,7 +214,7 @@ module "step" {
   description        = "agentrun step worker (step queue)"
   zip_path           = "${local.artifacts_dir}/agentrun-step/bootstrap.zip"
   memory_size        = var.step_memory_size
-  timeout            = var.step_timeout
+  timeout            = local.step_policy.step_function_timeout_seconds
   environment        = local.environment_step
   policy_json        = data.aws_iam_policy_document.step.json
   subnet_ids         = var.subnet_ids
@@ -273,8 +278,8 @@ resource "aws_lambda_event_source_mapping" "step" {
 
   lifecycle {
     precondition {
-      condition     = var.step_timeout > jsondecode(file(local.state_machine_definition_path)).States.Step.TimeoutSeconds
-      error_message = "step_timeout must be longer than the Step task's TimeoutSeconds in statemachine/run.asl.json, so the task times out before the worker is cut off."
+      condition     = local.step_policy.step_function_timeout_seconds >= jsondecode(file(local.state_machine_definition_path)).States.Step.TimeoutSeconds
+      error_message = "statemachine/policy.json and run.asl.json disagree: regenerate both with `agentrun asl --write`."
     }
   }
 }

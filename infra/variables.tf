@@ -191,17 +191,6 @@ variable "step_memory_size" {
   }
 }
 
-variable "step_timeout" {
-  description = "Timeout (seconds) of the step function; longer than the state machine's Step task TimeoutSeconds (300) so the task times out first."
-  type        = number
-  default     = 330
-
-  validation {
-    condition     = var.step_timeout >= 1 && var.step_timeout <= 900
-    error_message = "step_timeout must be between 1 and 900 seconds."
-  }
-}
-
 variable "finalize_memory_size" {
   description = "Memory (MB) of the finalize function."
   type        = number

@@ -139,7 +139,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let mut step_no = 1;
                 loop {
                     let t = Instant::now();
-                    let outcome = engine.execute_step(id, step_no).await?;
+                    let deadline = tokio::time::Instant::now()
+                        + agentrun::policy::StepPolicy::default().step_budget();
+                    let outcome = engine.execute_step(id, step_no, deadline).await?;
                     local.push(t.elapsed());
                     if outcome.next == StepNext::Finish {
                         anyhow::ensure!(

@@ -39,7 +39,8 @@ enum Command {
     },
     /// Print the Step Functions state machine (or write it to infra/).
     Asl {
-        /// Write infra/statemachine/run.asl.json instead of printing.
+        /// Write infra/statemachine/run.asl.json (and the policy.json beside
+        /// it, which Terraform reads) instead of printing.
         #[arg(long)]
         write: bool,
     },
@@ -80,10 +81,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(args) => admin::run(args).await,
         Command::Asl { write } => {
-            let text = agentrun::asl::render(&agentrun::policy::StepPolicy::default());
+            let policy = agentrun::policy::StepPolicy::default();
+            let text = agentrun::asl::render(&policy);
             if write {
                 std::fs::write(agentrun::asl::ASL_PATH, text)?;
                 println!("wrote {}", agentrun::asl::ASL_PATH);
+                let path = agentrun::asl::POLICY_PATH;
+                std::fs::write(path, agentrun::asl::render_policy(&policy))?;
+                println!("wrote {path}");
             } else {
                 print!("{text}");
             }

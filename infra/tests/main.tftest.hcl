@@ -174,6 +174,11 @@ run "queues_event_sources_and_functions" {
   }
 
   assert {
+    condition     = module.step.timeout == jsondecode(file("${path.module}/statemachine/run.asl.json")).States.Step.TimeoutSeconds
+    error_message = "The step function's timeout must be the Step task's TimeoutSeconds (both from StepPolicy)."
+  }
+
+  assert {
     condition     = module.finalize_queue.visibility_timeout_seconds >= 6 * module.finalize.timeout
     error_message = "The finalize queue's visibility timeout must be at least 6 times the finalize function's timeout."
   }
@@ -203,8 +208,8 @@ run "queues_event_sources_and_functions" {
   }
 
   assert {
-    condition     = [module.api.timeout, module.step.timeout, module.finalize.timeout, module.sse_relay.timeout] == [30, 330, 60, 900]
-    error_message = "Default timeouts: api 30 s, step 330 s, finalize 60 s, sse-relay 900 s."
+    condition     = [module.api.timeout, module.step.timeout, module.finalize.timeout, module.sse_relay.timeout] == [30, 300, 60, 900]
+    error_message = "Default timeouts: api 30 s, step 300 s (the Step task's, from StepPolicy), finalize 60 s, sse-relay 900 s."
   }
 
   assert {
@@ -440,16 +445,6 @@ run "refuses_streams_outliving_the_relay" {
   }
 
   expect_failures = [aws_lambda_function_url.stream]
-}
-
-run "refuses_a_step_timeout_not_longer_than_the_task" {
-  command = plan
-
-  variables {
-    step_timeout = 300
-  }
-
-  expect_failures = [aws_lambda_event_source_mapping.step]
 }
 
 run "refuses_a_non_positive_batch_size" {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::domain::limits::{check_run_timeout, LimitExceeded};
 use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId};
 use crate::engine::Engine;
 use crate::ledger::{AgentVersion, NewRun, StoreError};
@@ -55,6 +56,9 @@ pub enum AdmissionError {
     UnknownAgentVersion { agent: AgentName, version: i32 },
     #[error("the key's team no longer exists")]
     UnknownTeam,
+    /// The agent asks for more than the orchestrator can honour.
+    #[error(transparent)]
+    Unsupported(LimitExceeded),
     #[error("the team was switched off by an operator: {0}")]
     TeamDisabled(String),
     #[error("agent {agent} was switched off by an operator: {reason}")]
@@ -105,6 +109,10 @@ async fn admit_here(
 ) -> Result<Admitted, AdmissionError> {
     let team = request.team;
     let agent = find_agent(engine, &request).await?;
+    if let Some(max) = orchestrator.max_run_timeout() {
+        check_run_timeout(agent.spec.limits.timeout_seconds, max)
+            .map_err(AdmissionError::Unsupported)?;
+    }
     let terms = engine
         .ledger
         .admission_terms(team, &agent.name)

@@ -244,7 +244,7 @@ impl CloudPlatform {
 
     pub fn step_worker(&self) -> StepWorker {
         self.aws
-            .step_worker(self.engine.clone(), self.settings.policy.heartbeat)
+            .step_worker(self.engine.clone(), self.settings.policy.clone())
     }
 }
 
@@ -272,9 +272,10 @@ impl Orchestrator for StreamsOnly {
 pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatchResponse {
     let handled = event.records.into_iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
+        let sent_at = sent_timestamp(&record.attributes);
         let body = record.body.unwrap_or_default();
         let span = tracing::info_span!("step_message", message_id = %id);
-        match tracing::Instrument::instrument(worker.handle(&body), span).await {
+        match tracing::Instrument::instrument(worker.handle(&body, sent_at), span).await {
             Ok(_) => None,
             Err(error) => {
                 tracing::warn!(message_id = %id, %error, "step message will be delivered again");
@@ -293,6 +294,14 @@ pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatch
         response.batch_item_failures.push(failure);
     }
     response
+}
+
+/// When SQS accepted the message (`SentTimestamp`, Unix milliseconds).
+pub fn sent_timestamp(
+    attributes: &HashMap<String, String>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let millis: i64 = attributes.get("SentTimestamp")?.parse().ok()?;
+    chrono::DateTime::from_timestamp_millis(millis)
 }
 
 /// Why the finalize function could not do what an event asked; the

@@ -3,6 +3,7 @@
 //! tokens, with a real PostgreSQL and the mock LLM.
 
 mod hot_store;
+mod real_aws;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use agentrun::cloud::{handle_finalize_event, handle_step_batch};
 use agentrun::domain::RunId;
 use agentrun::embedded::load_agent_dir;
 use agentrun::mock_llm::{parse_scripts, Fault, Latency, MockScript, MockTurn};
+use agentrun::policy::StepPolicy;
 use agentrun::ports::{Orchestrator, OrchestratorError, StartOutcome};
 use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with, spawn_cloud_wrapped};
 use agentrun_e2e::{agent, echo_tool, seqs, ToolReceiver};
@@ -316,7 +318,11 @@ async fn the_step_handler_reports_partial_batch_failures_on_a_captured_sqs_event
     }))
     .unwrap();
     let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
-    let worker = StepWorker::new(engine.clone(), &config, Duration::from_secs(60));
+    let worker = StepWorker::new(
+        engine.clone(),
+        aws_sdk_sfn::Client::new(&config),
+        StepPolicy::default(),
+    );
     let response = handle_step_batch(&worker, event.clone()).await;
     assert!(
         response.batch_item_failures.is_empty(),
@@ -327,8 +333,8 @@ async fn the_step_handler_reports_partial_batch_failures_on_a_captured_sqs_event
     let closed = format!("http://127.0.0.1:{}", agentrun_e2e::free_port());
     let unreachable = StepWorker::new(
         engine,
-        &sdk_config(Some(&closed)).await,
-        Duration::from_secs(60),
+        aws_sdk_sfn::Client::new(&sdk_config(Some(&closed)).await),
+        StepPolicy::default(),
     );
     let response = handle_step_batch(&unreachable, event).await;
     let failed: Vec<&str> = response
@@ -565,7 +571,7 @@ async fn a_start_that_fails_then_a_retry_with_the_same_key_runs_once() {
     let cloud = spawn_cloud_wrapped(
         HashMap::from([("steady".to_owned(), script)]),
         include_str!("../../infra/statemachine/run.asl.json"),
-        |reachable| {
+        move |reachable| {
             Arc::new(FirstStartUnreachable {
                 unreachable: StepFunctionsOrchestrator::new(
                     &unreachable_config,
@@ -786,7 +792,6 @@ async fn a_run_goes_through_the_resources_terraform_created() {
         &endpoint,
         resources,
         HashMap::from([("deployed".to_owned(), script)]),
-        |orchestrator| orchestrator,
     )
     .await;
     let app = &cloud.app;

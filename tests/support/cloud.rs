@@ -14,7 +14,7 @@ use agentrun::adapters::aws::{
 use agentrun::mock_llm::MockScript;
 use agentrun::ports::Orchestrator;
 use aws_sdk_dynamodb::types::ScalarAttributeType;
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 use crate::{start_app, TestApp};
 
@@ -39,6 +39,10 @@ pub struct Cloud {
     /// When set, the next step message is executed but never answered nor
     /// deleted — as if the worker died after the ledger commit.
     pub lose_next_answer: Arc<AtomicBool>,
+    /// The hot store's table.
+    pub hot_table: String,
+    /// Step messages as the poller received them: when, and the body.
+    pub received: Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
     pollers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -120,7 +124,9 @@ async fn create_table(
     table
 }
 
-/// Receives, handles and (on success) deletes messages, forever.
+/// Receives, handles and (on success) deletes messages, forever; the
+/// handler gets the body and when SQS accepted the message, as the Lambda
+/// event source passes them.
 fn poll<F, Fut>(
     sqs: aws_sdk_sqs::Client,
     queue: String,
@@ -128,7 +134,7 @@ fn poll<F, Fut>(
     handle: F,
 ) -> tokio::task::JoinHandle<()>
 where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
+    F: Fn(String, Option<chrono::DateTime<chrono::Utc>>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     tokio::spawn(async move {
@@ -138,6 +144,7 @@ where
                 .queue_url(&queue)
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                 .send()
                 .await;
             let Ok(received) = received else {
@@ -146,9 +153,14 @@ where
             };
             for message in received.messages() {
                 let body = message.body().unwrap_or_default().to_owned();
-                let mut done = handle(body.clone()).await;
+                let sent_at = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|millis| millis.parse().ok())
+                    .and_then(chrono::DateTime::from_timestamp_millis);
+                let mut done = handle(body.clone(), sent_at).await;
                 if twice.load(Ordering::SeqCst) {
-                    done = handle(body).await && done;
+                    done = handle(body, sent_at).await && done;
                 }
                 if done {
                     if let Some(receipt) = message.receipt_handle() {
@@ -165,27 +177,67 @@ where
     })
 }
 
+/// How a test's cloud differs from the committed one.
+pub struct CloudSetup {
+    /// The state machine definition (default: the committed one).
+    pub asl: String,
+    /// What the step worker and the orchestrator go by; it should be what
+    /// `asl` was generated from.
+    pub policy: agentrun::policy::StepPolicy,
+    /// Where the hot store's DynamoDB requests go (e.g. a fault-injecting
+    /// proxy in front of the emulator); default: the emulator.
+    pub hot_endpoint: Option<String>,
+    /// The step worker's Step Functions client (e.g. one that records calls).
+    pub worker_sfn: Option<aws_sdk_sfn::Client>,
+    /// Wraps the API's orchestrator (e.g. to inject faults).
+    #[allow(clippy::type_complexity)]
+    pub wrap: Box<dyn FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator> + Send>,
+}
+
+impl Default for CloudSetup {
+    fn default() -> Self {
+        Self {
+            asl: include_str!("../../infra/statemachine/run.asl.json").to_owned(),
+            policy: agentrun::policy::StepPolicy::default(),
+            hot_endpoint: None,
+            worker_sfn: None,
+            wrap: Box::new(|orchestrator| orchestrator),
+        }
+    }
+}
+
 /// The platform in cloud mode against the emulator, with its own queues and
 /// the committed state machine.
 pub async fn spawn_cloud(scripts: HashMap<String, MockScript>) -> Cloud {
-    spawn_cloud_with(
-        scripts,
-        include_str!("../../infra/statemachine/run.asl.json"),
-    )
-    .await
+    spawn_cloud_setup(scripts, CloudSetup::default()).await
 }
 
 /// The same with another state machine definition (e.g. a short timeout).
 pub async fn spawn_cloud_with(scripts: HashMap<String, MockScript>, asl: &str) -> Cloud {
-    spawn_cloud_wrapped(scripts, asl, |orchestrator| orchestrator).await
+    let setup = CloudSetup {
+        asl: asl.to_owned(),
+        ..CloudSetup::default()
+    };
+    spawn_cloud_setup(scripts, setup).await
 }
 
 /// The same, with the API's orchestrator wrapped (e.g. to inject faults).
 pub async fn spawn_cloud_wrapped(
     scripts: HashMap<String, MockScript>,
     asl: &str,
-    wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator>,
+    wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator> + Send + 'static,
 ) -> Cloud {
+    let setup = CloudSetup {
+        asl: asl.to_owned(),
+        wrap: Box::new(wrap),
+        ..CloudSetup::default()
+    };
+    spawn_cloud_setup(scripts, setup).await
+}
+
+/// The platform in cloud mode on fresh queues, tables and a state machine
+/// of `setup.asl`.
+pub async fn spawn_cloud_setup(scripts: HashMap<String, MockScript>, setup: CloudSetup) -> Cloud {
     let endpoint = aws_endpoint();
     let config = sdk_config(Some(&endpoint)).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
@@ -193,7 +245,8 @@ pub async fn spawn_cloud_wrapped(
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let step_queue = create_queue(&sqs, &format!("steps-{suffix}")).await;
     let finalize_queue = create_queue(&sqs, &format!("finalize-{suffix}")).await;
-    let definition = asl
+    let definition = setup
+        .asl
         .replace("${step_queue_url}", &step_queue)
         .replace("${finalize_queue_url}", &finalize_queue);
     let state_machine_arn = sfn
@@ -213,7 +266,7 @@ pub async fn spawn_cloud_wrapped(
         hot_table: create_hot_table(&config).await,
         events_table: create_events_table(&config).await,
     };
-    spawn_cloud_on(&endpoint, resources, scripts, wrap).await
+    spawn_cloud_on_setup(&endpoint, resources, scripts, setup).await
 }
 
 /// What the cloud path runs on: queues, state machine and tables (made by
@@ -232,9 +285,18 @@ pub async fn spawn_cloud_on(
     endpoint: &str,
     resources: CloudResources,
     scripts: HashMap<String, MockScript>,
-    wrap: impl FnOnce(Arc<dyn Orchestrator>) -> Arc<dyn Orchestrator>,
+) -> Cloud {
+    spawn_cloud_on_setup(endpoint, resources, scripts, CloudSetup::default()).await
+}
+
+async fn spawn_cloud_on_setup(
+    endpoint: &str,
+    resources: CloudResources,
+    scripts: HashMap<String, MockScript>,
+    setup: CloudSetup,
 ) -> Cloud {
     let config = sdk_config(Some(endpoint)).await;
+    let hot_config = sdk_config(Some(setup.hot_endpoint.as_deref().unwrap_or(endpoint))).await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let sfn = aws_sdk_sfn::Client::new(&config);
     let CloudResources {
@@ -244,42 +306,58 @@ pub async fn spawn_cloud_on(
         hot_table,
         events_table,
     } = resources;
-    let orchestrator = Arc::new(StepFunctionsOrchestrator::new(&config, &state_machine_arn));
-    let hot = Arc::new(DynamoHotStore::new(&config, hot_table));
-    let app = start_app(scripts, Some(wrap(orchestrator.clone())), |engine| {
-        engine.hot = hot;
-        engine.feed = Arc::new(DynamoEventFeed::new(
-            &config,
-            events_table.clone(),
-            engine.ledger.clone(),
-        ));
-    })
+    let orchestrator = Arc::new(StepFunctionsOrchestrator::for_policy(
+        &config,
+        &state_machine_arn,
+        setup.policy.clone(),
+    ));
+    let hot = Arc::new(DynamoHotStore::new(&hot_config, hot_table.clone()));
+    let app = start_app(
+        scripts,
+        Some((setup.wrap)(orchestrator.clone())),
+        |engine| {
+            engine.hot = hot;
+            engine.feed = Arc::new(DynamoEventFeed::new(
+                &config,
+                events_table.clone(),
+                engine.ledger.clone(),
+            ));
+        },
+    )
     .await;
 
     let deliver_twice = Arc::new(AtomicBool::new(false));
     let worker = Arc::new(StepWorker::new(
         app.platform.engine.clone(),
-        &config,
-        agentrun::policy::StepPolicy::default().heartbeat,
+        setup.worker_sfn.unwrap_or_else(|| sfn.clone()),
+        setup.policy.clone(),
     ));
     let lose_next_answer = Arc::new(AtomicBool::new(false));
     let lose = lose_next_answer.clone();
     let engine = app.platform.engine.clone();
+    let budget = setup.policy.step_budget();
+    let received: Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>> = Arc::default();
+    let receipts = received.clone();
     let step_poller = poll(
         sqs.clone(),
         step_queue.clone(),
         deliver_twice.clone(),
-        move |body| {
+        move |body, sent_at| {
             let (worker, lose, engine) = (worker.clone(), lose.clone(), engine.clone());
+            receipts
+                .lock()
+                .unwrap()
+                .push((std::time::Instant::now(), body.clone()));
             async move {
                 if lose.swap(false, Ordering::SeqCst) {
                     let message: serde_json::Value = serde_json::from_str(&body).unwrap();
                     let run = message["run_id"].as_str().unwrap().parse().unwrap();
                     let step_no = message["step_no"].as_i64().unwrap() as i32;
-                    engine.execute_step(run, step_no).await.unwrap();
+                    let deadline = tokio::time::Instant::now() + budget;
+                    engine.execute_step(run, step_no, deadline).await.unwrap();
                     return false;
                 }
-                worker.handle(&body).await.is_ok()
+                worker.handle(&body, sent_at).await.is_ok()
             }
         },
     );
@@ -288,7 +366,7 @@ pub async fn spawn_cloud_on(
         sqs.clone(),
         finalize_queue,
         Arc::new(AtomicBool::new(false)),
-        move |body| {
+        move |body, _| {
             let engine = engine.clone();
             async move { finalize_message(&engine, &body).await.is_ok() }
         },
@@ -304,11 +382,32 @@ pub async fn spawn_cloud_on(
         events_table,
         deliver_twice,
         lose_next_answer,
+        hot_table,
+        received,
         pollers: vec![step_poller, finalize_poller],
     }
 }
 
 impl Cloud {
+    /// The error names of the run's failed Step tasks, in order.
+    pub async fn task_failures(&self, run_id: &str) -> Vec<String> {
+        let arn = self.orchestrator.execution_arn(run_id.parse().unwrap());
+        let history = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .max_results(1000)
+            .send()
+            .await
+            .unwrap();
+        history
+            .events()
+            .iter()
+            .filter_map(|e| e.task_failed_event_details())
+            .filter_map(|d| d.error().map(str::to_owned))
+            .collect()
+    }
+
     /// Executions of the run's name (the execution is named after the run).
     pub async fn executions_named(&self, run_id: &str) -> usize {
         self.sfn
@@ -358,5 +457,53 @@ impl Cloud {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("execution of run {run_id} still running");
+    }
+}
+
+/// Records the Step Functions calls a client makes (operation, when), for
+/// a worker whose heartbeats a test checks.
+#[derive(Clone, Debug, Default)]
+pub struct SfnCalls(Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>);
+
+impl SfnCalls {
+    /// A client on `config` that records into this.
+    pub fn client(&self, config: &aws_config::SdkConfig) -> aws_sdk_sfn::Client {
+        let config = aws_sdk_sfn::config::Builder::from(config)
+            .interceptor(self.clone())
+            .build();
+        aws_sdk_sfn::Client::from_conf(config)
+    }
+
+    /// When each call of `operation` (e.g. `SendTaskHeartbeat`) went out.
+    pub fn times(&self, operation: &str) -> Vec<std::time::Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name == operation)
+            .map(|(_, at)| *at)
+            .collect()
+    }
+}
+
+impl aws_sdk_sfn::config::Intercept for SfnCalls {
+    fn name(&self) -> &'static str {
+        "record-step-functions-calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sfn::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_sfn::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sfn::config::ConfigBag,
+    ) -> Result<(), aws_sdk_sfn::error::BoxError> {
+        if let Some(target) = context.request().headers().get("x-amz-target") {
+            let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+            self.0
+                .lock()
+                .unwrap()
+                .push((operation, std::time::Instant::now()));
+        }
+        Ok(())
     }
 }

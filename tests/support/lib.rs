@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 pub mod cloud;
+pub mod faults;
 
 /// A minimal agent spec on `model`, with `extra` fields merged in.
 pub fn agent(model: &str, extra: Value) -> Value {
@@ -64,10 +65,14 @@ pub async fn fresh_database() -> String {
 pub fn fast_policy() -> StepPolicy {
     StepPolicy {
         step_timeout: Duration::from_secs(30),
+        answer_margin: Duration::from_secs(3),
         heartbeat: Duration::from_secs(5),
         max_retries: 3,
         retry_base: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(200),
+        rate_limit_retries: 3,
+        rate_limit_base: Duration::from_millis(100),
+        rate_limit_max_delay: Duration::from_millis(400),
         workflow_timeout: Duration::from_secs(600),
     }
 }

@@ -5,9 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use crate::domain::{ChatMessage, ToolCall};
-use crate::policy::full_jitter;
+use crate::policy::{full_jitter, LLM_REQUEST_TIMEOUT};
+
+/// An attempt is not started with less time than this left in the step.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 use crate::ports::{ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
 
 #[derive(Clone, Debug)]
@@ -15,11 +19,16 @@ pub struct OpenAiSettings {
     /// e.g. `https://api.openai.com/v1`
     pub base_url: String,
     pub api_key: Option<String>,
+    /// One request's limit (less when the step has less time left).
     pub request_timeout: Duration,
-    /// Retries on 429, 5xx, connect errors and timeouts.
+    /// Retries on 429, 5xx, connect errors and timeouts, within the step.
     pub max_retries: u32,
     pub retry_base: Duration,
     pub retry_max_delay: Duration,
+    /// The longest `Retry-After` a step waits out itself; a provider asking
+    /// for longer gets the step back to the orchestrator, which waits
+    /// without a worker sleeping (`Retryable.RateLimited`).
+    pub max_retry_after: Duration,
 }
 
 impl OpenAiSettings {
@@ -27,10 +36,11 @@ impl OpenAiSettings {
         Self {
             base_url: base_url.into(),
             api_key: None,
-            request_timeout: Duration::from_secs(60),
+            request_timeout: LLM_REQUEST_TIMEOUT,
             max_retries: 3,
             retry_base: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(20),
         }
     }
 }
@@ -60,8 +70,12 @@ impl OpenAiClient {
         })
     }
 
-    async fn attempt(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let mut builder = self.http.post(&self.url).json(request);
+    async fn attempt(
+        &self,
+        request: &ChatRequest,
+        timeout: Duration,
+    ) -> Result<ChatResponse, LlmError> {
+        let mut builder = self.http.post(&self.url).json(request).timeout(timeout);
         if let Some(key) = &self.settings.api_key {
             builder = builder.bearer_auth(key);
         }
@@ -140,10 +154,21 @@ fn parse_completion(body: &str) -> Result<ChatResponse, LlmError> {
 
 #[async_trait]
 impl LlmClient for OpenAiClient {
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        deadline: Instant,
+    ) -> Result<ChatResponse, LlmError> {
         let mut retry = 0;
         loop {
-            let error = match self.attempt(request).await {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining < MIN_ATTEMPT {
+                return Err(LlmError::Unavailable(
+                    "no time left in the step for an LLM call".to_owned(),
+                ));
+            }
+            let timeout = self.settings.request_timeout.min(remaining);
+            let error = match self.attempt(request, timeout).await {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
@@ -160,13 +185,22 @@ impl LlmClient for OpenAiClient {
                 self.settings.retry_max_delay,
                 retry,
             );
-            // Honor the provider's Retry-After when it asks for longer.
+            // Honor the provider's Retry-After when it asks for longer, but
+            // not by sleeping past what this step may wait.
             let wait = match &error {
                 LlmError::RateLimited {
                     retry_after: Some(after),
-                } => (*after).max(backoff),
+                } => {
+                    if *after > self.settings.max_retry_after {
+                        return Err(error);
+                    }
+                    (*after).max(backoff)
+                }
                 _ => backoff,
             };
+            if Instant::now() + wait + MIN_ATTEMPT > deadline {
+                return Err(error);
+            }
             tracing::warn!(model = %request.model, retry, ?wait, %error, "LLM call failed; retrying");
             tokio::time::sleep(wait).await;
         }

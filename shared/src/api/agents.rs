@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::{parse_object, ApiError, AppState, PageQuery};
+use crate::domain::limits::check_run_timeout;
 use crate::domain::{AgentName, AgentSpec};
 use crate::ledger::AgentVersion;
 
@@ -23,6 +24,9 @@ pub async fn put(
     let spec: AgentSpec = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
     spec.check_limits()?;
+    if let Some(max) = state.orchestrator.max_run_timeout() {
+        check_run_timeout(spec.limits.timeout_seconds, max)?;
+    }
     // Validation compiles the output schema: off the async runtime.
     let (mut spec, checked) = tokio::task::spawn_blocking(move || {
         let checked = spec.validate();

@@ -152,6 +152,7 @@ fn admission_error(error: AdmissionError) -> ApiError {
         AdmissionError::UnknownAgentVersion { .. } => {
             ApiError::bad_request("unknown_agent_version", message)
         }
+        AdmissionError::Unsupported(limit) => limit.into(),
         AdmissionError::UnknownTeam => {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         }

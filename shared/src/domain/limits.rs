@@ -33,7 +33,9 @@ pub const MAX_RUN_TOKEN_BUDGET: u64 = 100_000_000;
 pub const MAX_STEPS: u32 = 1_000;
 pub const MAX_HANDOFF_DEPTH: u32 = 20;
 pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 86_400;
-pub const MAX_TOOL_TIMEOUT_MS: u64 = 300_000;
+/// A tool call's timeout: with one LLM request it must fit one step's
+/// time budget (see `policy::StepPolicy::step_budget`).
+pub const MAX_TOOL_TIMEOUT_MS: u64 = 180_000;
 /// Agents per team and versions per agent (409 `too_many_agents`,
 /// `too_many_versions`).
 pub const MAX_AGENTS_PER_TEAM: i64 = 500;
@@ -154,6 +156,27 @@ pub fn check_schema(field: &str, schema: &Value) -> Result<(), LimitExceeded> {
             field,
             MAX_SCHEMA_DEPTH,
             format!("a schema may nest at most {MAX_SCHEMA_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
+/// A run's `limits.timeout_seconds` within what the orchestrator can
+/// honour (`max`: the state machine's execution timeout, less the room its
+/// last step and settlement need).
+pub fn check_run_timeout(
+    timeout_seconds: u32,
+    max: std::time::Duration,
+) -> Result<(), LimitExceeded> {
+    if u64::from(timeout_seconds) > max.as_secs() {
+        return Err(LimitExceeded::new(
+            "timeout_not_supported",
+            "limits.timeout_seconds",
+            max.as_secs(),
+            format!(
+                "{timeout_seconds} s is longer than this deployment's state machine lets a run last; at most {} s",
+                max.as_secs()
+            ),
         ));
     }
     Ok(())

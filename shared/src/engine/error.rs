@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::domain::StopReason;
 use crate::ledger::StoreError;
 use crate::ports::{HotStoreError, LlmError};
@@ -8,21 +10,33 @@ use crate::ports::{HotStoreError, LlmError};
 pub enum StepError {
     #[error("LLM unavailable: {0}")]
     LlmUnavailable(String),
-    #[error("LLM rate limited: {0}")]
-    RateLimited(String),
+    /// The provider asked to wait longer than a step waits by itself.
+    #[error("LLM rate limited: {detail}")]
+    RateLimited {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("store unavailable: {0}")]
     Store(String),
+    /// The step used up its time budget (its task would time out next).
+    #[error("step out of time: {0}")]
+    OutOfTime(String),
     #[error("{reason}: {detail}")]
     Fatal { reason: StopReason, detail: String },
 }
 
 impl StepError {
     /// The error names the state machine retries (contract).
-    pub const RETRYABLE_NAMES: [&'static str; 3] = [
-        "Retryable.LlmUnavailable",
-        "Retryable.RateLimited",
-        "Retryable.Store",
+    pub const RETRYABLE_NAMES: [&'static str; 4] = [
+        Self::LLM_UNAVAILABLE,
+        Self::RATE_LIMITED,
+        Self::STORE,
+        Self::STEP_TIMEOUT,
     ];
+    pub const LLM_UNAVAILABLE: &'static str = "Retryable.LlmUnavailable";
+    pub const RATE_LIMITED: &'static str = "Retryable.RateLimited";
+    pub const STORE: &'static str = "Retryable.Store";
+    pub const STEP_TIMEOUT: &'static str = "Retryable.StepTimeout";
 
     pub fn fatal(reason: StopReason, detail: impl Into<String>) -> Self {
         StepError::Fatal {
@@ -34,9 +48,10 @@ impl StepError {
     /// `Retryable.*` or `Fatal.<stop_reason>`.
     pub fn error_name(&self) -> String {
         match self {
-            StepError::LlmUnavailable(_) => Self::RETRYABLE_NAMES[0].to_owned(),
-            StepError::RateLimited(_) => Self::RETRYABLE_NAMES[1].to_owned(),
-            StepError::Store(_) => Self::RETRYABLE_NAMES[2].to_owned(),
+            StepError::LlmUnavailable(_) => Self::LLM_UNAVAILABLE.to_owned(),
+            StepError::RateLimited { .. } => Self::RATE_LIMITED.to_owned(),
+            StepError::Store(_) => Self::STORE.to_owned(),
+            StepError::OutOfTime(_) => Self::STEP_TIMEOUT.to_owned(),
             StepError::Fatal { reason, .. } => format!("Fatal.{reason}"),
         }
     }
@@ -45,11 +60,21 @@ impl StepError {
         !matches!(self, StepError::Fatal { .. })
     }
 
+    /// The shortest wait the error itself asks for before a retry.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            StepError::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The stop reason a run ends with when this error is final.
     pub fn stop_reason(&self) -> StopReason {
         match self {
-            StepError::LlmUnavailable(_) | StepError::RateLimited(_) => StopReason::LlmUnavailable,
-            StepError::Store(_) => StopReason::Internal,
+            StepError::LlmUnavailable(_) | StepError::RateLimited { .. } => {
+                StopReason::LlmUnavailable
+            }
+            StepError::Store(_) | StepError::OutOfTime(_) => StopReason::Internal,
             StepError::Fatal { reason, .. } => *reason,
         }
     }
@@ -73,7 +98,10 @@ impl From<HotStoreError> for StepError {
 impl From<LlmError> for StepError {
     fn from(err: LlmError) -> Self {
         match err {
-            LlmError::RateLimited { .. } => StepError::RateLimited(err.to_string()),
+            LlmError::RateLimited { retry_after } => StepError::RateLimited {
+                detail: err.to_string(),
+                retry_after,
+            },
             LlmError::Unavailable(_) | LlmError::InvalidResponse(_) => {
                 StepError::LlmUnavailable(err.to_string())
             }

@@ -4,6 +4,7 @@
 use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::json;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::context::build_prompt;
@@ -21,14 +22,17 @@ use crate::ports::{ChatRequest, TokenReservation};
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
     /// returns the stored outcome without calling the LLM or any tool.
+    /// LLM and tool calls stop by `deadline` (the attempt's time budget) or
+    /// the run's own deadline, whichever comes first.
     pub async fn execute_step(
         &self,
         run_id: RunId,
         step_no: i32,
+        deadline: Instant,
     ) -> Result<StepOutcome, StepError> {
         let span =
             tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
-        self.execute_step_inner(run_id, step_no)
+        self.execute_step_inner(run_id, step_no, deadline)
             .instrument(span)
             .await
     }
@@ -37,6 +41,7 @@ impl Engine {
         &self,
         run_id: RunId,
         step_no: i32,
+        deadline: Instant,
     ) -> Result<StepOutcome, StepError> {
         let context = self
             .ledger
@@ -77,6 +82,10 @@ impl Engine {
         if let Some(stop) = self.kill_switch(&run, step_no).await? {
             return self.stop(&run, stop).await;
         }
+        let run_deadline = run
+            .deadline
+            .map(|at| Instant::now() + (at - Utc::now()).to_std().unwrap_or_default());
+        let deadline = run_deadline.map_or(deadline, |at| deadline.min(at));
         let agent = self
             .ledger
             .get_agent(run.team_id, &run.active_agent, Some(run.active_version))
@@ -155,10 +164,20 @@ impl Engine {
                     max_tokens: agent.spec.max_output_tokens,
                     temperature: agent.spec.temperature,
                 };
-                let response = match self.llm.complete(&request).await {
+                let response = match self.llm.complete(&request, deadline).await {
                     Ok(response) => response,
                     Err(error) => {
                         self.hot.cancel_reservation(run_id, step_no).await?;
+                        // Cut short by the run's own deadline (or too close to
+                        // it for another try): the run is over once it passes.
+                        if let Some(at) =
+                            run_deadline.filter(|at| *at <= Instant::now() + RUN_DEADLINE_GRACE)
+                        {
+                            tokio::time::sleep_until(at).await;
+                            if let Some(timeout) = timed_out(&run) {
+                                return self.stop(&run, timeout).await;
+                            }
+                        }
                         return Err(error.into());
                     }
                 };
@@ -214,7 +233,7 @@ impl Engine {
             Vec::new()
         };
         let results = self
-            .run_tools(run_id, step_no, &agent, &calls, done)
+            .run_tools(run_id, step_no, &agent, &calls, done, deadline)
             .await?;
 
         let commit = self
@@ -242,14 +261,8 @@ impl Engine {
         if let Some(reason) = self.hot.cancel_flag(run.id).await? {
             return Ok(Some(Terminal::new(StopReason::Cancelled, reason)));
         }
-        if run.deadline.is_some_and(|deadline| Utc::now() >= deadline) {
-            return Ok(Some(Terminal::new(
-                StopReason::Timeout,
-                format!(
-                    "the run exceeded its {} s limit",
-                    run.limits.timeout_seconds
-                ),
-            )));
+        if let Some(timeout) = timed_out(run) {
+            return Ok(Some(timeout));
         }
         if step_no > run.limits.max_steps as i32 {
             return Ok(Some(Terminal::new(
@@ -303,6 +316,7 @@ impl Engine {
         agent: &AgentVersion,
         calls: &[ToolCall],
         done: Vec<ToolCallRecord>,
+        deadline: Instant,
     ) -> Result<Vec<ToolCallRecord>, StepError> {
         let pending = pending_calls(agent, calls, &done);
         let futures = pending.into_iter().map(|(index, call)| async move {
@@ -315,7 +329,7 @@ impl Engine {
             let record = match spec {
                 Some(spec) => {
                     self.tools
-                        .run(spec, call_ref, &call.id, &call.function.arguments)
+                        .run(spec, call_ref, &call.id, &call.function.arguments, deadline)
                         .await
                 }
                 None => unknown_tool(call_ref, call),
@@ -505,6 +519,25 @@ impl Engine {
             tool_calls: results,
         })
     }
+}
+
+/// An LLM call that fails this close to the run's deadline ends the run
+/// there rather than being tried again.
+const RUN_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The run's timeout, once its deadline has passed.
+fn timed_out(run: &Run) -> Option<Terminal> {
+    run.deadline
+        .is_some_and(|deadline| Utc::now() >= deadline)
+        .then(|| {
+            Terminal::new(
+                StopReason::Timeout,
+                format!(
+                    "the run exceeded its {} s limit",
+                    run.limits.timeout_seconds
+                ),
+            )
+        })
 }
 
 fn tool_calls_of(message: &ChatMessage) -> Vec<ToolCall> {

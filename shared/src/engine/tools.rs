@@ -1,6 +1,6 @@
 //! Tool execution: HTTP webhooks (through the outbound guard) and built-ins,
-//! each attempt under the tool's timeout, at most two retries, with an
-//! idempotency key per call.
+//! each attempt under the tool's timeout (cut to what the step has left),
+//! at most two retries, with an idempotency key per call.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
+use tokio::time::Instant;
 
 use crate::domain::agent::Builtin;
 use crate::domain::{RunId, ToolKind, ToolSpec};
@@ -17,6 +18,9 @@ use crate::outbound::{
 };
 
 const MAX_RETRIES: u32 = 2;
+
+/// The code of a call the step's time budget cut short (or left no time for).
+pub const STEP_TIME_BUDGET: &str = "step_time_budget";
 
 /// Identifies one tool call for idempotency: `run_id:step_no:call_index`.
 #[derive(Clone, Copy, Debug)]
@@ -75,13 +79,14 @@ impl ToolRunner {
     }
 
     /// Runs a call and returns its record; failures become error results the
-    /// model can read, never a lost step.
+    /// model can read, never a lost step. Nothing runs past `deadline`.
     pub async fn run(
         &self,
         spec: &ToolSpec,
         call_ref: CallRef,
         tool_call_id: &str,
         raw_arguments: &str,
+        deadline: Instant,
     ) -> ToolCallRecord {
         let started_at = Utc::now();
         let parsed: Result<Value, _> = if raw_arguments.trim().is_empty() {
@@ -101,7 +106,9 @@ impl ToolRunner {
                 },
             ),
             Ok(arguments) => {
-                let call = self.run_with_retries(spec, call_ref, &arguments).await;
+                let call = self
+                    .run_with_retries(spec, call_ref, &arguments, deadline)
+                    .await;
                 (arguments, call)
             }
         };
@@ -124,6 +131,7 @@ impl ToolRunner {
         spec: &ToolSpec,
         call_ref: CallRef,
         arguments: &Value,
+        deadline: Instant,
     ) -> CallResult {
         let timeout = Duration::from_millis(spec.timeout_ms);
         let error = |error: String, code: Option<&str>, attempts| CallResult {
@@ -138,14 +146,27 @@ impl ToolRunner {
         };
         let mut attempt = 0;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let message = "the step's time budget ran out before this call could be made";
+                return error(message.to_owned(), Some(STEP_TIME_BUDGET), attempt);
+            }
             attempt += 1;
+            let cut = left < timeout;
             let outcome = match tokio::time::timeout(
-                timeout,
+                timeout.min(left),
                 self.attempt(spec, call_ref, arguments),
             )
             .await
             {
                 Ok(outcome) => outcome,
+                Err(_) if cut => {
+                    let message = format!(
+                        "timed out after {} ms: the step's time budget ran out",
+                        left.as_millis()
+                    );
+                    return error(message, Some(STEP_TIME_BUDGET), attempt);
+                }
                 Err(_) => Attempt::Transient(format!("timed out after {} ms", spec.timeout_ms)),
             };
             match outcome {
@@ -170,8 +191,12 @@ impl ToolRunner {
                         ToolKind::Http { url, .. } => redacted_url(url),
                         ToolKind::Builtin { .. } => String::new(),
                     };
+                    let pause = Duration::from_millis(100 * (1 << attempt));
+                    if Instant::now() + pause >= deadline {
+                        return error(message, None, attempt);
+                    }
                     tracing::warn!(tool = %spec.name, %url, attempt, error = %message, "tool call failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * (1 << attempt))).await;
+                    tokio::time::sleep(pause).await;
                 }
             }
         }

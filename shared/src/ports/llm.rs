@@ -62,7 +62,8 @@ pub struct ChatResponse {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
-    /// 429 after the client's own retries.
+    /// 429 after the client's own retries, or with a `Retry-After` longer
+    /// than a step waits by itself.
     #[error("rate limited by the provider (retry after {retry_after:?})")]
     RateLimited { retry_after: Option<Duration> },
     /// 5xx, connect failure or timeout after the client's own retries.
@@ -77,5 +78,12 @@ pub enum LlmError {
 
 #[async_trait]
 pub trait LlmClient: Send + Sync {
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+    /// One completion, retried inside the call only while `deadline` (the
+    /// step's) leaves time for it; a wait longer than the client's own limit
+    /// is left to the orchestrator (`RateLimited` with the wait).
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<ChatResponse, LlmError>;
 }

@@ -28,4 +28,10 @@ pub trait Orchestrator: Send + Sync {
 
     /// Stops driving a run whose terminal state is already recorded.
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError>;
+
+    /// The longest `limits.timeout_seconds` it can honour, when it has a
+    /// limit of its own (a state machine's execution timeout).
+    fn max_run_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -18,15 +18,109 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use std::future::Future;
+
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::builders::{DeleteBuilder, PutBuilder, UpdateBuilder};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Delete, Put, TransactWriteItem, Update,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{RunId, TeamId};
+use crate::policy::full_jitter;
 use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
+
+/// Tries of a request that meets a conflicting transaction or throttling,
+/// waiting a full-jitter backoff of 20 ms doubling up to 1 s in between.
+const CONTENTION_ATTEMPTS: u32 = 10;
+
+fn contention_backoff(attempt: u32) -> Duration {
+    full_jitter(Duration::from_millis(20), Duration::from_secs(1), attempt)
+}
+
+/// What a transaction came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tx {
+    Applied,
+    /// A condition failed: the change is refused (nothing was applied).
+    Refused,
+}
+
+enum Verdict {
+    Refused,
+    /// Cancelled without applying anything; worth another try.
+    Transient,
+    Failed,
+}
+
+/// Error codes that mean "nothing was done, try again": a transaction in
+/// progress on the item (which the SDK does not retry) or throttling.
+fn transient_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "TransactionConflictException"
+                | "TransactionConflict"
+                | "ThrottlingError"
+                | "ThrottlingException"
+                | "ProvisionedThroughputExceeded"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "TransactionInProgressException"
+        )
+    )
+}
+
+/// Reads a cancelled transaction's reasons, one per item: any conflict or
+/// throttling means nothing was applied and a retry may pass; otherwise a
+/// failed condition is a refusal; anything else (or no reasons) an error.
+fn cancellation_verdict(reasons: &[CancellationReason]) -> Verdict {
+    let codes: Vec<&str> = reasons
+        .iter()
+        .filter_map(CancellationReason::code)
+        .collect();
+    if codes.iter().any(|code| transient_code(Some(code))) {
+        Verdict::Transient
+    } else if codes.contains(&"ConditionalCheckFailed")
+        && codes
+            .iter()
+            .all(|code| matches!(*code, "ConditionalCheckFailed" | "None"))
+    {
+        Verdict::Refused
+    } else {
+        Verdict::Failed
+    }
+}
+
+/// Sends a single-item request again while the item is locked by a
+/// transaction in progress or the table throttles.
+async fn retrying<T, E, R, F, Fut>(mut send: F) -> Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match send().await {
+            Err(error)
+                if attempt < CONTENTION_ATTEMPTS
+                    && error
+                        .as_service_error()
+                        .is_some_and(|e| transient_code(e.code())) =>
+            {
+                tokio::time::sleep(contention_backoff(attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
 
 pub struct DynamoHotStore {
     client: aws_sdk_dynamodb::Client,
@@ -62,7 +156,7 @@ fn failed(error: impl std::fmt::Display) -> HotStoreError {
 }
 
 fn sdk_failed<E: std::error::Error + 'static>(error: E) -> HotStoreError {
-    HotStoreError(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())
+    HotStoreError(DisplayErrorContext(error).to_string())
 }
 
 impl DynamoHotStore {
@@ -74,36 +168,51 @@ impl DynamoHotStore {
     }
 
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, HotStoreError> {
-        Ok(self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_failed)?
-            .item)
+        Ok(retrying(|| {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .consistent_read(true)
+                .send()
+        })
+        .await
+        .map_err(sdk_failed)?
+        .item)
     }
 
-    /// Runs a transaction; `Ok(false)` when a condition failed.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool, HotStoreError> {
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+    /// Runs a transaction. Only a failed condition refuses it; a conflict
+    /// with another transaction or throttling cancels it without applying
+    /// anything, so it is tried again after a jittered wait.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Tx, HotStoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
             {
-                Ok(false)
+                Ok(_) => return Ok(Tx::Applied),
+                Err(error) => error,
+            };
+            let verdict = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    cancellation_verdict(cancelled.cancellation_reasons())
+                }
+                Some(other) if transient_code(other.code()) => Verdict::Transient,
+                _ => Verdict::Failed,
+            };
+            match verdict {
+                Verdict::Refused => return Ok(Tx::Refused),
+                Verdict::Transient if attempt < CONTENTION_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %DisplayErrorContext(&error), "hot-store transaction contended; retrying");
+                    tokio::time::sleep(contention_backoff(attempt)).await;
+                }
+                Verdict::Transient | Verdict::Failed => return Err(sdk_failed(error)),
             }
-            Err(error) => Err(sdk_failed(error)),
         }
     }
 
@@ -125,13 +234,15 @@ impl DynamoHotStore {
     }
 
     async fn delete_plain(&self, pk: &str, sk: &str) -> Result<(), HotStoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
-            .send()
-            .await
-            .map_err(sdk_failed)?;
+        retrying(|| {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .send()
+        })
+        .await
+        .map_err(sdk_failed)?;
         Ok(())
     }
 
@@ -157,7 +268,7 @@ impl DynamoHotStore {
                 .condition_expression("attribute_not_exists(pk)"),
         )?];
         items.extend(counter);
-        if self.transact(items).await? {
+        if self.transact(items).await? == Tx::Applied {
             return Ok(true);
         }
         // Refused: a limit, unless a concurrent call for this marker got it first.
@@ -284,15 +395,16 @@ impl HotStore for DynamoHotStore {
         item.insert("request_hash".to_owned(), s(request_hash));
         item.insert("run_id".to_owned(), s(run_id.to_string()));
         item.insert("expires_at".to_owned(), n(now + IDEMPOTENCY_TTL_SECONDS));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await;
+        let put = retrying(|| {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                .expression_attribute_values(":now", n(now))
+                .send()
+        })
+        .await;
         match put {
             Ok(_) => Ok(IdempotencyClaim::Claimed),
             Err(error)
@@ -319,14 +431,15 @@ impl HotStore for DynamoHotStore {
     async fn set_cancel_flag(&self, run: RunId, reason: &str) -> Result<(), HotStoreError> {
         let mut item = key(&format!("run#{run}"), "cancel");
         item.insert("reason".to_owned(), s(reason));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
+        let put = retrying(|| {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+        })
+        .await;
         match put {
             Ok(_) => Ok(()),
             // The first reason stays.
@@ -388,16 +501,17 @@ impl HotStore for DynamoHotStore {
         let mut holders = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("slots"))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_failed)?;
+            let page = retrying(|| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s("slots"))
+                    .set_exclusive_start_key(start.clone())
+                    .send()
+            })
+            .await
+            .map_err(sdk_failed)?;
             for item in page.items() {
                 let run = get_s(item, "sk").and_then(|id| id.parse().ok());
                 let team = get_s(item, "team").and_then(|id| id.parse().ok());
@@ -525,7 +639,7 @@ impl HotStore for DynamoHotStore {
                     .expression_attribute_values(":v", n(version)),
                 None => put.condition_expression("attribute_not_exists(pk)"),
             };
-            match put.send().await {
+            match retrying(|| put.clone().send()).await {
                 Ok(_) => return Ok(None),
                 Err(error)
                     if error
@@ -542,23 +656,26 @@ impl HotStore for DynamoHotStore {
 
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
         let pk = format!("run#{run}");
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(&pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_failed)?
-            .items
-            .unwrap_or_default();
+        let items = retrying(|| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .consistent_read(true)
+                .send()
+        })
+        .await
+        .map_err(sdk_failed)?
+        .items
+        .unwrap_or_default();
         for item in items {
             let sk = get_s(&item, "sk").unwrap_or_default();
             if sk == "slot" {
                 self.release_slot(run, &item).await?;
             } else if let Some(step) = sk.strip_prefix("resv#").and_then(|n| n.parse().ok()) {
+                // The marker goes only once its counters are given back (an
+                // error above keeps it for the next release).
                 self.drop_reservation(run, step, None).await?;
                 self.delete_plain(&pk, &sk).await?;
             } else {

@@ -38,9 +38,9 @@ impl Aws {
     pub fn step_worker(
         &self,
         engine: crate::engine::Engine,
-        heartbeat: std::time::Duration,
+        policy: crate::policy::StepPolicy,
     ) -> StepWorker {
-        StepWorker::new(engine, &self.0, heartbeat)
+        StepWorker::new(engine, aws_sdk_sfn::Client::new(&self.0), policy)
     }
 
     /// The string value of a Secrets Manager secret; the error says why not.

@@ -3,6 +3,7 @@ use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
 use crate::domain::RunId;
+use crate::policy::StepPolicy;
 use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
 /// Runs executions of the run state machine (`infra/statemachine/run.asl.json`).
@@ -11,13 +12,26 @@ use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 pub struct StepFunctionsOrchestrator {
     client: aws_sdk_sfn::Client,
     state_machine_arn: String,
+    /// What the state machine was generated from (its execution timeout).
+    policy: StepPolicy,
 }
 
 impl StepFunctionsOrchestrator {
+    /// Executions of a state machine generated from the default policy.
     pub fn new(config: &aws_config::SdkConfig, state_machine_arn: impl Into<String>) -> Self {
+        Self::for_policy(config, state_machine_arn, StepPolicy::default())
+    }
+
+    /// Executions of a state machine generated from `policy`.
+    pub fn for_policy(
+        config: &aws_config::SdkConfig,
+        state_machine_arn: impl Into<String>,
+        policy: StepPolicy,
+    ) -> Self {
         Self {
             client: aws_sdk_sfn::Client::new(config),
             state_machine_arn: state_machine_arn.into(),
+            policy,
         }
     }
 
@@ -80,6 +94,10 @@ impl Orchestrator for StepFunctionsOrchestrator {
                 aws_sdk_sfn::error::DisplayErrorContext(&error)
             ))),
         }
+    }
+
+    fn max_run_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.policy.max_run_timeout())
     }
 
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {

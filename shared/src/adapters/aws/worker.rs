@@ -1,17 +1,23 @@
 //! The step worker: one SQS message `{run_id, step_no, task_token}` → one
 //! engine step → `SendTaskSuccess` with the small outcome, or
-//! `SendTaskFailure` with `Retryable.*` / `Fatal.<stop_reason>`. Heartbeats
-//! while the step runs. A redelivered message for a committed step re-sends
-//! the stored outcome; a stale task token is logged and dropped.
+//! `SendTaskFailure` with `Retryable.*` / `Fatal.<stop_reason>`. It
+//! heartbeats at receipt (a message whose task already closed is dropped)
+//! and while the step runs (a task closed meanwhile stops the step's
+//! spending), and keeps the step inside its task's time: LLM and tool calls
+//! stop `answer_margin` before the task would time out, counted from when
+//! the state machine sent the message. A redelivered message for a
+//! committed step re-sends the stored outcome; a stale task token is logged
+//! and dropped.
 
-use std::time::Duration;
-
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::{RunId, StopReason, Terminal};
+use crate::domain::{RunId, StepOutcome, StopReason, Terminal};
 use crate::engine::{Engine, StepError};
+use crate::policy::StepPolicy;
 
 #[derive(Debug, Deserialize)]
 struct StepMessage {
@@ -32,21 +38,50 @@ pub enum WorkerError {
 pub struct StepWorker {
     engine: Engine,
     sfn: aws_sdk_sfn::Client,
-    heartbeat: Duration,
+    policy: StepPolicy,
+}
+
+/// What a heartbeat learned about the task.
+enum Beat {
+    Alive,
+    /// Answered, timed out, or its execution ended: nobody waits for it.
+    Closed,
+    /// The token is not (or no longer) known.
+    Invalid,
+    /// Step Functions did not answer; the step goes on.
+    Unknown,
+}
+
+/// Tries of the heartbeat at receipt while the token reads as invalid: a
+/// token may be registered a moment after its message was sent (the
+/// emulator does so), so "invalid" is believed only after about a second.
+const RECEIPT_BEAT_TRIES: u32 = 4;
+
+/// How the step went while the worker watched its task.
+enum Watched {
+    Finished(Result<StepOutcome, StepError>),
+    /// The task closed while the step ran; the step was stopped.
+    Abandoned,
 }
 
 impl StepWorker {
-    pub fn new(engine: Engine, config: &aws_config::SdkConfig, heartbeat: Duration) -> Self {
+    pub fn new(engine: Engine, sfn: aws_sdk_sfn::Client, policy: StepPolicy) -> Self {
         Self {
             engine,
-            sfn: aws_sdk_sfn::Client::new(config),
-            heartbeat,
+            sfn,
+            policy,
         }
     }
 
-    /// Handles one message body. `Ok` means the message is done with (also
-    /// when it was malformed or its token stale); `Err` means keep it.
-    pub async fn handle(&self, body: &str) -> Result<(), WorkerError> {
+    /// Handles one message body, sent by the state machine at `sent_at`
+    /// (SQS `SentTimestamp`; unknown means now). `Ok` means the message is
+    /// done with (also when it was malformed or its task closed); `Err`
+    /// means keep it.
+    pub async fn handle(
+        &self,
+        body: &str,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<(), WorkerError> {
         let message: StepMessage = match serde_json::from_str(body) {
             Ok(message) => message,
             Err(error) => {
@@ -56,7 +91,32 @@ impl StepWorker {
         };
         let span =
             tracing::info_span!("step_task", run_id = %message.run_id, step_no = message.step_no);
-        let outcome = self.step_with_heartbeats(&message).instrument(span).await;
+        self.handle_message(message, sent_at).instrument(span).await
+    }
+
+    async fn handle_message(
+        &self,
+        message: StepMessage,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<(), WorkerError> {
+        // The task's clock started when the state machine sent the message.
+        let waited = sent_at
+            .and_then(|sent| (Utc::now() - sent).to_std().ok())
+            .unwrap_or_default();
+        let task_started = Instant::now()
+            .checked_sub(waited)
+            .unwrap_or_else(Instant::now);
+        if !self.heartbeat_at_receipt(&message.task_token).await {
+            tracing::info!(
+                ?waited,
+                "the step's task closed before the message was handled; dropping it"
+            );
+            return Ok(());
+        }
+        let outcome = match self.step_watched(&message, task_started).await {
+            Watched::Finished(outcome) => outcome,
+            Watched::Abandoned => return Ok(()),
+        };
         // The two answers have different error types with the same checks.
         macro_rules! classify {
             ($result:expr) => {
@@ -100,25 +160,82 @@ impl StepWorker {
         }
     }
 
-    /// Runs the step, heartbeating meanwhile; stops early when the run was
-    /// cancelled.
-    async fn step_with_heartbeats(
-        &self,
-        message: &StepMessage,
-    ) -> Result<crate::domain::StepOutcome, StepError> {
-        let step = self.engine.execute_step(message.run_id, message.step_no);
+    /// The first heartbeat; false when the task is already closed.
+    async fn heartbeat_at_receipt(&self, token: &str) -> bool {
+        for attempt in 1..=RECEIPT_BEAT_TRIES {
+            match self.heartbeat(token).await {
+                Beat::Alive | Beat::Unknown => return true,
+                Beat::Closed => return false,
+                Beat::Invalid if attempt < RECEIPT_BEAT_TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(150 * u64::from(attempt)))
+                        .await;
+                }
+                Beat::Invalid => return false,
+            }
+        }
+        false
+    }
+
+    async fn heartbeat(&self, token: &str) -> Beat {
+        match self
+            .sfn
+            .send_task_heartbeat()
+            .task_token(token)
+            .send()
+            .await
+        {
+            Ok(_) => Beat::Alive,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_task_timed_out() || e.is_task_does_not_exist()) =>
+            {
+                Beat::Closed
+            }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_invalid_token()) =>
+            {
+                Beat::Invalid
+            }
+            Err(error) => {
+                tracing::warn!(error = %aws_sdk_sfn::error::DisplayErrorContext(&error), "heartbeat failed");
+                Beat::Unknown
+            }
+        }
+    }
+
+    /// Runs the step inside its task's time, heartbeating meanwhile; stops
+    /// early when the run was cancelled or the task closed.
+    async fn step_watched(&self, message: &StepMessage, task_started: Instant) -> Watched {
+        let deadline = task_started + self.policy.step_budget();
+        // A backstop for what the budget does not bound (a hung query): the
+        // answer still goes out before the task times out.
+        let cutoff = task_started + self.policy.step_timeout - self.policy.answer_margin / 2;
+        let step = tokio::time::timeout_at(
+            cutoff,
+            self.engine
+                .execute_step(message.run_id, message.step_no, deadline),
+        );
         tokio::pin!(step);
-        let mut beat = tokio::time::interval(self.heartbeat / 3);
-        beat.tick().await;
+        let period = self.policy.heartbeat / 3;
+        let mut beat = tokio::time::interval_at(Instant::now() + period, period);
         loop {
             tokio::select! {
-                result = &mut step => return result,
+                result = &mut step => {
+                    return Watched::Finished(result.unwrap_or_else(|_| Err(StepError::OutOfTime(format!(
+                        "step {} did not finish within its task's {:?}",
+                        message.step_no, self.policy.step_timeout
+                    )))));
+                }
                 _ = beat.tick() => {
-                    if let Err(error) = self.sfn.send_task_heartbeat().task_token(&message.task_token).send().await {
-                        tracing::warn!(error = %aws_sdk_sfn::error::DisplayErrorContext(&error), "heartbeat failed");
+                    if let Beat::Closed | Beat::Invalid = self.heartbeat(&message.task_token).await {
+                        tracing::warn!("the step's task closed while it ran; stopping the step");
+                        return Watched::Abandoned;
                     }
                     if let Ok(Some(reason)) = self.engine.hot.cancel_flag(message.run_id).await {
-                        return Err(StepError::fatal(StopReason::Cancelled, reason));
+                        return Watched::Finished(Err(StepError::fatal(StopReason::Cancelled, reason)));
                     }
                 }
             }
@@ -208,7 +325,7 @@ pub async fn finalize_status_change(engine: &Engine, event: &Value) -> Result<()
 fn terminal_for_error(name: &str, cause: &str) -> Terminal {
     let reason = match name.strip_prefix("Fatal.") {
         Some(reason) => reason.parse().unwrap_or(StopReason::Internal),
-        None if name == StepError::RETRYABLE_NAMES[0] || name == StepError::RETRYABLE_NAMES[1] => {
+        None if name == StepError::LLM_UNAVAILABLE || name == StepError::RATE_LIMITED => {
             StopReason::LlmUnavailable
         }
         None => StopReason::Internal,
@@ -227,6 +344,7 @@ mod tests {
             ("Fatal.nonsense", StopReason::Internal),
             ("Retryable.RateLimited", StopReason::LlmUnavailable),
             ("Retryable.Store", StopReason::Internal),
+            ("Retryable.StepTimeout", StopReason::Internal),
             ("States.Timeout", StopReason::Internal),
         ] {
             assert_eq!(terminal_for_error(name, "x").reason, reason, "{name}");

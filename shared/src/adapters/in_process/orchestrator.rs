@@ -116,44 +116,63 @@ impl EmbeddedOrchestrator {
     /// Steps until the run finishes; returns the terminal state the
     /// orchestrator must record when a step could not (errors).
     async fn step_loop(&self, run_id: RunId, mut step_no: i32) -> Option<Terminal> {
-        let mut retries = 0;
+        let (mut retries, mut rate_limited) = (0, 0);
         loop {
             let result = {
                 let Ok(_slot) = self.step_slots.acquire().await else {
                     return None;
                 };
+                let deadline = tokio::time::Instant::now() + self.policy.step_budget();
                 match tokio::time::timeout(
                     self.policy.step_timeout,
-                    self.engine.execute_step(run_id, step_no),
+                    self.engine.execute_step(run_id, step_no, deadline),
                 )
                 .await
                 {
                     Ok(result) => result,
-                    Err(_) => Err(StepError::LlmUnavailable(format!(
+                    Err(_) => Err(StepError::OutOfTime(format!(
                         "step {step_no} did not finish within {:?}",
                         self.policy.step_timeout
                     ))),
                 }
             };
-            match result {
+            let wait = match result {
                 Ok(outcome) if outcome.next == StepNext::Step => {
                     step_no = outcome.step_no;
-                    retries = 0;
+                    (retries, rate_limited) = (0, 0);
+                    continue;
                 }
                 Ok(_) => return None,
-                Err(error) if error.is_retryable() && retries < self.policy.max_retries => {
+                // The provider asked for a long pause: wait it out here, on
+                // the rate-limit schedule, at least as long as it asked.
+                Err(ref error @ StepError::RateLimited { .. })
+                    if rate_limited < self.policy.rate_limit_retries =>
+                {
+                    rate_limited += 1;
+                    let wait = self
+                        .policy
+                        .rate_limit_backoff(rate_limited)
+                        .max(error.retry_after().unwrap_or_default());
+                    (wait, rate_limited, error)
+                }
+                Err(
+                    ref error @ (StepError::LlmUnavailable(_)
+                    | StepError::Store(_)
+                    | StepError::OutOfTime(_)),
+                ) if retries < self.policy.max_retries => {
                     retries += 1;
-                    let wait = self.policy.backoff(retries);
-                    tracing::warn!(run_id = %run_id, step_no, retries, ?wait, error = %error,
-                        error_name = %error.error_name(), "step failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    (self.policy.backoff(retries), retries, error)
                 }
                 Err(error) => {
                     tracing::error!(run_id = %run_id, step_no, error = %error,
                         error_name = %error.error_name(), "step failed; ending run");
                     return Some(Terminal::new(error.stop_reason(), error.to_string()));
                 }
-            }
+            };
+            let (wait, retry, error) = wait;
+            tracing::warn!(run_id = %run_id, step_no, retry, ?wait, error = %error,
+                error_name = %error.error_name(), "step failed; retrying");
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -1,0 +1,307 @@
+//! What real AWS does that the emulator does not show by itself: DynamoDB
+//! transactions cancelled for conflicts and throttling (injected by a proxy),
+//! a provider asking to wait ten minutes, a task's time, heartbeats from
+//! the moment a message arrives, and what the state machine can honour.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use agentrun::mock_llm::{Fault, Latency, MockScript, MockTurn};
+use agentrun::policy::StepPolicy;
+use agentrun_e2e::cloud::{aws_endpoint, spawn_cloud_setup, CloudSetup, SfnCalls};
+use agentrun_e2e::faults::DynamoFaults;
+use agentrun_e2e::{agent, echo_tool};
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::json;
+
+/// Hot-store items that exist only while a run holds something: slot
+/// markers and their index, and token reservations.
+async fn held_items(cloud: &agentrun_e2e::cloud::Cloud) -> Vec<(String, String)> {
+    let dynamo = aws_sdk_dynamodb::Client::new(&cloud.config);
+    let mut held = Vec::new();
+    let mut start = None;
+    loop {
+        let page = dynamo
+            .scan()
+            .table_name(&cloud.hot_table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let text = |name: &str| {
+                item.get(name)
+                    .and_then(|v: &AttributeValue| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (pk, sk) = (text("pk"), text("sk"));
+            if pk == "slots" || sk == "slot" || sk.starts_with("resv#") {
+                held.push((pk, sk));
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return held;
+        }
+    }
+}
+
+/// Ten runs at once in a team of ten slots, with every hot-store
+/// transaction cancelled for a conflict at first (and every other one also
+/// throttled): none is refused, none is stopped for the team's budget, and
+/// every slot and reservation comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_conflicts_and_throttling_refuse_nothing_and_leak_nothing() {
+    let faults = DynamoFaults::start(aws_endpoint()).await;
+    let script = MockScript {
+        turns: vec![MockTurn::tool("noop", json!({})), MockTurn::text("done")],
+        latency_ms: Latency::Range([20, 120]),
+        ..MockScript::default()
+    };
+    let setup = CloudSetup {
+        hot_endpoint: Some(faults.url.clone()),
+        ..CloudSetup::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("busy".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent("busy", agent("busy", json!({"tools": [echo_tool("noop")]})))
+        .await;
+    let (status, team) = app
+        .admin("GET", &format!("/v1/admin/teams/{}", app.team), None)
+        .await;
+    assert_eq!(status, 200, "{team}");
+    assert_eq!(team["limits"]["max_concurrent_runs"], 10, "{team}");
+
+    let bodies: Vec<_> = (0..10)
+        .map(|n| json!({"agent": "busy", "input": format!("run {n}")}))
+        .collect();
+    let answers =
+        futures_util::future::join_all(bodies.iter().map(|body| app.post_run(body, None))).await;
+    let mut ids = Vec::new();
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 202, "a spurious refusal: {body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let run = app.wait_finished(id, Duration::from_secs(120)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["steps"], 2, "{run}");
+    }
+    app.assert_slots_released().await;
+    let today = chrono::Utc::now().date_naive();
+    let (used, reserved) = app
+        .platform
+        .engine
+        .hot
+        .tokens_of_day(app.team, today)
+        .await
+        .unwrap();
+    assert_eq!(reserved, 0, "every reservation was settled or given back");
+    let billed: i64 = futures_util::future::join_all(ids.iter().map(|id| app.run(id)))
+        .await
+        .iter()
+        .map(|run| run["usage"]["total_tokens"].as_i64().unwrap())
+        .sum();
+    assert_eq!(used as i64, billed, "the day counts each call once");
+    assert_eq!(held_items(&cloud).await, Vec::<(String, String)>::new());
+
+    let injected = faults.injected();
+    // Per run at least: the slot, two reservations, two settlements, the release.
+    assert!(
+        injected.transaction_conflicts >= 60,
+        "conflicts were injected: {injected:?}"
+    );
+    assert!(injected.transaction_throttles > 0, "{injected:?}");
+    assert!(injected.write_conflicts > 0, "{injected:?}");
+}
+
+/// A provider that keeps answering 429 with `Retry-After: 600`: no worker
+/// sleeps through it. Each attempt hands the wait back to the state machine
+/// at once as `Retryable.RateLimited` (its own, longer retry schedule),
+/// and the run ends `llm_unavailable` once those retries are spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_minute_retry_after_goes_back_to_the_state_machine() {
+    let policy = StepPolicy {
+        rate_limit_retries: 2,
+        rate_limit_base: Duration::from_secs(1),
+        rate_limit_max_delay: Duration::from_secs(2),
+        ..StepPolicy::default()
+    };
+    let script = MockScript {
+        turns: vec![MockTurn::text("never")],
+        faults: vec![Fault {
+            status: 429,
+            retry_after: Some(600.0),
+            times: 1_000,
+        }],
+        ..MockScript::default()
+    };
+    let setup = CloudSetup {
+        asl: agentrun::asl::render(&policy),
+        policy,
+        ..CloudSetup::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("limited".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent("limited", agent("limited", json!({}))).await;
+    let started = Instant::now();
+    let id = app.start_run("limited", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    let took = started.elapsed();
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["stop_reason"], "llm_unavailable", "{run}");
+    assert!(
+        run["stop_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Retryable.RateLimited"),
+        "{run}"
+    );
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED", "Catch → Finalize → Done");
+    assert_eq!(
+        cloud.task_failures(&id).await,
+        vec!["Retryable.RateLimited"; 3],
+        "the first try and both rate-limit retries"
+    );
+    // At most one request per attempt: the client waits neither ten
+    // minutes nor for another try. (The emulator may replay a task's
+    // failure instead of sending it again, so there can be fewer.)
+    let requests = app.mock.state.requests("limited");
+    assert!((1..=3).contains(&requests), "{requests} requests");
+    assert!(
+        took < Duration::from_secs(30),
+        "every task ended at once, not after Retry-After: {took:?}"
+    );
+}
+
+/// An agent whose `limits.timeout_seconds` is longer than the state machine
+/// lets an execution run is refused when stored, and a run of one stored
+/// earlier is refused before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_the_state_machine_cannot_honour_is_refused() {
+    let policy = StepPolicy {
+        workflow_timeout: Duration::from_secs(900),
+        ..StepPolicy::default()
+    };
+    let max = policy.max_run_timeout().as_secs();
+    assert_eq!(max, 540);
+    let setup = CloudSetup {
+        asl: agentrun::asl::render(&policy),
+        policy,
+        ..CloudSetup::default()
+    };
+    let script = MockScript::turns(vec![MockTurn::text("done")]);
+    let cloud = spawn_cloud_setup(HashMap::from([("long".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    let (status, refused) = app
+        .call_as(
+            &app.key,
+            "PUT",
+            "/v1/agents/long",
+            Some(agent("long", json!({"limits": {"timeout_seconds": 600}}))),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["error"]["code"], "timeout_not_supported",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["error"]["details"]["field"],
+        "limits.timeout_seconds"
+    );
+    assert_eq!(refused["error"]["details"]["limit"], max);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 540 s"),
+        "{refused}"
+    );
+    app.put_agent(
+        "long",
+        agent("long", json!({"limits": {"timeout_seconds": 500}})),
+    )
+    .await;
+
+    // Stored before this deployment's limit (as another deployment might).
+    let spec: agentrun::domain::AgentSpec =
+        serde_json::from_value(agent("long", json!({"limits": {"timeout_seconds": 3600}})))
+            .unwrap();
+    app.platform
+        .engine
+        .ledger
+        .put_agent(app.team, "long", &spec)
+        .await
+        .unwrap();
+    let (status, _, refused) = app
+        .post_run(&json!({"agent": "long", "input": "go"}), None)
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "timeout_not_supported");
+    assert_eq!(app.run_rows().await, 0, "nothing was created");
+    assert_eq!(app.slots_held().await, 0);
+    let (status, _, accepted) = app
+        .post_run(&json!({"agent": "long", "version": 1, "input": "go"}), None)
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run = app
+        .wait_finished(accepted["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+}
+
+/// The worker heartbeats the moment a message arrives (a cold start or a
+/// slow batch cannot let the heartbeat lapse while the LLM call runs), and
+/// drops a message whose task is already closed without touching the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_goes_out_at_receipt_and_a_closed_task_is_dropped() {
+    let calls = SfnCalls::default();
+    let config = agentrun::adapters::aws::sdk_config(Some(&aws_endpoint())).await;
+    let setup = CloudSetup {
+        worker_sfn: Some(calls.client(&config)),
+        ..CloudSetup::default()
+    };
+    let script = MockScript {
+        turns: vec![MockTurn::text("slow answer")],
+        latency_ms: Latency::Fixed(2_000),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("slow".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent("slow", agent("slow", json!({}))).await;
+    let id = app.start_run("slow", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+
+    let (received_at, body) = cloud.received.lock().unwrap()[0].clone();
+    let beats = calls.times("SendTaskHeartbeat");
+    let answered = calls.times("SendTaskSuccess");
+    assert_eq!(answered.len(), 1);
+    let first_beat = *beats.first().expect("a heartbeat");
+    assert!(
+        first_beat.duration_since(received_at) < Duration::from_secs(1),
+        "first heartbeat {:?} after receipt",
+        first_beat.duration_since(received_at)
+    );
+    assert!(
+        answered[0].duration_since(received_at) >= Duration::from_secs(2),
+        "the heartbeat went out before the LLM answered, not after"
+    );
+
+    // The same message again: its task is closed, so it is dropped.
+    let requests = app.mock.state.requests("slow");
+    let worker = agentrun::adapters::aws::StepWorker::new(
+        app.platform.engine.clone(),
+        calls.client(&config),
+        StepPolicy::default(),
+    );
+    worker.handle(&body, None).await.unwrap();
+    assert!(calls.times("SendTaskHeartbeat").len() > beats.len());
+    assert_eq!(calls.times("SendTaskSuccess").len(), 1, "nothing answered");
+    assert_eq!(app.mock.state.requests("slow"), requests);
+}
