@@ -53,6 +53,9 @@ locals {
     local.environment_common,
     {
       STATE_MACHINE_ARN = aws_sfn_state_machine.run.arn
+      # Behind API Gateway the api function cannot hold a stream open: it
+      # points /v1/runs/{id}/events at the relay.
+      AGENTRUN_STREAM_URL = trimsuffix(aws_lambda_function_url.stream.function_url, "/")
     },
     var.enable_admin_api ? {
       AGENTRUN_ADMIN_KEY_SECRET_ARN = local.admin_key_secret_arn
@@ -71,9 +74,10 @@ locals {
   environment_sse_relay = merge(
     local.environment_common,
     {
-      AGENTRUN_STREAM_MAX_PER_TEAM = tostring(var.stream_max_per_team)
-      AGENTRUN_STREAM_MAX_TOTAL    = tostring(var.stream_max_total)
-      AGENTRUN_STREAM_MAX_SECONDS  = tostring(var.stream_max_seconds)
+      AGENTRUN_STREAM_MAX_PER_TEAM     = tostring(var.stream_max_per_team)
+      AGENTRUN_STREAM_MAX_TOTAL        = tostring(var.stream_max_total)
+      AGENTRUN_STREAM_MAX_SECONDS      = tostring(var.stream_max_seconds)
+      AGENTRUN_STREAM_MAX_IDLE_SECONDS = tostring(var.stream_max_idle_seconds)
     },
   )
 }

@@ -154,6 +154,17 @@ variable "stream_max_seconds" {
   }
 }
 
+variable "stream_max_idle_seconds" {
+  description = "An event stream that has sent no event for this many seconds ends with a retry hint (AGENTRUN_STREAM_MAX_IDLE_SECONDS); the client resumes with Last-Event-ID. Bounds what a stream nobody reads any more costs."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.stream_max_idle_seconds >= 1 && floor(var.stream_max_idle_seconds) == var.stream_max_idle_seconds
+    error_message = "stream_max_idle_seconds must be a positive whole number."
+  }
+}
+
 ################################################################################
 # Functions
 ################################################################################

@@ -80,25 +80,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
 
-    let stream_url = args
+    let stream_base = args
         .stream_url
         .as_deref()
         .map(|u| u.trim_end_matches('/'))
         .unwrap_or(&url);
-    let mut stream = http
-        .get(format!("{stream_url}/v1/runs/{run_id}/events"))
-        .bearer_auth(&key)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes_stream();
-    let mut parser = SseParser::default();
-    while let Some(chunk) = stream.next().await {
-        for event in parser.push(&chunk?) {
-            let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-            println!("{}", describe(&event.event, &data));
-        }
-    }
+    follow(&format!("{stream_base}/v1/runs/{run_id}/events"), &key).await?;
 
     let run: Value = http
         .get(format!("{url}/v1/runs/{run_id}"))
@@ -107,10 +94,84 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .await?
         .json()
         .await?;
-    if let Some(output) = run.get("output").filter(|o| !o.is_null()) {
+    if run["output_inline"] == false {
+        let text = read_parts(&http, &format!("{url}/v1/runs/{run_id}/output"), &key).await?;
+        let output: Value = serde_json::from_str(&text)?;
+        println!("output:\n{}", serde_json::to_string_pretty(&output)?);
+    } else if let Some(output) = run.get("output").filter(|o| !o.is_null()) {
         println!("output:\n{}", serde_json::to_string_pretty(output)?);
     }
     Ok(if run["status"] == "succeeded" { 0 } else { 1 })
+}
+
+/// Prints the run's events until its terminal one: follows the API's 307
+/// to where streams are served (with the key: it names the deployment's
+/// own relay), and resumes with Last-Event-ID when a stream ends early.
+async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut events_url = events_url.to_owned();
+    let mut last: Option<String> = None;
+    for _ in 0..10_000 {
+        let mut request = http.get(&events_url).bearer_auth(key);
+        if let Some(seq) = &last {
+            request = request.header("last-event-id", seq);
+        }
+        let response = request.send().await?;
+        if response.status() == reqwest::StatusCode::TEMPORARY_REDIRECT {
+            let body: Value = response.json().await?;
+            events_url = body["stream_url"]
+                .as_str()
+                .context("a redirect without stream_url")?
+                .to_owned();
+            continue;
+        }
+        let mut stream = response.error_for_status()?.bytes_stream();
+        let mut parser = SseParser::default();
+        while let Some(chunk) = stream.next().await {
+            for event in parser.push(&chunk?) {
+                let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                println!("{}", describe(&event.event, &data));
+                if event.id.is_some() {
+                    last = event.id.clone();
+                }
+                if TERMINAL_EVENTS.contains(&event.event.as_str()) {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    bail!("the event stream kept ending before the run did")
+}
+
+const TERMINAL_EVENTS: [&str; 4] = [
+    "run.succeeded",
+    "run.failed",
+    "run.cancelled",
+    "run.timed_out",
+];
+
+/// A text the API serves in parts (`{text, next_offset}`), whole.
+async fn read_parts(http: &reqwest::Client, url: &str, key: &str) -> anyhow::Result<String> {
+    let mut whole = String::new();
+    let mut offset = 0;
+    loop {
+        let part: Value = http
+            .get(format!("{url}?offset={offset}"))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        whole.push_str(part["text"].as_str().unwrap_or_default());
+        match part["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => return Ok(whole),
+        }
+    }
 }
 
 /// One line per event: seq, step, type and what matters for it.

@@ -37,6 +37,8 @@ CONTRACT = {
     "AGENTRUN_STREAM_MAX_PER_TEAM": ("sse-relay",),
     "AGENTRUN_STREAM_MAX_TOTAL": ("sse-relay",),
     "AGENTRUN_STREAM_MAX_SECONDS": ("sse-relay",),
+    "AGENTRUN_STREAM_MAX_IDLE_SECONDS": ("sse-relay",),
+    "AGENTRUN_STREAM_URL": ("api",),
 }
 
 # Plain-value alternatives, read only locally or against an emulator: a

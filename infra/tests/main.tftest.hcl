@@ -255,9 +255,9 @@ run "environment_contract" {
   assert {
     condition = keys(module.api.environment) == sort([
       "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
-      "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN",
+      "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN", "AGENTRUN_STREAM_URL",
     ])
-    error_message = "The api function also gets the state machine and the admin key secret."
+    error_message = "The api function also gets the state machine, the admin key secret and the relay's URL."
   }
 
   assert {
@@ -271,7 +271,7 @@ run "environment_contract" {
   assert {
     condition = keys(module.sse_relay.environment) == sort([
       "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
-      "AGENTRUN_STREAM_MAX_PER_TEAM", "AGENTRUN_STREAM_MAX_TOTAL", "AGENTRUN_STREAM_MAX_SECONDS",
+      "AGENTRUN_STREAM_MAX_PER_TEAM", "AGENTRUN_STREAM_MAX_TOTAL", "AGENTRUN_STREAM_MAX_SECONDS", "AGENTRUN_STREAM_MAX_IDLE_SECONDS",
     ])
     error_message = "The sse-relay function also gets the stream limits."
   }
@@ -288,7 +288,9 @@ run "environment_contract" {
       module.step.environment.AGENTRUN_OUTBOUND_ALLOW == "" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_PER_TEAM == "100" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_TOTAL == "2000" &&
-      module.sse_relay.environment.AGENTRUN_STREAM_MAX_SECONDS == "840"
+      module.sse_relay.environment.AGENTRUN_STREAM_MAX_SECONDS == "840" &&
+      module.sse_relay.environment.AGENTRUN_STREAM_MAX_IDLE_SECONDS == "120" &&
+      module.api.environment.AGENTRUN_STREAM_URL == trimsuffix(aws_lambda_function_url.stream.function_url, "/")
     )
     error_message = "Environment values must follow the variables' defaults and the created resources."
   }

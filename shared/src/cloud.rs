@@ -70,8 +70,13 @@ pub struct CloudSettings {
     pub outbound_allow: OutboundAllow,
     /// `AGENTRUN_STREAM_MAX_PER_TEAM` (100), `AGENTRUN_STREAM_MAX_TOTAL`
     /// (2000), `AGENTRUN_STREAM_MAX_SECONDS` (840: below the relay's 15-minute
-    /// limit): bounds on the relay's open streams.
+    /// limit), `AGENTRUN_STREAM_MAX_IDLE_SECONDS` (120): bounds on the
+    /// relay's open streams.
     pub stream_limits: StreamLimits,
+    /// `AGENTRUN_STREAM_URL`: where the relay serves event streams; the
+    /// api function (buffered, cut off by API Gateway after 30 s) answers
+    /// `/v1/runs/{id}/events` with a 307 to it.
+    pub stream_url: Option<String>,
     pub policy: StepPolicy,
 }
 
@@ -138,6 +143,11 @@ impl CloudSettings {
                 "AGENTRUN_STREAM_MAX_SECONDS",
                 840,
             )?),
+            max_idle: Some(std::time::Duration::from_secs(number_setting(
+                &get,
+                "AGENTRUN_STREAM_MAX_IDLE_SECONDS",
+                120,
+            )?)),
         };
         let outbound_allow = OutboundAllow::parse(
             &get("AGENTRUN_OUTBOUND_ALLOW").unwrap_or_default(),
@@ -159,6 +169,7 @@ impl CloudSettings {
             events_table: get("EVENTS_TABLE"),
             outbound_allow,
             stream_limits,
+            stream_url: get("AGENTRUN_STREAM_URL").filter(|url| !url.trim().is_empty()),
             policy: StepPolicy::default(),
         })
     }
@@ -221,13 +232,16 @@ impl CloudPlatform {
         Ok(Arc::new(self.aws.orchestrator(&arn)))
     }
 
-    /// The HTTP API with Step Functions as the orchestrator.
+    /// The HTTP API with Step Functions as the orchestrator; event streams
+    /// are pointed at the relay when its URL is set.
     pub fn router(&self) -> Result<Router, CloudError> {
-        Ok(router(AppState::new(
+        let mut state = AppState::new(
             self.engine.clone(),
             self.orchestrator()?,
             self.settings.admin_key.as_deref().map(Arc::from),
-        )))
+        );
+        state.stream_url = self.settings.stream_url.as_deref().map(Arc::from);
+        Ok(router(state))
     }
 
     /// The SSE relay: event streams read from the events table when there is

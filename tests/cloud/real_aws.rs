@@ -305,3 +305,173 @@ async fn a_heartbeat_goes_out_at_receipt_and_a_closed_task_is_dropped() {
     assert_eq!(calls.times("SendTaskSuccess").len(), 1, "nothing answered");
     assert_eq!(app.mock.state.requests("slow"), requests);
 }
+
+/// Reads a text served in parts (`{text, next_offset}`) from `path`.
+async fn read_parts(app: &agentrun_e2e::TestApp, path: &str) -> String {
+    let mut whole = String::new();
+    let mut offset = 0;
+    loop {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let response = app
+            .http
+            .get(format!("{}{path}{separator}offset={offset}", app.url))
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() < LAMBDA_RESPONSE_LIMIT, "{} bytes", body.len());
+        let part: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        whole.push_str(part["text"].as_str().unwrap());
+        match part["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => return whole,
+        }
+    }
+}
+
+/// A buffered Lambda answers at most 6 MB.
+const LAMBDA_RESPONSE_LIMIT: usize = 6_000_000;
+
+/// A run whose output is 10 MB and whose tool answered 100 KB: every
+/// response stays under the Lambda limit (the output and the result are
+/// read in parts), the terminal event is mirrored without its data (a
+/// DynamoDB item holds 400 KB), and the relay's stream is complete, the
+/// terminal event whole from the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_megabyte_output_stays_under_every_limit() {
+    let output = "y".repeat(10 * 1024 * 1024);
+    let blob = "b".repeat(100 * 1024);
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"blob": blob})),
+            MockTurn::text(&output),
+        ],
+        usage: Some(agentrun::ports::Usage {
+            prompt_tokens: 100,
+            completion_tokens: 100,
+        }),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud_setup(
+        HashMap::from([("huge".to_owned(), script)]),
+        CloudSetup::default(),
+    )
+    .await;
+    let app = &cloud.app;
+    app.put_agent("huge", agent("huge", json!({"tools": [echo_tool("noop")]})))
+        .await;
+    let id = app.start_run("huge", json!("go")).await;
+    app.wait_finished(&id, Duration::from_secs(90)).await;
+
+    let get = |path: String| async move {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body.len() < LAMBDA_RESPONSE_LIMIT,
+            "{path}: {} bytes",
+            body.len()
+        );
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let run = get(format!("/v1/runs/{id}")).await;
+    assert_eq!(run["status"], "succeeded", "{}", run["stop_detail"]);
+    assert_eq!(run["output_inline"], false);
+    assert_eq!(run["output"], serde_json::Value::Null);
+    assert_eq!(run["output_bytes"], output.len() + 2, "a JSON string");
+    let text = read_parts(app, &format!("/v1/runs/{id}/output")).await;
+    assert_eq!(serde_json::from_str::<String>(&text).unwrap(), output);
+    let raw = read_parts(app, &format!("/v1/runs/{id}/output?part=raw_output")).await;
+    assert_eq!(raw, output);
+    let listed = get("/v1/runs".to_owned()).await;
+    assert_eq!(listed["data"][0]["id"], id.as_str());
+
+    let steps = get(format!("/v1/runs/{id}/steps")).await;
+    let call = &steps["data"][0]["tool_calls"][0];
+    assert_eq!(call["result_cut"], true, "{call}");
+    let result_bytes = call["result_bytes"].as_u64().unwrap() as usize;
+    assert!(result_bytes > blob.len(), "{result_bytes}");
+    let result = read_parts(app, call["links"]["result"].as_str().unwrap()).await;
+    assert_eq!(result.len(), result_bytes);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&result).unwrap()["blob"],
+        blob.as_str()
+    );
+
+    // The mirror: every item fits DynamoDB; the terminal one went without
+    // its data.
+    let (status, _) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    let mirrored = aws_sdk_dynamodb::Client::new(&cloud.config)
+        .query()
+        .table_name(&cloud.events_table)
+        .key_condition_expression("run_id = :run")
+        .expression_attribute_values(":run", AttributeValue::S(id.clone()))
+        .send()
+        .await
+        .unwrap();
+    let ledger_events = app
+        .count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
+        .await;
+    assert_eq!(mirrored.count() as i64, ledger_events);
+    for item in mirrored.items() {
+        let size: usize = item
+            .iter()
+            .map(|(name, value)| name.len() + value.as_s().map_or(8, String::len))
+            .sum();
+        assert!(size < 400 * 1024, "an item of {size} bytes");
+    }
+    let terminal = mirrored.items().last().unwrap();
+    assert_eq!(terminal["type"].as_s().unwrap(), "run.succeeded");
+    assert_eq!(terminal["data_truncated"].as_bool().unwrap(), &true);
+
+    // The relay's stream from the table: complete and whole.
+    let state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        cloud.orchestrator.clone(),
+        None,
+    )
+    .reading_events_from(std::sync::Arc::new(
+        agentrun::adapters::aws::DynamoEventFeed::new(
+            &cloud.config,
+            &cloud.events_table,
+            app.platform.engine.ledger.clone(),
+        ),
+    ));
+    let relay = format!(
+        "http://{}",
+        agentrun_e2e::serve(agentrun::api::relay_router(state))
+            .await
+            .0
+    );
+    let text = app
+        .http
+        .get(format!("{relay}/v1/runs/{id}/events"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let frames = agentrun::sse_client::SseParser::default().push(text.as_bytes());
+    assert_eq!(
+        agentrun_e2e::seqs(&frames),
+        (1..=ledger_events).collect::<Vec<_>>()
+    );
+    let last = frames.last().unwrap();
+    assert_eq!(last.event, "run.succeeded");
+    let data: serde_json::Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(
+        data["data"]["output"].as_str().map(str::len),
+        Some(output.len())
+    );
+}

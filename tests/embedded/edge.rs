@@ -271,6 +271,7 @@ async fn open_streams_are_capped_per_team_and_a_closed_one_frees_its_place() {
         per_team: 2,
         total: 10,
         max_lifetime: Duration::from_millis(1500),
+        max_idle: None,
     });
     let url = format!("http://{}", serve(agentrun::api::router(state)).await.0);
     let open = || {
@@ -299,6 +300,10 @@ async fn open_streams_are_capped_per_team_and_a_closed_one_frees_its_place() {
         .expect("the stream ends at its maximum life")
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "{text}");
+    assert!(
+        text.contains("\nretry: 1000\n") || text.starts_with("retry: 1000\n"),
+        "a stream cut before its run's end says when to come back: {text}"
+    );
     let mut reopened = false;
     for _ in 0..40 {
         if open().await.unwrap().status() == 200 {

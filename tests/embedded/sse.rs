@@ -163,6 +163,7 @@ async fn two_hundred_subscribers_of_one_run_share_one_follower() {
         per_team: 500,
         total: 500,
         max_lifetime: Duration::from_secs(60),
+        max_idle: None,
     });
     let followers = state.followers.clone();
     let streams_url = format!(
@@ -213,4 +214,124 @@ async fn two_hundred_subscribers_of_one_run_share_one_follower() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(followers.active(), 0, "the follower ended with the run");
+}
+
+/// A stream that sends nothing for its idle limit ends with a `retry:`
+/// hint (nobody may be reading it); the client resumes with Last-Event-ID
+/// and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_ends_with_a_retry_hint_and_resumes_without_a_gap() {
+    let script = MockScript {
+        turns: vec![MockTurn::text("late")],
+        latency_ms: Latency::Fixed(2_500),
+        ..MockScript::default()
+    };
+    let app = spawn_app_with(HashMap::from([("quiet".to_owned(), script)])).await;
+    app.put_agent("quiet", agent("quiet", json!({}))).await;
+    let mut state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        app.platform.orchestrator.clone(),
+        None,
+    );
+    state.streams = agentrun::api::StreamGate::new(agentrun::api::StreamLimits {
+        max_idle: Some(Duration::from_millis(700)),
+        ..agentrun::api::StreamLimits::default()
+    });
+    let url = format!(
+        "http://{}",
+        agentrun_e2e::serve(agentrun::api::router(state)).await.0
+    );
+    let id = app.start_run("quiet", json!("go")).await;
+    let started = std::time::Instant::now();
+    let first = app
+        .http
+        .get(format!("{url}/v1/runs/{id}/events"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(2_200),
+        "ended while the model was still answering"
+    );
+    assert!(first.contains("retry: 1000"), "{first}");
+    let seen = agentrun::sse_client::SseParser::default().push(first.as_bytes());
+    assert!(seen.iter().all(|e| e.event != "run.succeeded"));
+    let last = seqs(&seen).last().copied().unwrap_or(0);
+    // Resumed: the rest, then the stream ends with the run.
+    let mut rest = Vec::new();
+    loop {
+        let text = app
+            .http
+            .get(format!("{url}/v1/runs/{id}/events"))
+            .bearer_auth(&app.key)
+            .header(
+                "last-event-id",
+                rest.last()
+                    .map_or(last, |e: &(i64, String)| e.0)
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let frames = agentrun::sse_client::SseParser::default().push(text.as_bytes());
+        rest.extend(
+            seqs(&frames)
+                .into_iter()
+                .zip(frames.iter().map(|f| f.event.clone())),
+        );
+        if rest.last().is_some_and(|(_, kind)| kind == "run.succeeded") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+    let mut all = seqs(&seen);
+    all.extend(rest.iter().map(|(seq, _)| *seq));
+    assert_eq!(all, db_seqs(&app, &id).await, "no gap, no duplicate");
+}
+
+/// Where streams are served elsewhere (the relay's URL, in AWS), the API
+/// answers 307 with that URL, for the team's own runs only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buffered_api_points_event_streams_at_the_relay() {
+    let (app, id) = app_with_slow_run().await;
+    let mut state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        app.platform.orchestrator.clone(),
+        None,
+    );
+    state.stream_url = Some("https://relay.example.test/".into());
+    let url = format!(
+        "http://{}",
+        agentrun_e2e::serve(agentrun::api::router(state)).await.0
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("{url}/v1/runs/{id}/events?after=3"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 307);
+    let target = format!("https://relay.example.test/v1/runs/{id}/events?after=3");
+    assert_eq!(answer.headers()["location"], target.as_str());
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["stream_url"], target.as_str());
+    let (_, other_key) = app.create_team("other", json!({})).await;
+    let foreign = client
+        .get(format!("{url}/v1/runs/{id}/events"))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404, "another team's run is not confirmed");
 }

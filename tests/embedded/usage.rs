@@ -129,6 +129,60 @@ async fn known_token_counts_give_exact_costs_per_run_per_day_and_in_the_statemen
     }
     assert_eq!(total, 11_163);
 
+    // In pages: two lines, then the third; the month's totals on each.
+    let (_, first) = app
+        .get(&format!("/v1/usage/runs?month={month}&limit=2"))
+        .await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 2);
+    assert_eq!(first["totals"]["cost_micros"], 11_163);
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, second) = app
+        .get(&format!(
+            "/v1/usage/runs?month={month}&limit=2&cursor={cursor}"
+        ))
+        .await;
+    let ids: Vec<&str> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|line| line["run_id"].as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = lines
+        .iter()
+        .map(|l| l["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, all, "the pages are the statement, in order");
+    assert_eq!(second["next_cursor"], serde_json::Value::Null);
+    // CSV pages point at the next one.
+    let page = app
+        .http
+        .get(format!(
+            "{}/v1/usage/runs?month={month}&format=csv&limit=2",
+            app.url
+        ))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    let link = page.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        format!("</v1/usage/runs?month={month}&format=csv&limit=2&cursor={cursor}>; rel=\"next\"")
+    );
+    assert_eq!(
+        page.text().await.unwrap().lines().count(),
+        3,
+        "header and two lines"
+    );
+    let (status, body) = app
+        .get(&format!("/v1/usage/runs?month={month}&limit=10001"))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+
     let (status, body) = app.get("/v1/usage/runs?month=2026-13").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

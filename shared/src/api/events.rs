@@ -1,19 +1,29 @@
-//! `GET /v1/runs/{id}/events`: the run's events as Server-Sent Events.
+//! `GET /v1/runs/{id}/events`: the run's events as Server-Sent Events. A
+//! stream that ends before its run (its maximum life, or idle for too long)
+//! ends with a `retry:` hint, and the client resumes with Last-Event-ID.
+//! Where streams are served elsewhere (the relay's URL, in AWS), the
+//! endpoint answers 307 with that URL instead of a stream it could not
+//! keep open.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
-use futures_util::StreamExt;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde::Deserialize;
-use tokio_stream::wrappers::ReceiverStream;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::runs::team_run;
+use super::streams::{StreamPermit, RESUME_AFTER};
 use super::{ApiError, AppState};
+use crate::sse::SseFrame;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +37,11 @@ pub async fn stream(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let run = team_run(&state, team, &id).await?;
+    if let Some(base) = &state.stream_url {
+        return Ok(elsewhere(base, &id, query.after));
+    }
     let Some(permit) = state.streams.enter(team) else {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -72,23 +85,81 @@ pub async fn stream(
     // A finished run read from its end has nothing more to say.
     let finished = run.status.is_terminal() && after >= run.last_seq;
     let frames = if finished {
-        tokio::sync::mpsc::channel(1).1
+        mpsc::channel(1).1
     } else {
         state.followers.subscribe(run.id, after)
     };
-    let lifetime = tokio::time::sleep(state.streams.limits.max_lifetime);
-    let events = ReceiverStream::new(frames)
-        .take_until(lifetime)
-        .map(move |frame| {
-            // The stream holds its place until it ends.
-            let _held = &permit;
-            Ok(match frame {
+    let limits = state.streams.limits;
+    let watched = Watched {
+        frames,
+        ends_at: Instant::now() + limits.max_lifetime,
+        max_idle: limits.max_idle,
+        done: false,
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(watched, next_event);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// A stream being sent: its frames, until when, and its place (held until
+/// the stream ends).
+struct Watched {
+    frames: mpsc::Receiver<Result<Arc<SseFrame>, String>>,
+    ends_at: Instant,
+    max_idle: Option<Duration>,
+    done: bool,
+    _permit: StreamPermit,
+}
+
+/// The next SSE event: a frame, or — at the stream's end of life or after
+/// it idled too long — a `retry:` hint before closing.
+async fn next_event(mut watched: Watched) -> Option<(Result<Event, Infallible>, Watched)> {
+    if watched.done {
+        return None;
+    }
+    let idle_until = watched
+        .max_idle
+        .map(|idle| (Instant::now() + idle).min(watched.ends_at))
+        .unwrap_or(watched.ends_at);
+    tokio::select! {
+        frame = watched.frames.recv() => {
+            let event = match frame? {
                 Ok(frame) => Event::default()
                     .id(frame.id.to_string())
                     .event(&frame.event)
                     .data(&frame.data),
                 Err(message) => Event::default().event("error").data(message),
-            })
-        });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+            };
+            Some((Ok(event), watched))
+        }
+        () = tokio::time::sleep_until(idle_until) => {
+            watched.done = true;
+            let hint = Event::default()
+                .retry(RESUME_AFTER)
+                .comment("the stream ends here; resume with Last-Event-ID");
+            Some((Ok(hint), watched))
+        }
+    }
+}
+
+/// 307 to where this run's events are streamed; the body says the same.
+fn elsewhere(base: &str, id: &str, after: Option<i64>) -> Response {
+    let mut url = format!("{}/v1/runs/{id}/events", base.trim_end_matches('/'));
+    if let Some(after) = after {
+        url.push_str(&format!("?after={after}"));
+    }
+    let mut response = (
+        StatusCode::TEMPORARY_REDIRECT,
+        Json(json!({
+            "stream_url": url,
+            "message": "event streams are served at stream_url (with the same key and Last-Event-ID); this endpoint cannot hold a stream open",
+        })),
+    )
+        .into_response();
+    if let Ok(location) = url.parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }

@@ -6,6 +6,7 @@ mod agents;
 mod auth;
 mod error;
 mod events;
+mod parts;
 mod runs;
 mod streams;
 mod usage;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub followers: Arc<RunFollowers>,
     /// Bounds on open event streams.
     pub streams: Arc<StreamGate>,
+    /// Where event streams are served when not here (the relay's URL in
+    /// AWS, where this router answers buffered): `/v1/runs/{id}/events`
+    /// answers 307 with it.
+    pub stream_url: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -53,6 +58,7 @@ impl AppState {
             admin_key,
             followers,
             streams: StreamGate::new(StreamLimits::default()),
+            stream_url: None,
         }
     }
 
@@ -70,6 +76,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", post(runs::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/runs/{id}/steps", get(runs::steps))
+        .route("/v1/runs/{id}/output", get(runs::output))
+        .route(
+            "/v1/runs/{id}/steps/{step_no}/tool_calls/{call_index}/result",
+            get(runs::tool_result),
+        )
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/agents", get(agents::list))

@@ -10,11 +10,15 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
+use super::parts::{fit, part, prefix, PartQuery};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
-use crate::domain::limits::check_run_request;
+use crate::domain::limits::{
+    check_run_request, json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES,
+    MAX_RESPONSE_BYTES,
+};
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
-use crate::ledger::RunPage;
+use crate::ledger::{encode_cursor, RunPage, StepRecord};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -29,9 +33,19 @@ struct CreateRun {
     metadata: Option<Value>,
 }
 
-/// The run as the API shows it.
+/// The run as the API shows it. An output too large to show inline (with
+/// the raw output, over `MAX_INLINE_OUTPUT_BYTES`) is left out, with its
+/// size, and read in parts from the `output` link.
 pub fn run_json(run: &Run) -> Value {
     let base = format!("/v1/runs/{}", run.id);
+    let output_bytes = run.output.as_ref().map_or(0, json_len);
+    let raw_output_bytes = run.raw_output.as_ref().map_or(0, String::len);
+    let inline = output_bytes + raw_output_bytes <= MAX_INLINE_OUTPUT_BYTES;
+    let (output, raw_output) = if inline {
+        (json!(run.output), json!(run.raw_output))
+    } else {
+        (Value::Null, Value::Null)
+    };
     json!({
         "id": run.id,
         "status": run.status,
@@ -42,8 +56,11 @@ pub fn run_json(run: &Run) -> Value {
         "stop_reason": run.stop_reason,
         "stop_detail": run.stop_detail,
         "input": run.input,
-        "output": run.output,
-        "raw_output": run.raw_output,
+        "output": output,
+        "raw_output": raw_output,
+        "output_inline": inline,
+        "output_bytes": output_bytes,
+        "raw_output_bytes": raw_output_bytes,
         "metadata": run.metadata,
         "limits": run.limits,
         "steps": run.next_step - 1,
@@ -62,6 +79,7 @@ pub fn run_json(run: &Run) -> Value {
             "steps": format!("{base}/steps"),
             "events": format!("{base}/events"),
             "cancel": format!("{base}/cancel"),
+            "output": format!("{base}/output"),
         },
     })
 }
@@ -242,15 +260,23 @@ pub async fn list(
                 .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
         })
         .transpose()?;
-    let RunPage { runs, next_cursor } = state
+    let RunPage {
+        runs,
+        mut next_cursor,
+    } = state
         .engine
         .ledger
         .list_runs(team, status, cursor, limit)
         .await?;
-    Ok(Json(json!({
-        "data": runs.iter().map(run_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    let mut data: Vec<Value> = runs.iter().map(run_json).collect();
+    if fit(&mut data, MAX_RESPONSE_BYTES) {
+        next_cursor = data
+            .len()
+            .checked_sub(1)
+            .and_then(|last| runs.get(last))
+            .map(|last| encode_cursor(last.created_at, last.id));
+    }
+    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
 }
 
 pub async fn show(
@@ -289,10 +315,101 @@ pub async fn steps(
     };
     let run = team_run(&state, team, &id).await?;
     let steps = state.engine.ledger.steps(run.id, after_step, limit).await?;
-    let next_cursor = (steps.len() as i64 == limit)
-        .then(|| steps.last().map(|s| s.step_no.to_string()))
+    let mut data: Vec<Value> = steps.iter().map(|step| step_json(run.id, step)).collect();
+    let cut = fit(&mut data, MAX_RESPONSE_BYTES);
+    let next_cursor = (cut || steps.len() as i64 == limit)
+        .then(|| {
+            data.len()
+                .checked_sub(1)
+                .and_then(|last| steps.get(last))
+                .map(|s| s.step_no.to_string())
+        })
         .flatten();
-    Ok(Json(json!({"data": steps, "next_cursor": next_cursor})))
+    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
+}
+
+/// A step as the listing shows it: a tool call's result over
+/// `MAX_LISTED_RESULT_BYTES` is cut there (`result_cut`, with its size),
+/// and read whole in parts from its `result` link.
+fn step_json(run: RunId, step: &StepRecord) -> Value {
+    let mut value = json!(step);
+    if let Some(calls) = value["tool_calls"].as_array_mut() {
+        for (call, record) in calls.iter_mut().zip(&step.tool_calls) {
+            let cut = record.result.len() > MAX_LISTED_RESULT_BYTES;
+            if cut {
+                call["result"] = json!(prefix(&record.result, MAX_LISTED_RESULT_BYTES));
+            }
+            call["result_cut"] = json!(cut);
+            call["result_bytes"] = json!(record.result.len());
+            call["links"] = json!({"result": format!(
+                "/v1/runs/{run}/steps/{}/tool_calls/{}/result",
+                step.step_no, record.call_index
+            )});
+        }
+    }
+    value
+}
+
+/// `GET /v1/runs/{id}/output?part=output|raw_output&offset=`: the run's
+/// output (as JSON text) or raw output, in parts.
+pub async fn output(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PartQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let run = team_run(&state, team, &id).await?;
+    let which = query.part.as_deref().unwrap_or("output");
+    let text = match which {
+        "output" => run
+            .output
+            .as_ref()
+            .map(|output| output.to_string())
+            .unwrap_or_default(),
+        "raw_output" => run.raw_output.clone().unwrap_or_default(),
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("part must be output or raw_output, not {other:?}"),
+            ))
+        }
+    };
+    let mut body = part(&text, query.offset.unwrap_or(0))?;
+    body["run_id"] = json!(run.id);
+    body["part"] = json!(which);
+    Ok(Json(body))
+}
+
+/// `GET /v1/runs/{id}/steps/{step}/tool_calls/{index}/result?offset=`: one
+/// tool call's whole result, in parts.
+pub async fn tool_result(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path((id, step_no, call_index)): Path<(String, i32, i32)>,
+    Query(query): Query<PartQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if query.part.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a tool call's result has one part; only offset applies",
+        ));
+    }
+    let run = team_run(&state, team, &id).await?;
+    let calls = state.engine.ledger.tool_calls(run.id, step_no).await?;
+    let call = calls
+        .iter()
+        .find(|c| c.call_index == call_index)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "tool_call_not_found",
+                format!("run {id} has no tool call {call_index} in step {step_no}"),
+            )
+        })?;
+    let mut body = part(&call.result, query.offset.unwrap_or(0))?;
+    body["run_id"] = json!(run.id);
+    body["step_no"] = json!(step_no);
+    body["call_index"] = json!(call_index);
+    Ok(Json(body))
 }
 
 #[derive(Deserialize, Default)]

@@ -16,6 +16,10 @@ pub struct StreamLimits {
     pub total: usize,
     /// A stream ends after this long; the client resumes where it was.
     pub max_lifetime: Duration,
+    /// A stream that has sent no event for this long ends (the client
+    /// resumes with Last-Event-ID), so one nobody reads any more stops
+    /// costing: a streaming function cannot always tell its client left.
+    pub max_idle: Option<Duration>,
 }
 
 impl Default for StreamLimits {
@@ -24,9 +28,13 @@ impl Default for StreamLimits {
             per_team: 100,
             total: 2_000,
             max_lifetime: Duration::from_secs(600),
+            max_idle: None,
         }
     }
 }
+
+/// How soon a client should come back when a stream ends before its run.
+pub const RESUME_AFTER: Duration = Duration::from_secs(1);
 
 /// Counts open streams; a permit gives its place back when dropped.
 pub struct StreamGate {
@@ -90,6 +98,7 @@ mod tests {
             per_team: 2,
             total: 3,
             max_lifetime: Duration::from_secs(1),
+            max_idle: None,
         });
         let (a, b) = (TeamId(uuid::Uuid::new_v4()), TeamId(uuid::Uuid::new_v4()));
         let a1 = gate.enter(a).unwrap();

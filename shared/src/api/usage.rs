@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::{ApiError, AppState};
+use crate::domain::limits::{DEFAULT_STATEMENT_PAGE, MAX_STATEMENT_PAGE};
 use crate::ledger::UsageTotals;
 
 const MAX_DAYS: u64 = 366;
@@ -119,12 +120,17 @@ pub async fn daily(
 pub struct StatementQuery {
     month: Option<String>,
     format: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 const CSV_HEADER: &str = "run_id,created_at,agent,version,status,input_tokens,output_tokens,llm_calls,fee_micros,token_cost_micros,cost_micros";
 
-/// `GET /v1/usage/runs?month=YYYY-MM`: the month's statement, one line per
-/// run, as JSON or (`format=csv` or `Accept: text/csv`) CSV.
+/// `GET /v1/usage/runs?month=YYYY-MM[&limit=&cursor=]`: the month's
+/// statement, one line per run, oldest first, in pages (default 1,000
+/// lines, at most 10,000), as JSON (`next_cursor`, and the whole month's
+/// `totals`) or (`format=csv` or `Accept: text/csv`) CSV, each page with
+/// its header line and the next page in a `Link: <…>; rel="next"` header.
 pub async fn statement(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -147,11 +153,30 @@ pub async fn statement(
     let next = first
         .checked_add_months(chrono::Months::new(1))
         .unwrap_or(first);
+    let limit = query.limit.unwrap_or(DEFAULT_STATEMENT_PAGE);
+    if !(1..=MAX_STATEMENT_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_STATEMENT_PAGE}"),
+        ));
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            crate::ledger::decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
+        })
+        .transpose()?;
     let charges = state
         .engine
         .ledger
-        .run_charges(team, start_of(first), start_of(next))
+        .run_charges(team, start_of(first), start_of(next), after, limit)
         .await?;
+    let next_cursor = (charges.len() as i64 == limit)
+        .then(|| charges.last())
+        .flatten()
+        .map(|c| crate::ledger::encode_cursor(c.created_at, c.run_id));
     let wants_csv = match query.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -189,25 +214,39 @@ pub async fn statement(
             ));
         }
         let disposition = format!("attachment; filename=\"agentrun-{month}.csv\"");
-        return Ok((
+        let mut response = (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
                 (header::CONTENT_DISPOSITION, disposition),
             ],
             csv,
         )
-            .into_response());
+            .into_response();
+        if let Some(cursor) = &next_cursor {
+            let link = format!(
+                "</v1/usage/runs?month={month}&format=csv&limit={limit}&cursor={cursor}>; rel=\"next\""
+            );
+            if let Ok(value) = link.parse() {
+                response.headers_mut().insert(header::LINK, value);
+            }
+        }
+        return Ok(response);
     }
+    // The whole month's totals, summed per run as the lines are.
     let mut totals = UsageTotals::default();
-    charges
+    state
+        .engine
+        .ledger
+        .daily_usage(team, start_of(first), start_of(next))
+        .await?
         .iter()
-        .for_each(|c| totals.add(&UsageTotals::from(c)));
+        .for_each(|(_, day)| totals.add(day));
     Ok(Json(json!({
         "month": month,
         "data": charges,
         "totals": totals,
         "money_unit": "micros",
-        "next_cursor": null,
+        "next_cursor": next_cursor,
     }))
     .into_response())
 }

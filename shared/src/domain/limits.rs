@@ -45,6 +45,20 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 /// Page sizes of every list (400 `invalid_query`).
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 200;
+/// Lines of one page of a month's statement.
+pub const DEFAULT_STATEMENT_PAGE: i64 = 1_000;
+pub const MAX_STATEMENT_PAGE: i64 = 10_000;
+/// A response body stays well inside the 6 MB a buffered Lambda may answer:
+/// a list page ends early (with a `next_cursor`) rather than grow past this.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// A run shows its output and raw output inline up to this size together;
+/// a larger one is read in parts from `/v1/runs/{id}/output`.
+pub const MAX_INLINE_OUTPUT_BYTES: usize = 1024 * 1024;
+/// A tool call's result in the steps listing is cut to this size; the whole
+/// result is read in parts from its `result` link.
+pub const MAX_LISTED_RESULT_BYTES: usize = 32 * 1024;
+/// One part of a large text.
+pub const PART_BYTES: usize = 1024 * 1024;
 
 /// A bound that a request goes past.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

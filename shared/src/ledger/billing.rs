@@ -165,13 +165,20 @@ impl Ledger {
             .collect())
     }
 
-    /// A team's runs created in `[from, to)`, oldest first, with their cost.
+    /// A team's runs created in `[from, to)` after the cursor `after`
+    /// (created_at, id), oldest first, with their cost; at most `limit`.
     pub async fn run_charges(
         &self,
         team: TeamId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, RunId)>,
+        limit: i64,
     ) -> Result<Vec<RunCharge>, StoreError> {
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(at), Some(id.0)),
+            None => (None, None),
+        };
         Ok(self
             .client()
             .await?
@@ -181,8 +188,10 @@ impl Ledger {
                         coalesce((SELECT sum(cost_exact) FROM run_usage u WHERE u.run_id = r.id), 0)::bigint
                  FROM runs r
                  WHERE r.team_id = $1 AND r.created_at >= $2 AND r.created_at < $3
-                 ORDER BY r.created_at, r.id",
-                &[&team.0, &from, &to],
+                   AND ($4::timestamptz IS NULL OR (r.created_at, r.id) > ($4, $5))
+                 ORDER BY r.created_at, r.id
+                 LIMIT $6",
+                &[&team.0, &from, &to, &after_at, &after_id, &limit],
             )
             .await?
             .iter()

@@ -15,10 +15,21 @@ use tokio::sync::broadcast;
 
 use crate::domain::{RunEvent, RunId};
 use crate::ledger::Ledger;
+use crate::policy::full_jitter;
 use crate::ports::{EventFeed, EventSource, EventSourceError};
 
 /// A reader that finds nothing new checks the ledger at most this often.
 const LEDGER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// An event whose data is longer than this is mirrored without it (marked
+/// `data_truncated`): a DynamoDB item holds at most 400 KB, and one item
+/// too large fails its whole batch. Readers take such an event from the
+/// ledger, which keeps it whole.
+pub const MAX_MIRRORED_DATA_BYTES: usize = 300 * 1024;
+
+/// Tries of a batch write whose items DynamoDB left unprocessed
+/// (throttling), with a full-jitter backoff from 50 ms doubling to 2 s.
+const BATCH_WRITE_TRIES: u32 = 8;
 
 pub struct DynamoEventFeed {
     client: aws_sdk_dynamodb::Client,
@@ -52,6 +63,8 @@ impl DynamoEventFeed {
         }
     }
 
+    /// The run's mirrored events after `after`; an event mirrored without
+    /// its data comes from the ledger instead.
     async fn query(&self, run: RunId, after: i64, limit: i64) -> Result<Vec<RunEvent>, String> {
         let output = self
             .client
@@ -65,20 +78,38 @@ impl DynamoEventFeed {
             .send()
             .await
             .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-        Ok(output
-            .items()
-            .iter()
-            .filter_map(|item| {
+        let mut events = Vec::with_capacity(output.items().len());
+        for item in output.items() {
+            let Some(seq) = number(item, "seq") else {
+                continue;
+            };
+            let truncated = item
+                .get("data_truncated")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false);
+            if truncated {
+                let whole = self
+                    .ledger
+                    .events_after(run, seq - 1, 1)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                events.extend(whole.into_iter().filter(|e| e.seq == seq));
+                continue;
+            }
+            let event = (|| {
                 Some(RunEvent {
                     run_id: run,
-                    seq: number(item, "seq")?,
+                    seq,
                     kind: text(item, "type")?,
                     step_no: number(item, "step_no").map(|n| n as i32),
                     data: serde_json::from_str(&text(item, "data")?).ok()?,
                     created_at: text(item, "created_at")?.parse().ok()?,
                 })
-            })
-            .collect())
+            })();
+            events.extend(event);
+        }
+        Ok(events)
     }
 
     /// Copies the run's events after what is already mirrored, up to `last_seq`.
@@ -119,16 +150,24 @@ impl DynamoEventFeed {
                 let mut requests: Vec<WriteRequest> = chunk
                     .iter()
                     .map(|event| {
+                        let mut data = event.data.to_string();
+                        let truncated = data.len() > MAX_MIRRORED_DATA_BYTES;
+                        if truncated {
+                            data = "null".to_owned();
+                        }
                         let mut item = HashMap::from([
                             ("run_id".to_owned(), AttributeValue::S(run.to_string())),
                             ("seq".to_owned(), AttributeValue::N(event.seq.to_string())),
                             ("type".to_owned(), AttributeValue::S(event.kind.clone())),
-                            ("data".to_owned(), AttributeValue::S(event.data.to_string())),
+                            ("data".to_owned(), AttributeValue::S(data)),
                             (
                                 "created_at".to_owned(),
                                 AttributeValue::S(event.created_at.to_rfc3339()),
                             ),
                         ]);
+                        if truncated {
+                            item.insert("data_truncated".to_owned(), AttributeValue::Bool(true));
+                        }
                         if let Some(step) = event.step_no {
                             item.insert("step_no".to_owned(), AttributeValue::N(step.to_string()));
                         }
@@ -139,7 +178,7 @@ impl DynamoEventFeed {
                         Ok(WriteRequest::builder().put_request(put).build())
                     })
                     .collect::<Result<_, String>>()?;
-                for _ in 0..5 {
+                for attempt in 1..=BATCH_WRITE_TRIES {
                     let output = self
                         .client
                         .batch_write_item()
@@ -151,10 +190,15 @@ impl DynamoEventFeed {
                         .unprocessed_items
                         .and_then(|mut items| items.remove(&self.table))
                         .unwrap_or_default();
-                    if requests.is_empty() {
+                    if requests.is_empty() || attempt == BATCH_WRITE_TRIES {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(full_jitter(
+                        Duration::from_millis(50),
+                        Duration::from_secs(2),
+                        attempt,
+                    ))
+                    .await;
                 }
                 if !requests.is_empty() {
                     return Err("the events table kept throttling".to_owned());

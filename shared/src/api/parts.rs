@@ -1,0 +1,102 @@
+//! Texts too large for one response (a run's output, a tool call's result),
+//! read in parts: `{offset, total_bytes, text, next_offset}`, each part at
+//! most `PART_BYTES`, cut at character boundaries; concatenating the parts'
+//! `text` gives the whole.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ApiError;
+use crate::domain::limits::PART_BYTES;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartQuery {
+    pub offset: Option<usize>,
+    /// Which text of a run (`output` or `raw_output`).
+    pub part: Option<String>,
+}
+
+/// The longest start of `text` of at most `max` bytes.
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The part of `text` starting at byte `offset` (0, or an earlier part's
+/// `next_offset`).
+pub fn part(text: &str, offset: usize) -> Result<Value, ApiError> {
+    if offset > text.len() || !text.is_char_boundary(offset) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "offset must be 0 or a next_offset of an earlier part (the text has {} bytes)",
+                text.len()
+            ),
+        ));
+    }
+    let chunk = prefix(&text[offset..], PART_BYTES);
+    let end = offset + chunk.len();
+    Ok(json!({
+        "offset": offset,
+        "total_bytes": text.len(),
+        "text": chunk,
+        "next_offset": (end < text.len()).then_some(end),
+    }))
+}
+
+/// Keeps the leading items whose JSON fits `budget` bytes (at least one);
+/// true when some were left out.
+pub fn fit(items: &mut Vec<Value>, budget: usize) -> bool {
+    let mut used = 0;
+    let mut keep = 0;
+    for item in items.iter() {
+        used += crate::domain::limits::json_len(item) + 1;
+        if keep > 0 && used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    let cut = keep < items.len();
+    items.truncate(keep);
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_text_at_character_boundaries() {
+        let text = "é".repeat(PART_BYTES); // two bytes each
+        let mut offset = 0;
+        let mut whole = String::new();
+        loop {
+            let part = part(&text, offset).unwrap();
+            assert!(part["text"].as_str().unwrap().len() <= PART_BYTES);
+            whole.push_str(part["text"].as_str().unwrap());
+            match part["next_offset"].as_u64() {
+                Some(next) => offset = next as usize,
+                None => break,
+            }
+        }
+        assert_eq!(whole, text);
+        assert!(super::part(&text, 1).is_err(), "inside a character");
+        assert!(super::part(&text, text.len() + 1).is_err());
+        assert_eq!(prefix("héllo", 2), "h");
+    }
+
+    #[test]
+    fn a_page_keeps_what_fits_and_at_least_one() {
+        let big = json!("x".repeat(100));
+        let mut items = vec![big.clone(), big.clone(), big.clone()];
+        assert!(fit(&mut items, 250));
+        assert_eq!(items.len(), 2);
+        let mut one = vec![big.clone(), big];
+        assert!(fit(&mut one, 10));
+        assert_eq!(one.len(), 1);
+    }
+}
