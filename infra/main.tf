@@ -40,6 +40,7 @@ locals {
       DATABASE_URL_SECRET_ARN = var.database_url_secret_arn
       OPENAI_BASE_URL         = var.llm_base_url
       AGENTRUN_DB_CONNECTIONS = tostring(var.db_connections)
+      AGENTRUN_DB_STATEMENTS  = var.db_statements
       HOT_TABLE               = module.tables.hot_table_name
       EVENTS_TABLE            = module.tables.events_table_name
       AGENTRUN_OUTBOUND_ALLOW = var.outbound_allow

@@ -115,6 +115,17 @@ variable "db_connections" {
   }
 }
 
+variable "db_statements" {
+  description = "How the functions send SQL (AGENTRUN_DB_STATEMENTS): \"cached\" prepares each statement once per connection (named statements), \"unnamed\" leaves no statement in the session, so a pooler that shares server connections (RDS Proxy) need not pin each client connection to one. Use \"unnamed\" behind RDS Proxy."
+  type        = string
+  default     = "cached"
+
+  validation {
+    condition     = contains(["cached", "unnamed"], var.db_statements)
+    error_message = "db_statements must be \"cached\" or \"unnamed\"."
+  }
+}
+
 variable "outbound_allow" {
   description = "Operator allowlist of internal CIDRs and host names that HTTP tools may reach (AGENTRUN_OUTBOUND_ALLOW, comma separated); empty refuses every internal destination."
   type        = string

@@ -29,6 +29,7 @@ CONTRACT = {
     "OPENAI_BASE_URL": ALL,
     "OPENAI_API_KEY_SECRET_ARN": ALL,  # only when llm_api_key_secret_arn is set
     "AGENTRUN_DB_CONNECTIONS": ALL,
+    "AGENTRUN_DB_STATEMENTS": ALL,
     "HOT_TABLE": ALL,
     "EVENTS_TABLE": ALL,
     "AGENTRUN_OUTBOUND_ALLOW": ALL,

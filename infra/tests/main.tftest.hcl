@@ -247,14 +247,14 @@ run "environment_contract" {
 
   assert {
     condition = keys(module.step.environment) == sort([
-      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
     ])
     error_message = "The step function gets the common settings only (no LLM key secret unless one is given)."
   }
 
   assert {
     condition = keys(module.api.environment) == sort([
-      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
       "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN", "AGENTRUN_STREAM_URL",
     ])
     error_message = "The api function also gets the state machine, the admin key secret and the relay's URL."
@@ -262,7 +262,7 @@ run "environment_contract" {
 
   assert {
     condition = keys(module.finalize.environment) == sort([
-      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
       "STATE_MACHINE_ARN",
     ])
     error_message = "The finalize function also gets the state machine."
@@ -270,7 +270,7 @@ run "environment_contract" {
 
   assert {
     condition = keys(module.sse_relay.environment) == sort([
-      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
       "AGENTRUN_STREAM_MAX_PER_TEAM", "AGENTRUN_STREAM_MAX_TOTAL", "AGENTRUN_STREAM_MAX_SECONDS", "AGENTRUN_STREAM_MAX_IDLE_SECONDS",
     ])
     error_message = "The sse-relay function also gets the stream limits."
@@ -285,6 +285,7 @@ run "environment_contract" {
       module.step.environment.DATABASE_URL_SECRET_ARN == var.database_url_secret_arn &&
       module.step.environment.OPENAI_BASE_URL == "https://api.openai.com/v1" &&
       module.step.environment.AGENTRUN_DB_CONNECTIONS == "4" &&
+      module.step.environment.AGENTRUN_DB_STATEMENTS == "cached" &&
       module.step.environment.AGENTRUN_OUTBOUND_ALLOW == "" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_PER_TEAM == "100" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_TOTAL == "2000" &&

@@ -21,7 +21,7 @@ use crate::adapters::postgres::PgHotStore;
 use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
 use crate::engine::{Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
-use crate::ledger::{Ledger, StoreError};
+use crate::ledger::{Ledger, StatementMode, StoreError};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
@@ -52,6 +52,11 @@ pub struct CloudSettings {
     pub database_url: String,
     /// `AGENTRUN_DB_CONNECTIONS` (default 4): connections per instance.
     pub db_connections: usize,
+    /// `AGENTRUN_DB_STATEMENTS`: `cached` (default; named statements,
+    /// prepared once per connection) or `unnamed` (nothing left in the
+    /// session, for a pooler such as RDS Proxy that would otherwise pin
+    /// every connection).
+    pub db_statements: StatementMode,
     /// `STATE_MACHINE_ARN` (the api function needs it).
     pub state_machine_arn: Option<String>,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`.
@@ -135,6 +140,13 @@ impl CloudSettings {
         let database_url = get("DATABASE_URL").ok_or(CloudError::Missing("DATABASE_URL"))?;
         let llm_url = get("OPENAI_BASE_URL").ok_or(CloudError::Missing("OPENAI_BASE_URL"))?;
         let db_connections = number_setting(&get, "AGENTRUN_DB_CONNECTIONS", 4)?;
+        let db_statements = match get("AGENTRUN_DB_STATEMENTS") {
+            None => StatementMode::default(),
+            Some(raw) => raw.parse().map_err(|reason| CloudError::Invalid {
+                name: "AGENTRUN_DB_STATEMENTS",
+                reason,
+            })?,
+        };
         let stream_limits = StreamLimits {
             per_team: number_setting(&get, "AGENTRUN_STREAM_MAX_PER_TEAM", 100)?,
             total: number_setting(&get, "AGENTRUN_STREAM_MAX_TOTAL", 2_000)?,
@@ -161,6 +173,7 @@ impl CloudSettings {
         Ok(Self {
             database_url,
             db_connections,
+            db_statements,
             state_machine_arn: get("STATE_MACHINE_ARN"),
             llm,
             admin_key: get("AGENTRUN_ADMIN_KEY"),
@@ -197,7 +210,11 @@ impl CloudPlatform {
                 (settings.db_connections / 2).max(1),
             )?),
         };
-        let ledger = Ledger::connect(&settings.database_url, settings.db_connections)?;
+        let ledger = Ledger::connect_with(
+            &settings.database_url,
+            settings.db_connections,
+            settings.db_statements,
+        )?;
         let events = settings
             .events_table
             .as_deref()
@@ -432,6 +449,24 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.db_connections, 4);
+        assert_eq!(ok.db_statements, StatementMode::Cached);
+        let pooled = CloudSettings::from_lookup(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("OPENAI_BASE_URL", "http://llm"),
+            ("AGENTRUN_DB_STATEMENTS", "unnamed"),
+        ]))
+        .unwrap();
+        assert_eq!(pooled.db_statements, StatementMode::Unnamed);
+        let wrong = CloudSettings::from_lookup(env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("OPENAI_BASE_URL", "http://llm"),
+            ("AGENTRUN_DB_STATEMENTS", "named"),
+        ]))
+        .unwrap_err();
+        assert!(
+            wrong.to_string().contains("AGENTRUN_DB_STATEMENTS"),
+            "{wrong}"
+        );
         assert!(ok.state_machine_arn.is_none());
     }
 }

@@ -475,3 +475,41 @@ async fn a_ten_megabyte_output_stays_under_every_limit() {
         Some(output.len())
     );
 }
+
+/// Through a pooler that shares server connections (RDS Proxy), named
+/// statements would pin each client to one: the cloud path's ledger sends
+/// unnamed ones, and after a whole run no connection holds any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_ledger_leaves_no_statement_in_the_session() {
+    let receiver = agentrun_e2e::ToolReceiver::start(Duration::ZERO).await;
+    let script = MockScript::turns(vec![
+        MockTurn::tool("charge", json!({"cents": 100})),
+        MockTurn::text("done"),
+    ]);
+    let cloud = spawn_cloud_setup(
+        HashMap::from([("pooled".to_owned(), script)]),
+        CloudSetup::default(),
+    )
+    .await;
+    let app = &cloud.app;
+    app.put_agent(
+        "pooled",
+        agent(
+            "pooled",
+            json!({"tools": [{"name": "charge", "kind": "http", "url": receiver.url}]}),
+        ),
+    )
+    .await;
+    let id = app.start_run("pooled", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(app.steps(&id).await.len(), 2);
+    let ledger = &app.platform.engine.ledger;
+    assert_eq!(
+        ledger.statement_mode(),
+        agentrun::ledger::StatementMode::Unnamed
+    );
+    let counts = agentrun_e2e::prepared_statements(ledger).await;
+    assert!(!counts.is_empty(), "the run used the pool");
+    assert!(counts.iter().all(|n| *n == 0), "{counts:?}");
+}

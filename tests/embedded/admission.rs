@@ -133,7 +133,7 @@ async fn a_replay_of_a_queued_run_starts_it() {
         inner: OnceLock::new(),
         hung: AtomicBool::new(false),
     });
-    let app = start_app(quick_scripts(), Some(orchestrator.clone()), |_| {}).await;
+    let app = start_app(quick_scripts(), Some(orchestrator.clone()), |_, _| {}).await;
     let inner: Arc<dyn Orchestrator> = app.platform.orchestrator.clone();
     assert!(orchestrator.inner.set(inner).is_ok());
     app.put_agent("quick", agent("quick", json!({}))).await;

@@ -85,4 +85,7 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
             .await,
         n
     );
+    // Embedded, statements are prepared once per connection and kept.
+    let counts = agentrun_e2e::prepared_statements(&app.platform.engine.ledger).await;
+    assert!(counts.iter().any(|n| *n > 0), "{counts:?}");
 }

@@ -100,7 +100,7 @@ impl Target {
 /// The platform with only `allow` let through the outbound guard.
 async fn app_allowing(allow: &str) -> TestApp {
     let allow = OutboundAllow::parse(allow).unwrap();
-    start_app_allowing(HashMap::new(), None, |_| {}, allow).await
+    start_app_allowing(HashMap::new(), None, |_, _| {}, allow).await
 }
 
 fn http_tool(name: &str, url: String) -> Value {
@@ -238,7 +238,9 @@ async fn a_huge_response_is_stored_at_the_cap_and_a_nul_does_not_fail_the_run() 
     .await;
     assert_eq!(calls[0]["is_error"], false);
     assert_eq!(calls[0]["truncated"], true);
-    assert_eq!(calls[0]["result"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(calls[0]["result_bytes"], 1024 * 1024, "stored at the cap");
+    assert_eq!(calls[0]["result_cut"], true, "and listed cut to 32 KiB");
+    assert_eq!(calls[0]["result"].as_str().unwrap().len(), 32 * 1024);
     assert_eq!(calls[1]["is_error"], false);
     assert_eq!(calls[1]["truncated"], false);
     assert_eq!(

@@ -315,7 +315,15 @@ async fn spawn_cloud_on_setup(
     let app = start_app(
         scripts,
         Some((setup.wrap)(orchestrator.clone())),
-        |engine| {
+        |engine, url| {
+            // The cloud path goes through a pooler in AWS: its ledger sends
+            // unnamed statements, leaving nothing in the session.
+            engine.ledger = agentrun::ledger::Ledger::connect_with(
+                url,
+                16,
+                agentrun::ledger::StatementMode::Unnamed,
+            )
+            .expect("ledger pool");
             engine.hot = hot;
             engine.feed = Arc::new(DynamoEventFeed::new(
                 &config,

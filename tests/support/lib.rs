@@ -110,16 +110,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// The embedded platform on a free port with the given mock scripts.
 pub async fn spawn_app_with(scripts: HashMap<String, MockScript>) -> TestApp {
-    start_app(scripts, None, |_| {}).await
+    start_app(scripts, None, |_, _| {}).await
 }
 
 /// Builds the platform; `orchestrator` replaces the in-process one and
-/// `adapt` may swap the engine's adapters (cloud mode) before serving.
-/// HTTP tools may reach loopback (where the tests' receivers listen).
+/// `adapt` may swap the engine's adapters (cloud mode) before serving (it
+/// gets the database's URL too). HTTP tools may reach loopback (where the
+/// tests' receivers listen).
 pub async fn start_app(
     scripts: HashMap<String, MockScript>,
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
-    adapt: impl FnOnce(&mut agentrun::engine::Engine),
+    adapt: impl FnOnce(&mut agentrun::engine::Engine, &str),
 ) -> TestApp {
     let loopback = agentrun::outbound::OutboundAllow::parse("127.0.0.0/8,::1").unwrap();
     start_app_allowing(scripts, orchestrator, adapt, loopback).await
@@ -129,7 +130,7 @@ pub async fn start_app(
 pub async fn start_app_allowing(
     scripts: HashMap<String, MockScript>,
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
-    adapt: impl FnOnce(&mut agentrun::engine::Engine),
+    adapt: impl FnOnce(&mut agentrun::engine::Engine, &str),
     outbound_allow: agentrun::outbound::OutboundAllow,
 ) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
@@ -145,7 +146,7 @@ pub async fn start_app_allowing(
     let mut platform = Embedded::start(settings)
         .await
         .expect("start embedded platform");
-    adapt(&mut platform.engine);
+    adapt(&mut platform.engine, &database_url);
     let team = platform
         .engine
         .ledger
@@ -598,4 +599,28 @@ impl TestApp {
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+}
+
+/// Named statements each open connection of `ledger`'s pool holds now
+/// (`pg_prepared_statements` is per session, so every connection is asked).
+pub async fn prepared_statements(ledger: &agentrun::ledger::Ledger) -> Vec<i64> {
+    let pool = ledger.pool();
+    let open = pool.status().size;
+    let mut held = Vec::new();
+    for _ in 0..open {
+        held.push(pool.get().await.unwrap());
+    }
+    let mut counts = Vec::new();
+    for connection in &held {
+        let rows = connection
+            .simple_query("SELECT count(*) FROM pg_prepared_statements")
+            .await
+            .unwrap();
+        for row in rows {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = row {
+                counts.push(row.get(0).unwrap().parse().unwrap());
+            }
+        }
+    }
+    counts
 }

@@ -179,8 +179,11 @@ module "agentrun" {
   subnet_ids         = module.network.private_subnet_ids
   security_group_ids = [module.network.function_security_group_id]
 
-  # RDS Proxy pools connections: a few per function instance are enough.
+  # RDS Proxy pools connections: a few per function instance are enough,
+  # and unnamed statements let it share server connections between them
+  # (named ones would pin each client connection to one).
   db_connections = 4
+  db_statements  = "unnamed"
 
   kms_key_arn         = aws_kms_key.this.arn
   tracing_enabled     = true

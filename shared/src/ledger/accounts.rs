@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::{Micros, TeamId, TeamLimits};
 
 #[derive(Clone, Debug, Serialize)]

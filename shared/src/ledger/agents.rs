@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::limits::{LimitExceeded, MAX_AGENTS_PER_TEAM, MAX_VERSIONS_PER_AGENT};
 use crate::domain::{AgentSpec, TeamId};
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::team::exact_to_micros;
 use crate::domain::{Micros, RunId, TeamId};
 

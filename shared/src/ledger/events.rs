@@ -1,16 +1,15 @@
 //! Appending and reading run events. Appends happen inside a transaction that
 //! holds the run row lock, which is what keeps `seq` gap-free.
 
-use deadpool_postgres::Transaction;
 use serde_json::Value;
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError, Tx};
 use crate::domain::{NewEvent, RunEvent, RunId};
 
 /// Appends `events` after `last_seq` and returns the new last seq. The caller
 /// holds the run row lock and stores the returned value in `runs.last_seq`.
 pub(super) async fn append_events(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     run: RunId,
     last_seq: i64,
     events: &[NewEvent],

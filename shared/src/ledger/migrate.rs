@@ -1,7 +1,7 @@
 //! Numbered SQL migrations from `migrations/`, applied in order, each once,
 //! in its own transaction, under an advisory lock so concurrent starters wait.
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 
 /// (version, name, SQL). Add new files here in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -45,7 +45,7 @@ impl Ledger {
     }
 }
 
-async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, StoreError> {
+async fn apply_pending(client: &mut super::Conn) -> Result<usize, StoreError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -5,6 +5,7 @@
 mod accounts;
 mod agents;
 mod billing;
+mod conn;
 mod events;
 mod migrate;
 mod runs;
@@ -21,44 +22,13 @@ pub use agents::{AgentPage, AgentVersion};
 pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 
 use crate::domain::TeamId;
+pub use conn::{Conn, Param, PgArrayOf, PgType, StatementMode, Tx, VERIFY_AFTER_IDLE};
 pub use migrate::MIGRATIONS;
 pub use runs::{decode_cursor, encode_cursor, input_message, NewRun, RunPage};
 pub use steps::{CommitResult, LlmTurn, StepCommit, StepContext, StepRecord, ToolCallRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Error as PgError, NoTls, Row};
-
-/// Queries through the connection's prepared-statement cache: one round
-/// trip per statement instead of two (prepare, then execute).
-#[async_trait::async_trait]
-pub trait Cached: deadpool_postgres::GenericClient {
-    async fn q(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query(&statement, params).await
-    }
-
-    async fn q_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query_one(&statement, params).await
-    }
-
-    async fn q_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, PgError> {
-        let statement = self.prepare_cached(sql).await?;
-        self.query_opt(&statement, params).await
-    }
-
-    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
-        let statement = self.prepare_cached(sql).await?;
-        self.execute(&statement, params).await
-    }
-}
-
-impl<T: deadpool_postgres::GenericClient> Cached for T {}
+use tokio_postgres::NoTls;
 
 /// Errors from the ledger. `Unavailable` is worth retrying; `Corrupt` is not.
 #[derive(Debug, thiserror::Error)]
@@ -115,15 +85,27 @@ pub(crate) struct AgentCache {
 #[derive(Clone)]
 pub struct Ledger {
     pool: Pool,
+    statements: StatementMode,
     /// Agent versions are immutable, so a version read once is kept.
     agent_cache: std::sync::Arc<std::sync::Mutex<AgentCache>>,
 }
 
 impl Ledger {
-    /// Builds a pool (connections are opened lazily).
+    /// Builds a pool (connections are opened lazily) whose statements are
+    /// prepared once per connection.
     pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        Self::connect_with(database_url, max_connections, StatementMode::Cached)
+    }
+
+    /// The same, sending statements as `statements` says.
+    pub fn connect_with(
+        database_url: &str,
+        max_connections: usize,
+        statements: StatementMode,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             pool: build_pool(database_url, max_connections, None)?,
+            statements,
             agent_cache: Default::default(),
         })
     }
@@ -132,8 +114,12 @@ impl Ledger {
         &self.pool
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        Ok(self.pool.get().await?)
+    pub fn statement_mode(&self) -> StatementMode {
+        self.statements
+    }
+
+    async fn client(&self) -> Result<Conn, StoreError> {
+        Ok(Conn::new(self.pool.get().await?, self.statements))
     }
 
     /// Cheap liveness probe for `/healthz`.
@@ -154,6 +140,12 @@ pub fn build_pool(
     if let Some(options) = options {
         config.options(options);
     }
+    // Keepalives notice a peer that went away while the connection sat idle.
+    config
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(30))
+        .keepalives_interval(std::time::Duration::from_secs(10))
+        .keepalives_retries(3);
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -161,11 +153,26 @@ pub fn build_pool(
         Some(tls) => Manager::from_config(config, tls, manager_config),
         None => Manager::from_config(config, NoTls, manager_config),
     };
+    // A connection idle for a while is checked before it is handed out (one
+    // round trip, only then): its socket may have died meanwhile.
+    let verify = deadpool_postgres::Hook::async_fn(|client, metrics| {
+        Box::pin(async move {
+            if metrics.last_used() > VERIFY_AFTER_IDLE {
+                client.simple_query("").await.map_err(|error| {
+                    deadpool_postgres::HookError::message(format!(
+                        "an idle connection failed its check: {error}"
+                    ))
+                })?;
+            }
+            Ok(())
+        })
+    });
     Pool::builder(manager)
         .max_size(max_connections)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(std::time::Duration::from_secs(30)))
         .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .pre_recycle(verify)
         .build()
         .map_err(|e| StoreError::Rejected(e.to_string()))
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Row;
 
 use super::events::append_events;
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
     EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,

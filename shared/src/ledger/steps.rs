@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::runs::{run_from_row, RUN_COLUMNS};
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::{ChatMessage, NewEvent, Run, RunId, StepNext, StepOutcome, Terminal};
 
 /// The LLM's answer in a step, kept so a retried attempt reuses it.

@@ -6,7 +6,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Cached, Ledger, StoreError};
+use super::{Ledger, StoreError};
 use crate::domain::TeamId;
 
 /// A key as shown once, at creation.

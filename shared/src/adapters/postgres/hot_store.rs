@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 
 use crate::domain::{RunId, TeamId};
-use crate::ledger::{build_pool, error_chain, Cached, StoreError};
+use crate::ledger::{build_pool, error_chain, Conn, StatementMode, StoreError};
 use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
 
 /// The hot store on PostgreSQL tables (`hot_*`), for the embedded mode.
@@ -27,11 +27,15 @@ impl PgHotStore {
         })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, HotStoreError> {
-        self.pool
+    /// Embedded only (its advisory locks are session state anyway), so its
+    /// statements are prepared once per connection.
+    async fn client(&self) -> Result<Conn, HotStoreError> {
+        let object = self
+            .pool
             .get()
             .await
-            .map_err(|e| HotStoreError(error_chain(&e)))
+            .map_err(|e| HotStoreError(error_chain(&e)))?;
+        Ok(Conn::new(object, StatementMode::Cached))
     }
 }
 
