@@ -513,3 +513,51 @@ async fn the_cloud_ledger_leaves_no_statement_in_the_session() {
     assert!(!counts.is_empty(), "the run used the pool");
     assert!(counts.iter().all(|n| *n == 0), "{counts:?}");
 }
+
+/// A task that times out while its step still waits on the model: the next
+/// heartbeat finds it closed and the worker stops the step there, so the
+/// late answer is never paid for nor committed; the run ends through the
+/// state machine's retries and Catch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_closes_mid_step_stops_the_step() {
+    let machine = StepPolicy {
+        step_timeout: Duration::from_secs(3),
+        heartbeat: Duration::from_secs(2),
+        max_retries: 1,
+        retry_base: Duration::from_secs(1),
+        retry_max_delay: Duration::from_secs(1),
+        ..StepPolicy::default()
+    };
+    // The worker itself would give the step minutes.
+    let worker = StepPolicy {
+        heartbeat: Duration::from_millis(1_500),
+        ..StepPolicy::default()
+    };
+    let script = MockScript {
+        turns: vec![MockTurn::text("too late")],
+        latency_ms: Latency::Fixed(8_000),
+        ..MockScript::default()
+    };
+    let setup = CloudSetup {
+        asl: agentrun::asl::render(&machine),
+        policy: worker,
+        ..CloudSetup::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("late".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent("late", agent("late", json!({}))).await;
+    let id = app.start_run("late", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED", "Catch → Finalize → Done: {history:?}");
+    // Well past when an unstopped step would have committed its answer.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(app.step_rows(&id).await, 0, "no abandoned step committed");
+    assert_eq!(run["usage"]["llm_calls"], 0);
+    let requests = app.mock.state.requests("late");
+    assert!(
+        (1..=2).contains(&requests),
+        "one request per attempt, each dropped: {requests}"
+    );
+}
