@@ -6,14 +6,20 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ApiError;
 use crate::domain::limits::PART_BYTES;
 
+/// Where a part starts.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartQuery {
     pub offset: Option<usize>,
-    /// Which text of a run (`output` or `raw_output`).
+}
+
+/// Which text of a run (`output` or `raw_output`), and where a part starts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuery {
+    pub offset: Option<usize>,
     pub part: Option<String>,
 }
 
@@ -27,25 +33,18 @@ pub fn prefix(text: &str, max: usize) -> &str {
 }
 
 /// The part of `text` starting at byte `offset` (0, or an earlier part's
-/// `next_offset`).
-pub fn part(text: &str, offset: usize) -> Result<Value, ApiError> {
-    if offset > text.len() || !text.is_char_boundary(offset) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "offset must be 0 or a next_offset of an earlier part (the text has {} bytes)",
-                text.len()
-            ),
-        ));
-    }
+/// `next_offset`). An offset past the end gives the empty last part; one
+/// inside a character starts at that character (the part says where).
+pub fn part(text: &str, offset: usize) -> Value {
+    let offset = prefix(text, offset).len();
     let chunk = prefix(&text[offset..], PART_BYTES);
     let end = offset + chunk.len();
-    Ok(json!({
+    json!({
         "offset": offset,
         "total_bytes": text.len(),
         "text": chunk,
         "next_offset": (end < text.len()).then_some(end),
-    }))
+    })
 }
 
 /// Keeps the leading items whose JSON fits `budget` bytes (at least one);
@@ -75,7 +74,7 @@ mod tests {
         let mut offset = 0;
         let mut whole = String::new();
         loop {
-            let part = part(&text, offset).unwrap();
+            let part = part(&text, offset);
             assert!(part["text"].as_str().unwrap().len() <= PART_BYTES);
             whole.push_str(part["text"].as_str().unwrap());
             match part["next_offset"].as_u64() {
@@ -84,8 +83,12 @@ mod tests {
             }
         }
         assert_eq!(whole, text);
-        assert!(super::part(&text, 1).is_err(), "inside a character");
-        assert!(super::part(&text, text.len() + 1).is_err());
+        assert_eq!(super::part(&text, 1)["offset"], 0, "inside a character");
+        let past = super::part(&text, text.len() + 1);
+        assert_eq!(
+            (past["text"].as_str(), past["next_offset"].as_u64()),
+            (Some(""), None)
+        );
         assert_eq!(prefix("héllo", 2), "h");
     }
 

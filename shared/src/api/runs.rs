@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::parts::{fit, part, prefix, PartQuery};
+use super::parts::{fit, part, prefix, OutputQuery, PartQuery};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
 use crate::domain::limits::{
@@ -356,7 +356,7 @@ pub async fn output(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path(id): Path<String>,
-    Query(query): Query<PartQuery>,
+    Query(query): Query<OutputQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let run = team_run(&state, team, &id).await?;
     let which = query.part.as_deref().unwrap_or("output");
@@ -374,7 +374,7 @@ pub async fn output(
             ))
         }
     };
-    let mut body = part(&text, query.offset.unwrap_or(0))?;
+    let mut body = part(&text, query.offset.unwrap_or(0));
     body["run_id"] = json!(run.id);
     body["part"] = json!(which);
     Ok(Json(body))
@@ -388,12 +388,6 @@ pub async fn tool_result(
     Path((id, step_no, call_index)): Path<(String, i32, i32)>,
     Query(query): Query<PartQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if query.part.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "a tool call's result has one part; only offset applies",
-        ));
-    }
     let run = team_run(&state, team, &id).await?;
     let calls = state.engine.ledger.tool_calls(run.id, step_no).await?;
     let call = calls
@@ -405,7 +399,7 @@ pub async fn tool_result(
                 format!("run {id} has no tool call {call_index} in step {step_no}"),
             )
         })?;
-    let mut body = part(&call.result, query.offset.unwrap_or(0))?;
+    let mut body = part(&call.result, query.offset.unwrap_or(0));
     body["run_id"] = json!(run.id);
     body["step_no"] = json!(step_no);
     body["call_index"] = json!(call_index);
