@@ -127,13 +127,22 @@ impl Embedded {
         router(state)
     }
 
-    /// Resumes the runs a previous process left unfinished, and from then
-    /// on runs the background work: the starter (every `starter_interval`,
+    /// Reconciles hot state with the ledger, resumes the runs a previous
+    /// process left unfinished, and from then on runs the background work: the starter (every `starter_interval`,
     /// it starts accepted runs whose start was lost) and, every minute, the
     /// reconciliation of hot state with the ledger and the pick-up of any
     /// unfinished run nobody is driving (one whose driver gave up while the
     /// database was down).
     pub async fn resume(&self) -> Result<usize, EmbeddedError> {
+        // Before any work: give back what a run that finished just before a
+        // crash still holds (the release after its commit never happened).
+        match self.engine.reconcile(ORPHAN_SLOT_GRACE).await {
+            Ok(released) if released > 0 => {
+                tracing::info!(released, "released the hot state of runs finished before a restart")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reconciliation at start-up failed; it runs again every minute"),
+        }
         let resumed = self
             .orchestrator
             .resume_unfinished()

@@ -6,6 +6,7 @@ mod admission;
 mod api;
 mod crash;
 mod edge;
+mod failure_modes;
 mod happy_path;
 mod idempotency;
 mod kill_switches;

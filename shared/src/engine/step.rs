@@ -13,8 +13,8 @@ use super::tools::CallRef;
 use super::{Engine, StepError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
-    ChatMessage, EventType, NewEvent, Run, RunId, RunStatus, StepOutcome, StopReason, Terminal,
-    ToolCall, ToolKind,
+    ChatMessage, EventType, NewEvent, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason,
+    Terminal, ToolCall, ToolKind,
 };
 use crate::ledger::{AgentVersion, CommitResult, LlmTurn, StepCommit, ToolCallRecord};
 use crate::ports::{ChatRequest, TokenReservation};
@@ -49,6 +49,12 @@ impl Engine {
             .await?
             .ok_or_else(|| StepError::fatal(StopReason::Internal, "run not found"))?;
         if let Some(outcome) = context.committed {
+            // A terminal step committed by an attempt whose answer was lost:
+            // its slot may not have been given back yet (giving back twice
+            // is harmless).
+            if outcome.next == StepNext::Finish {
+                self.release(run_id).await;
+            }
             return Ok(outcome);
         }
         let mut run = context.run;
@@ -251,6 +257,9 @@ impl Engine {
                 Ok(outcome)
             }
             CommitResult::AlreadyCommitted(outcome) | CommitResult::RunEnded(outcome) => {
+                if outcome.next == StepNext::Finish {
+                    self.release(run_id).await;
+                }
                 Ok(outcome)
             }
         }

@@ -320,9 +320,15 @@ impl HotStore for PgHotStore {
     }
 
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
-        self.client()
-            .await?
-            .exec(
+        // Unlike the grants, a release is flushed before it counts: with the
+        // pool's synchronous_commit off, a database crash could undo it and
+        // leave the slot held until the next reconciliation.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.exec("SET LOCAL synchronous_commit = on", &[])
+            .await
+            .map_err(unavailable)?;
+        tx.exec(
                 "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
                       slot AS (DELETE FROM hot_run_slots WHERE run_id = $1),
                       r AS (DELETE FROM hot_token_reservations WHERE run_id = $1
@@ -335,6 +341,7 @@ impl HotStore for PgHotStore {
             )
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
 }
