@@ -138,10 +138,15 @@ impl Embedded {
         // crash still holds (the release after its commit never happened).
         match self.engine.reconcile(ORPHAN_SLOT_GRACE).await {
             Ok(released) if released > 0 => {
-                tracing::info!(released, "released the hot state of runs finished before a restart")
+                tracing::info!(
+                    released,
+                    "released the hot state of runs finished before a restart"
+                )
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "reconciliation at start-up failed; it runs again every minute"),
+            Err(error) => {
+                tracing::warn!(%error, "reconciliation at start-up failed; it runs again every minute")
+            }
         }
         let resumed = self
             .orchestrator

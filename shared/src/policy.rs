@@ -32,6 +32,13 @@ pub struct StepPolicy {
     pub rate_limit_retries: u32,
     pub rate_limit_base: Duration,
     pub rate_limit_max_delay: Duration,
+    /// Retries, in the state machine, of a step that could not reach the
+    /// ledger or the hot store (`Retryable.Store`), on the general backoff:
+    /// with each attempt riding out what it can itself (a step keeps its
+    /// work and writes it again until its budget ends), about ten minutes
+    /// of outage. The embedded orchestrator retries these until the run's
+    /// deadline.
+    pub store_retries: u32,
     /// Hard cap on a whole run in the state machine, above the longest
     /// `limits.timeout_seconds` a run may have (the engine enforces each
     /// run's own limit below it).
@@ -51,6 +58,7 @@ impl Default for StepPolicy {
             rate_limit_retries: 5,
             rate_limit_base: Duration::from_secs(15),
             rate_limit_max_delay: Duration::from_secs(300),
+            store_retries: 20,
             // The longest run, plus one step that may be under way when its
             // deadline passes, plus room for settling it.
             workflow_timeout: Duration::from_secs(u64::from(MAX_RUN_TIMEOUT_SECONDS))

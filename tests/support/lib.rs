@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 pub mod cloud;
 pub mod faults;
+pub mod postgres;
 
 /// A minimal agent spec on `model`, with `extra` fields merged in.
 pub fn agent(model: &str, extra: Value) -> Value {
@@ -73,6 +74,7 @@ pub fn fast_policy() -> StepPolicy {
         rate_limit_retries: 3,
         rate_limit_base: Duration::from_millis(100),
         rate_limit_max_delay: Duration::from_millis(400),
+        store_retries: 3,
         workflow_timeout: Duration::from_secs(600),
     }
 }
@@ -133,12 +135,42 @@ pub async fn start_app_allowing(
     adapt: impl FnOnce(&mut agentrun::engine::Engine, &str),
     outbound_allow: agentrun::outbound::OutboundAllow,
 ) -> TestApp {
+    let database_url = fresh_database().await;
+    start_app_at(
+        database_url,
+        fast_policy(),
+        scripts,
+        orchestrator,
+        adapt,
+        outbound_allow,
+    )
+    .await
+}
+
+/// The embedded platform on `database_url` (created when missing), stepping
+/// by `policy`.
+pub async fn spawn_app_on(
+    database_url: String,
+    policy: StepPolicy,
+    scripts: HashMap<String, MockScript>,
+) -> TestApp {
+    let loopback = agentrun::outbound::OutboundAllow::parse("127.0.0.0/8,::1").unwrap();
+    start_app_at(database_url, policy, scripts, None, |_, _| {}, loopback).await
+}
+
+async fn start_app_at(
+    database_url: String,
+    policy: StepPolicy,
+    scripts: HashMap<String, MockScript>,
+    orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
+    adapt: impl FnOnce(&mut agentrun::engine::Engine, &str),
+    outbound_allow: agentrun::outbound::OutboundAllow,
+) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
         .unwrap();
-    let database_url = fresh_database().await;
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
-    settings.policy = fast_policy();
+    settings.policy = policy;
     settings.max_db_connections = 16;
     settings.outbound_allow = outbound_allow;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());

@@ -7,7 +7,11 @@ mod output;
 mod step;
 mod tools;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub use context::{build_prompt, Prompt};
 pub use error::StepError;
@@ -44,6 +48,44 @@ impl Engine {
             tracing::warn!(run_id = %run, %error, "could not release hot state");
         }
         Ok(settled)
+    }
+}
+
+/// First wait, and longest, between tries of a write the store could not
+/// take (`persist`).
+const PERSIST_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Runs a ledger or hot-store write again while the store cannot be
+/// reached, with a capped exponential backoff, until `deadline`: what the
+/// step holds in memory (the model's answer, a tool's result) is kept
+/// through a database blip instead of being lost with the attempt, so the
+/// step repeats no LLM call and no tool call.
+pub(crate) async fn persist<T, E, F, Fut>(
+    what: &str,
+    deadline: Instant,
+    mut write: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<StepError>,
+{
+    let mut attempt = 0;
+    loop {
+        let error: StepError = match write().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error.into(),
+        };
+        attempt += 1;
+        let wait = crate::policy::full_jitter(PERSIST_BACKOFF.0, PERSIST_BACKOFF.1, attempt)
+            .max(PERSIST_BACKOFF.0);
+        if !matches!(error, StepError::Store(_)) || Instant::now() + wait >= deadline {
+            return Err(error);
+        }
+        if attempt == 1 {
+            tracing::warn!(what, %error, "the store cannot be reached; keeping the step's work and trying again");
+        }
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::context::build_prompt;
 use super::output::{check_output, repair_prompt};
 use super::tools::CallRef;
-use super::{Engine, StepError};
+use super::{persist, Engine, StepError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
     ChatMessage, EventType, NewEvent, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason,
@@ -208,29 +208,31 @@ impl Engine {
                     }),
                 )];
                 events.extend(tool_started_events(&agent, step_no, &calls, &[], attempt));
-                let (stored, seq) = self
-                    .ledger
-                    .save_llm_turn(run_id, step_no, &fresh, &events)
-                    .await?;
+                let (stored, seq) = persist("the LLM turn", deadline, || {
+                    self.ledger.save_llm_turn(run_id, step_no, &fresh, &events)
+                })
+                .await?;
                 if let Some(seq) = seq {
                     self.feed.publish(run_id, seq).await;
                 }
                 (stored, false)
             }
         };
-        self.hot
-            .settle_tokens(
-                run_id,
-                step_no,
-                (turn.input_tokens + turn.output_tokens).max(0) as u64,
-            )
-            .await?;
+        let actual = (turn.input_tokens + turn.output_tokens).max(0) as u64;
+        persist("the token settlement", deadline, || {
+            self.hot.settle_tokens(run_id, step_no, actual)
+        })
+        .await?;
         let calls = tool_calls_of(&turn.message);
         let done = if reused {
             let done = self.ledger.tool_calls(run_id, step_no).await?;
             let restarts = tool_started_events(&agent, step_no, &calls, &done, attempt);
             if !restarts.is_empty() {
-                if let Some(seq) = self.ledger.append_run_events(run_id, &restarts).await? {
+                let appended = persist("the restarted tool events", deadline, || {
+                    self.ledger.append_run_events(run_id, &restarts)
+                })
+                .await?;
+                if let Some(seq) = appended {
                     self.feed.publish(run_id, seq).await;
                 }
             }
@@ -247,7 +249,11 @@ impl Engine {
                 &run, &agent, step_no, attempt, started_at, turn, &calls, results,
             )
             .await?;
-        match self.ledger.commit_step(&commit).await? {
+        let committed = persist("the step's commit", deadline, || {
+            self.ledger.commit_step(&commit)
+        })
+        .await?;
+        match committed {
             CommitResult::Committed { outcome, last_seq } => {
                 self.feed.publish(run_id, last_seq).await;
                 if commit.terminal.is_some() {
@@ -347,7 +353,10 @@ impl Engine {
             // returns, so a retried step never makes it again; built-ins are
             // simply re-run and kept with the step.
             if spec.is_some_and(|s| matches!(s.kind, ToolKind::Http { .. })) {
-                self.ledger.save_tool_call(run_id, step_no, &record).await?;
+                persist("a tool call's result", deadline, || {
+                    self.ledger.save_tool_call(run_id, step_no, &record)
+                })
+                .await?;
             }
             Ok::<_, StepError>(record)
         });

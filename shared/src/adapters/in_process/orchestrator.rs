@@ -14,8 +14,6 @@ use crate::engine::{Engine, StepError};
 use crate::policy::StepPolicy;
 use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
-const SETTLE_ATTEMPTS: u32 = 20;
-
 pub struct EmbeddedOrchestrator {
     engine: Engine,
     policy: StepPolicy,
@@ -116,7 +114,7 @@ impl EmbeddedOrchestrator {
     /// Steps until the run finishes; returns the terminal state the
     /// orchestrator must record when a step could not (errors).
     async fn step_loop(&self, run_id: RunId, mut step_no: i32) -> Option<Terminal> {
-        let (mut retries, mut rate_limited) = (0, 0);
+        let (mut retries, mut rate_limited, mut store_down) = (0, 0, 0);
         loop {
             let result = {
                 let Ok(_slot) = self.step_slots.acquire().await else {
@@ -139,7 +137,7 @@ impl EmbeddedOrchestrator {
             let wait = match result {
                 Ok(outcome) if outcome.next == StepNext::Step => {
                     step_no = outcome.step_no;
-                    (retries, rate_limited) = (0, 0);
+                    (retries, rate_limited, store_down) = (0, 0, 0);
                     continue;
                 }
                 Ok(_) => return None,
@@ -155,11 +153,15 @@ impl EmbeddedOrchestrator {
                         .max(error.retry_after().unwrap_or_default());
                     (wait, rate_limited, error)
                 }
-                Err(
-                    ref error @ (StepError::LlmUnavailable(_)
-                    | StepError::Store(_)
-                    | StepError::OutOfTime(_)),
-                ) if retries < self.policy.max_retries => {
+                // The store is down: keep trying until the run's deadline
+                // (which races this loop) ends it.
+                Err(ref error @ StepError::Store(_)) => {
+                    store_down += 1;
+                    (self.policy.backoff(store_down), store_down, error)
+                }
+                Err(ref error @ (StepError::LlmUnavailable(_) | StepError::OutOfTime(_)))
+                    if retries < self.policy.max_retries =>
+                {
                     retries += 1;
                     (self.policy.backoff(retries), retries, error)
                 }
@@ -177,15 +179,17 @@ impl EmbeddedOrchestrator {
     }
 
     async fn finalize(&self, run_id: RunId, terminal: Terminal) {
-        // Settlement must not be lost: keep trying while the store is down.
-        // Should every try fail, the run stays unfinished in the ledger and
-        // the next start of the process resumes and settles it.
-        for attempt in 1..=SETTLE_ATTEMPTS {
+        // Settlement must not be lost: keep trying while the store is down
+        // (should the process stop first, its next start resumes the run
+        // from the ledger and settles it).
+        let mut attempt = 0;
+        loop {
             match self.engine.finalize(run_id, terminal.clone()).await {
                 Ok(_) => return,
                 Err(error) => {
+                    attempt += 1;
                     tracing::error!(run_id = %run_id, attempt, %error, "cannot settle run; retrying");
-                    tokio::time::sleep(self.policy.backoff(attempt.min(5))).await;
+                    tokio::time::sleep(self.policy.backoff(attempt)).await;
                 }
             }
         }

@@ -329,7 +329,7 @@ impl HotStore for PgHotStore {
             .await
             .map_err(unavailable)?;
         tx.exec(
-                "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
+            "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
                       slot AS (DELETE FROM hot_run_slots WHERE run_id = $1),
                       r AS (DELETE FROM hot_token_reservations WHERE run_id = $1
                             RETURNING team_id, day, tokens, settled),
@@ -337,10 +337,10 @@ impl HotStore for PgHotStore {
                                WHERE NOT settled GROUP BY team_id, day)
                  UPDATE hot_token_days d SET reserved = d.reserved - open.tokens
                  FROM open WHERE d.team_id = open.team_id AND d.day = open.day",
-                &[&run.0],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[&run.0],
+        )
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
