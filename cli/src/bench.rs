@@ -134,6 +134,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         metadata: json!({}),
                         limits: agent.spec.limits.clone(),
                         run_fee_micros: 0,
+                        idempotency: None,
                     })
                     .await?;
                 let mut step_no = 1;

@@ -188,6 +188,10 @@ async fn admit_here(
             metadata: request.metadata,
             limits: agent.spec.limits.clone(),
             run_fee_micros: terms.run_fee_micros,
+            idempotency: request
+                .idempotency
+                .as_ref()
+                .map(|key| (key.key.clone(), key.request_hash.clone())),
         })
         .await?;
     if created {

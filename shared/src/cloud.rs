@@ -15,6 +15,7 @@ use crate::adapters::aws::{
     finalize_message, finalize_status_change, Aws, DynamoEventFeed, StepFunctionsOrchestrator,
     StepWorker,
 };
+use crate::adapters::degraded::Degradable;
 use crate::adapters::in_process::BroadcastFeed;
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
@@ -203,7 +204,7 @@ impl CloudPlatform {
     /// `{"action": "migrate"}`, or `agentrun migrate`.)
     pub async fn connect(settings: CloudSettings) -> Result<Self, CloudError> {
         let aws = Aws::connect(settings.aws_endpoint.as_deref()).await;
-        let hot: Arc<dyn HotStore> = match &settings.hot_table {
+        let primary: Arc<dyn HotStore> = match &settings.hot_table {
             Some(table) => Arc::new(aws.hot_store(table)),
             None => Arc::new(PgHotStore::connect(
                 &settings.database_url,
@@ -215,6 +216,7 @@ impl CloudPlatform {
             settings.db_connections,
             settings.db_statements,
         )?;
+        let hot: Arc<dyn HotStore> = Arc::new(Degradable::new(primary, ledger.clone()));
         let events = settings
             .events_table
             .as_deref()

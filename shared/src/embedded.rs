@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::adapters::degraded::Degradable;
 use crate::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
 use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
@@ -26,6 +27,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct EmbeddedSettings {
     pub database_url: String,
+    /// Where the hot store's tables are, when not with the ledger.
+    pub hot_database_url: Option<String>,
     /// PostgreSQL connections in all (ledger and hot store).
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
@@ -46,6 +49,7 @@ impl EmbeddedSettings {
     pub fn new(database_url: impl Into<String>, llm: OpenAiSettings) -> Self {
         Self {
             database_url: database_url.into(),
+            hot_database_url: None,
             max_db_connections: 32,
             llm,
             policy: StepPolicy::default(),
@@ -92,11 +96,15 @@ impl Embedded {
                 .max(2),
         )?;
         ledger.migrate().await?;
+        let hot = Arc::new(PgHotStore::connect(
+            settings
+                .hot_database_url
+                .as_deref()
+                .unwrap_or(&settings.database_url),
+            hot_connections,
+        )?);
         let engine = Engine {
-            hot: Arc::new(PgHotStore::connect(
-                &settings.database_url,
-                hot_connections,
-            )?),
+            hot: Arc::new(Degradable::new(hot, ledger.clone())),
             ledger,
             llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
             feed: Arc::new(BroadcastFeed::new()),

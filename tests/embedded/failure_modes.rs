@@ -185,3 +185,130 @@ async fn a_thirty_second_database_outage_fails_no_run() {
     );
     app.assert_slots_released().await;
 }
+
+/// `host:port` and database name of a PostgreSQL URL of the tests.
+fn authority_and_database(url: &str) -> (String, String) {
+    let rest = url.split_once('@').map_or(url, |(_, rest)| rest);
+    let (authority, database) = rest.split_once('/').unwrap();
+    (authority.to_owned(), database.to_owned())
+}
+
+async fn health(app: &agentrun_e2e::TestApp) -> serde_json::Value {
+    app.get("/healthz").await.1
+}
+
+/// The hot store's connections are cut mid-run (its pool then meets a dead
+/// port): the runs go on and succeed on answers from the ledger, `/healthz`
+/// says `degraded`, new runs are still admitted within the team's limit, a
+/// repeated Idempotency-Key still finds its run, a cancel still stops its
+/// run; once the store is back, health is `ok` and no slot is left held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_store_outage_mid_run_degrades_and_loses_nothing() {
+    let database_url = agentrun_e2e::fresh_database().await;
+    let (authority, database) = authority_and_database(&database_url);
+    let proxy = agentrun_e2e::tcp_proxy::TcpProxy::start(authority).await;
+    let hot_url = format!("postgres://postgres@127.0.0.1:{}/{database}", proxy.port);
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::tool("noop", json!({"n": 2})),
+            MockTurn::text("done"),
+        ],
+        latency_ms: agentrun::mock_llm::Latency::Range([300, 600]),
+        ..MockScript::default()
+    };
+    let app = agentrun_e2e::spawn_app_tuned(
+        database_url,
+        fast_policy(),
+        HashMap::from([("steady".to_owned(), script)]),
+        |settings| settings.hot_database_url = Some(hot_url),
+    )
+    .await;
+    app.put_agent(
+        "steady",
+        agent(
+            "steady",
+            json!({"tools": [agentrun_e2e::echo_tool("noop")]}),
+        ),
+    )
+    .await;
+    app.patch_team(json!({"limits": {"max_concurrent_runs": 6}}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(app.start_run("steady", json!(n)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.cut();
+
+    // Degraded: noticed, said, and work goes on.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while health(&app).await["status"] != "degraded" {
+        assert!(std::time::Instant::now() < until, "never said degraded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = health(&app).await;
+    assert_eq!(said["hot_store"], "unreachable", "{said}");
+    let keyed = json!({"agent": "steady", "input": "keyed"});
+    let (status, _, first) = app.post_run(&keyed, Some("outage-key")).await;
+    assert_eq!(status, 202, "admitted while degraded: {first}");
+    let (status, headers, again) = app.post_run(&keyed, Some("outage-key")).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["id"], first["id"], "the ledger's key found the run");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (status, _, conflict) = app
+        .post_run(
+            &json!({"agent": "steady", "input": "other"}),
+            Some("outage-key"),
+        )
+        .await;
+    assert_eq!(status, 409, "{conflict}");
+    let cancelled = app.start_run("steady", json!("to cancel")).await;
+    let (status, over) = {
+        let (status, _, body) = app
+            .post_run(&json!({"agent": "steady", "input": "one too many"}), None)
+            .await;
+        (status, body)
+    };
+    assert_eq!(
+        status, 429,
+        "6 in progress: the limit holds, counted in the ledger: {over}"
+    );
+    assert_eq!(over["error"]["code"], "concurrent_run_limit");
+    let (status, body) = app
+        .call_as(
+            &app.key,
+            "POST",
+            &format!("/v1/runs/{cancelled}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "cancelled");
+
+    ids.push(first["id"].as_str().unwrap().to_owned());
+    for id in &ids {
+        let run = app.wait_finished(id, Duration::from_secs(60)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["steps"], 3);
+    }
+    assert_eq!(app.run(&cancelled).await["status"], "cancelled");
+    assert_eq!(health(&app).await["status"], "degraded", "still away");
+
+    proxy.mend();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while health(&app).await["status"] != "ok" {
+        assert!(std::time::Instant::now() < until, "never back to ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.assert_slots_released().await;
+    let today = chrono::Utc::now().date_naive();
+    let (_, reserved) = app
+        .platform
+        .engine
+        .hot
+        .tokens_of_day(app.team, today)
+        .await
+        .unwrap();
+    assert_eq!(reserved, 0, "no reservation left behind");
+}

@@ -324,7 +324,10 @@ async fn spawn_cloud_on_setup(
                 agentrun::ledger::StatementMode::Unnamed,
             )
             .expect("ledger pool");
-            engine.hot = hot;
+            engine.hot = Arc::new(agentrun::adapters::degraded::Degradable::new(
+                hot,
+                engine.ledger.clone(),
+            ));
             engine.feed = Arc::new(DynamoEventFeed::new(
                 &config,
                 events_table.clone(),

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 pub mod cloud;
 pub mod faults;
 pub mod postgres;
+pub mod tcp_proxy;
 
 /// A minimal agent spec on `model`, with `extra` fields merged in.
 pub fn agent(model: &str, extra: Value) -> Value {
@@ -143,6 +144,7 @@ pub async fn start_app_allowing(
         orchestrator,
         adapt,
         outbound_allow,
+        |_| {},
     )
     .await
 }
@@ -154,8 +156,27 @@ pub async fn spawn_app_on(
     policy: StepPolicy,
     scripts: HashMap<String, MockScript>,
 ) -> TestApp {
+    spawn_app_tuned(database_url, policy, scripts, |_| {}).await
+}
+
+/// The same, with the embedded settings changed by `tune` before it starts.
+pub async fn spawn_app_tuned(
+    database_url: String,
+    policy: StepPolicy,
+    scripts: HashMap<String, MockScript>,
+    tune: impl FnOnce(&mut EmbeddedSettings),
+) -> TestApp {
     let loopback = agentrun::outbound::OutboundAllow::parse("127.0.0.0/8,::1").unwrap();
-    start_app_at(database_url, policy, scripts, None, |_, _| {}, loopback).await
+    start_app_at(
+        database_url,
+        policy,
+        scripts,
+        None,
+        |_, _| {},
+        loopback,
+        tune,
+    )
+    .await
 }
 
 async fn start_app_at(
@@ -165,6 +186,7 @@ async fn start_app_at(
     orchestrator: Option<Arc<dyn agentrun::ports::Orchestrator>>,
     adapt: impl FnOnce(&mut agentrun::engine::Engine, &str),
     outbound_allow: agentrun::outbound::OutboundAllow,
+    tune: impl FnOnce(&mut EmbeddedSettings),
 ) -> TestApp {
     let mock = MockLlm::start("127.0.0.1:0".parse().unwrap(), scripts)
         .await
@@ -175,6 +197,7 @@ async fn start_app_at(
     settings.outbound_allow = outbound_allow;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
     settings.admin_key = Some(admin_key.clone());
+    tune(&mut settings);
     let mut platform = Embedded::start(settings)
         .await
         .expect("start embedded platform");
@@ -566,6 +589,7 @@ impl TestApp {
                 metadata: json!({}),
                 limits: version.spec.limits,
                 run_fee_micros: 0,
+                idempotency: None,
             })
             .await
             .unwrap();

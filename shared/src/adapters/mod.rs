@@ -1,6 +1,7 @@
 //! Implementations of the ports: one module per backend.
 
 pub mod aws;
+pub mod degraded;
 pub mod in_process;
 pub mod openai;
 pub mod postgres;

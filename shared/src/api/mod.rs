@@ -131,11 +131,21 @@ pub fn relay_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `ok`, or `degraded` (503) when the ledger does not answer; the cause is
-/// logged, never shown.
+/// `ok`; `degraded` (200) while the hot store cannot be reached (runs go on
+/// with answers from the ledger); `degraded` with 503 when the ledger does
+/// not answer. The cause is logged, never shown.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.ledger.ping().await {
-        Ok(()) => (axum::http::StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+        Ok(()) => {
+            let hot = state.engine.hot.health().await;
+            let body = if hot.reachable {
+                json!({"status": "ok"})
+            } else {
+                json!({"status": "degraded", "hot_store": "unreachable",
+                       "hot_store_fallbacks": hot.fallbacks})
+            };
+            (axum::http::StatusCode::OK, Json(body)).into_response()
+        }
         Err(error) => {
             tracing::warn!(%error, "health check: the ledger does not answer");
             (

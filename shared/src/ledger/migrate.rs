@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "key_expiry",
         include_str!("../../../migrations/V5__key_expiry.sql"),
     ),
+    (
+        6,
+        "failure_modes",
+        include_str!("../../../migrations/V6__failure_modes.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

@@ -7,6 +7,7 @@ mod agents;
 mod billing;
 mod conn;
 mod events;
+mod fallback;
 mod migrate;
 mod runs;
 mod steps;

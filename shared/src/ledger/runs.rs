@@ -67,6 +67,9 @@ pub struct NewRun {
     pub limits: RunLimits,
     /// The team plan's fee, fixed at acceptance.
     pub run_fee_micros: i64,
+    /// The request's Idempotency-Key and body hash, kept with the run (the
+    /// answer to a repeated key while the hot store cannot be reached).
+    pub idempotency: Option<(String, String)>,
 }
 
 /// One page of a run listing, newest first.
@@ -113,6 +116,18 @@ impl Ledger {
             .await?;
         if inserted == 0 {
             return Ok(false);
+        }
+        if let Some((key, request_hash)) = &new.idempotency {
+            // Taken already (the hot store granted it), or taken now.
+            tx.exec(
+                "INSERT INTO run_idempotency_keys (team_id, key, request_hash, run_id)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (team_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
+                     run_id = EXCLUDED.run_id, created_at = now()
+                 WHERE run_idempotency_keys.created_at < now() - interval '24 hours'",
+                &[&new.team_id.0, key, request_hash, &new.id.0],
+            )
+            .await?;
         }
         let message = serde_json::to_value(crate::domain::ChatMessage::User {
             content: input_message(&new.input),

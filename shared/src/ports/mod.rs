@@ -7,6 +7,9 @@ pub mod llm;
 pub mod orchestrator;
 
 pub use event_feed::{EventFeed, EventSource, EventSourceError};
-pub use hot_store::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
+pub use hot_store::{
+    CancelFlags, CircuitState, CircuitStates, HotHealth, HotStore, HotStoreError, IdempotencyClaim,
+    IdempotencyKeys, RateLimits, RunSlots, SlotHolder, TokenBudget, TokenReservation,
+};
 pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmError, ToolDefinition, Usage};
 pub use orchestrator::{Orchestrator, OrchestratorError, StartOutcome};

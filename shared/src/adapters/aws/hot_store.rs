@@ -11,6 +11,7 @@
 //! | `team#<team>` | `day#<date>` | tokens `used`, `reserved`, `committed` (= used + reserved) |
 //! | `team#<team>` | `rate` | token bucket |
 //! | `slots` | `<run>` | every slot holder, for reconciliation |
+//! | `circuit#<key>` | `-` | an LLM circuit: `failures`, `open_until_ms` |
 //!
 //! Counters change only inside transactions with their markers, so giving
 //! something back twice is harmless.
@@ -31,7 +32,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{RunId, TeamId};
 use crate::policy::full_jitter;
-use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
+use crate::ports::{
+    CancelFlags, CircuitState, CircuitStates, HotStore, HotStoreError, IdempotencyClaim,
+    IdempotencyKeys, RateLimits, RunSlots, SlotHolder, TokenBudget, TokenReservation,
+};
 
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 
@@ -152,11 +156,45 @@ fn key(pk: &str, sk: &str) -> Item {
 }
 
 fn failed(error: impl std::fmt::Display) -> HotStoreError {
-    HotStoreError(error.to_string())
+    HotStoreError::failed(error.to_string())
 }
 
-fn sdk_failed<E: std::error::Error + 'static>(error: E) -> HotStoreError {
-    HotStoreError(DisplayErrorContext(error).to_string())
+/// An SDK error with its whole context in its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+struct SdkFailure {
+    context: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// No answer (dispatch, timeout, a broken response) or a 5xx means the
+/// table could not be reached; any other answer failed the request.
+fn sdk_failed<E, R>(error: SdkError<E, R>) -> HotStoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let unreachable = match &error {
+        SdkError::ServiceError(service) => {
+            transient_code(service.err().code())
+                || matches!(
+                    service.err().code(),
+                    Some("InternalServerError" | "ServiceUnavailable" | "RequestLimitExceeded")
+                )
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    };
+    let failure = SdkFailure {
+        context: DisplayErrorContext(&error).to_string(),
+        source: Box::new(error),
+    };
+    if unreachable {
+        HotStoreError::unreachable(failure)
+    } else {
+        HotStoreError::failed(failure)
+    }
 }
 
 impl DynamoHotStore {
@@ -381,7 +419,7 @@ fn tx_delete(builder: DeleteBuilder) -> Result<TransactWriteItem, HotStoreError>
 }
 
 #[async_trait]
-impl HotStore for DynamoHotStore {
+impl IdempotencyKeys for DynamoHotStore {
     async fn claim_idempotency_key(
         &self,
         team: TeamId,
@@ -427,7 +465,10 @@ impl HotStore for DynamoHotStore {
             Err(error) => Err(sdk_failed(error)),
         }
     }
+}
 
+#[async_trait]
+impl CancelFlags for DynamoHotStore {
     async fn set_cancel_flag(&self, run: RunId, reason: &str) -> Result<(), HotStoreError> {
         let mut item = key(&format!("run#{run}"), "cancel");
         item.insert("reason".to_owned(), s(reason));
@@ -460,7 +501,10 @@ impl HotStore for DynamoHotStore {
             .await?
             .and_then(|item| get_s(&item, "reason")))
     }
+}
 
+#[async_trait]
+impl RunSlots for DynamoHotStore {
     async fn acquire_run_slot(
         &self,
         team: TeamId,
@@ -531,7 +575,10 @@ impl HotStore for DynamoHotStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl TokenBudget for DynamoHotStore {
     async fn reserve_tokens(
         &self,
         reservation: TokenReservation,
@@ -594,7 +641,10 @@ impl HotStore for DynamoHotStore {
                 )
             }))
     }
+}
 
+#[async_trait]
+impl RateLimits for DynamoHotStore {
     async fn take_rate_token(
         &self,
         team: TeamId,
@@ -653,7 +703,10 @@ impl HotStore for DynamoHotStore {
         }
         Err(failed("the rate bucket is too contended"))
     }
+}
 
+#[async_trait]
+impl HotStore for DynamoHotStore {
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
         let pk = format!("run#{run}");
         let items = retrying(|| {
@@ -682,6 +735,38 @@ impl HotStore for DynamoHotStore {
                 self.delete_plain(&pk, &sk).await?;
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CircuitStates for DynamoHotStore {
+    async fn circuit(&self, key: &str) -> Result<Option<CircuitState>, HotStoreError> {
+        Ok(self
+            .get(&format!("circuit#{key}"), "-")
+            .await?
+            .map(|item| CircuitState {
+                failures: get_n::<u32>(&item, "failures").unwrap_or(0),
+                open_until: get_n::<i64>(&item, "open_until_ms")
+                    .and_then(DateTime::from_timestamp_millis),
+            }))
+    }
+
+    async fn set_circuit(&self, key: &str, state: CircuitState) -> Result<(), HotStoreError> {
+        let mut item = self::key(&format!("circuit#{key}"), "-");
+        item.insert("failures".to_owned(), n(state.failures));
+        if let Some(until) = state.open_until {
+            item.insert("open_until_ms".to_owned(), n(until.timestamp_millis()));
+        }
+        retrying(|| {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+        })
+        .await
+        .map_err(sdk_failed)?;
         Ok(())
     }
 }

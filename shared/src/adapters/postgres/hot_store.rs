@@ -5,8 +5,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 
 use crate::domain::{RunId, TeamId};
-use crate::ledger::{build_pool, error_chain, Conn, StatementMode, StoreError};
-use crate::ports::{HotStore, HotStoreError, IdempotencyClaim, SlotHolder, TokenReservation};
+use crate::ledger::{build_pool, Conn, StatementMode, StoreError};
+use crate::ports::{
+    CancelFlags, CircuitState, CircuitStates, HotStore, HotStoreError, IdempotencyClaim,
+    IdempotencyKeys, RateLimits, RunSlots, SlotHolder, TokenBudget, TokenReservation,
+};
 
 /// The hot store on PostgreSQL tables (`hot_*`), for the embedded mode.
 pub struct PgHotStore {
@@ -30,17 +33,19 @@ impl PgHotStore {
     /// Embedded only (its advisory locks are session state anyway), so its
     /// statements are prepared once per connection.
     async fn client(&self) -> Result<Conn, HotStoreError> {
-        let object = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| HotStoreError(error_chain(&e)))?;
+        let object = self.pool.get().await.map_err(HotStoreError::unreachable)?;
         Ok(Conn::new(object, StatementMode::Cached))
     }
 }
 
+/// A server that answered with an SQL error failed the request; anything
+/// else (a closed or refused connection, a timeout) means it is unreachable.
 fn unavailable(err: tokio_postgres::Error) -> HotStoreError {
-    HotStoreError(error_chain(&err))
+    if err.code().is_some() {
+        HotStoreError::failed(err)
+    } else {
+        HotStoreError::unreachable(err)
+    }
 }
 
 /// The advisory lock that serializes slot grants within a team.
@@ -50,7 +55,7 @@ fn team_lock(team: TeamId) -> i64 {
 }
 
 #[async_trait]
-impl HotStore for PgHotStore {
+impl IdempotencyKeys for PgHotStore {
     async fn claim_idempotency_key(
         &self,
         team: TeamId,
@@ -88,7 +93,10 @@ impl HotStore for PgHotStore {
             })
         }
     }
+}
 
+#[async_trait]
+impl CancelFlags for PgHotStore {
     async fn set_cancel_flag(&self, run: RunId, reason: &str) -> Result<(), HotStoreError> {
         self.client()
             .await?
@@ -113,7 +121,10 @@ impl HotStore for PgHotStore {
             .map_err(unavailable)?
             .map(|row| row.get(0)))
     }
+}
 
+#[async_trait]
+impl RunSlots for PgHotStore {
     async fn acquire_run_slot(
         &self,
         team: TeamId,
@@ -171,7 +182,10 @@ impl HotStore for PgHotStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl TokenBudget for PgHotStore {
     async fn reserve_tokens(
         &self,
         reservation: TokenReservation,
@@ -282,7 +296,10 @@ impl HotStore for PgHotStore {
             )
         }))
     }
+}
 
+#[async_trait]
+impl RateLimits for PgHotStore {
     async fn take_rate_token(
         &self,
         team: TeamId,
@@ -318,7 +335,10 @@ impl HotStore for PgHotStore {
             )))
         }
     }
+}
 
+#[async_trait]
+impl HotStore for PgHotStore {
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
         // Unlike the grants, a release is flushed before it counts: with the
         // pool's synchronous_commit off, a database crash could undo it and
@@ -342,6 +362,43 @@ impl HotStore for PgHotStore {
         .await
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CircuitStates for PgHotStore {
+    async fn circuit(&self, key: &str) -> Result<Option<CircuitState>, HotStoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q_opt(
+                "SELECT failures, open_until FROM hot_circuits WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .map_err(unavailable)?
+            .map(|row| CircuitState {
+                failures: row.get::<_, i32>(0).max(0) as u32,
+                open_until: row.get(1),
+            }))
+    }
+
+    async fn set_circuit(&self, key: &str, state: CircuitState) -> Result<(), HotStoreError> {
+        self.client()
+            .await?
+            .exec(
+                "INSERT INTO hot_circuits (key, failures, open_until) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET failures = EXCLUDED.failures,
+                     open_until = EXCLUDED.open_until, updated_at = now()",
+                &[
+                    &key,
+                    &(state.failures.min(i32::MAX as u32) as i32),
+                    &state.open_until,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
