@@ -21,7 +21,7 @@ use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
-use crate::engine::{Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
+use crate::engine::{CircuitSettings, Circuits, Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StatementMode, StoreError};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
@@ -232,6 +232,7 @@ impl CloudPlatform {
             feed,
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),
+            circuits: Circuits::new(CircuitSettings::from_policy(&settings.policy)),
         };
         Ok(Self {
             engine,

@@ -13,7 +13,7 @@ use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{router, AppState, StreamGate, StreamLimits};
 use crate::domain::{AgentName, AgentSpec, TeamId};
-use crate::engine::{Engine, ToolRunner, ORPHAN_SLOT_GRACE};
+use crate::engine::{CircuitSettings, Circuits, Engine, ToolRunner, ORPHAN_SLOT_GRACE};
 
 use crate::ledger::{ensure_database, Ledger, StoreError};
 use crate::outbound::OutboundAllow;
@@ -110,6 +110,7 @@ impl Embedded {
             feed: Arc::new(BroadcastFeed::new()),
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),
+            circuits: Circuits::new(CircuitSettings::from_policy(&settings.policy)),
         };
         let orchestrator = EmbeddedOrchestrator::new(
             engine.clone(),

@@ -39,6 +39,12 @@ pub struct StepPolicy {
     /// of outage. The embedded orchestrator retries these until the run's
     /// deadline.
     pub store_retries: u32,
+    /// The LLM circuit breaker: failed calls in a row that open it, how
+    /// long it stays open, and how many times a step waits for it
+    /// (`Retryable.CircuitOpen`) before the run ends `llm_unavailable`.
+    pub circuit_failures: u32,
+    pub circuit_cool_down: Duration,
+    pub circuit_waits: u32,
     /// Hard cap on a whole run in the state machine, above the longest
     /// `limits.timeout_seconds` a run may have (the engine enforces each
     /// run's own limit below it).
@@ -59,6 +65,9 @@ impl Default for StepPolicy {
             rate_limit_base: Duration::from_secs(15),
             rate_limit_max_delay: Duration::from_secs(300),
             store_retries: 20,
+            circuit_failures: 5,
+            circuit_cool_down: Duration::from_secs(30),
+            circuit_waits: 10,
             // The longest run, plus one step that may be under way when its
             // deadline passes, plus room for settling it.
             workflow_timeout: Duration::from_secs(u64::from(MAX_RUN_TIMEOUT_SECONDS))

@@ -561,3 +561,58 @@ async fn a_task_that_closes_mid_step_stops_the_step() {
         "one request per attempt, each dropped: {requests}"
     );
 }
+
+/// The hot store's DynamoDB endpoint goes away mid-run: the runs go on
+/// through the real state machine and succeed on answers from the ledger,
+/// `/healthz` says `degraded`, and new runs are still admitted; once it is
+/// back, health is `ok` and no slot is left held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_outage_mid_run_degrades_and_the_runs_succeed() {
+    let faults = DynamoFaults::passthrough(aws_endpoint()).await;
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::tool("noop", json!({"n": 2})),
+            MockTurn::text("done"),
+        ],
+        latency_ms: Latency::Range([300, 600]),
+        ..MockScript::default()
+    };
+    let setup = CloudSetup {
+        hot_endpoint: Some(faults.url.clone()),
+        ..CloudSetup::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("steady".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "steady",
+        agent("steady", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(app.start_run("steady", json!(n)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    faults.set_down(true);
+    let until = Instant::now() + Duration::from_secs(30);
+    while app.get("/healthz").await.1["status"] != "degraded" {
+        assert!(Instant::now() < until, "never said degraded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ids.push(app.start_run("steady", json!("while away")).await);
+    for id in &ids {
+        let run = app.wait_finished(id, Duration::from_secs(90)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["steps"], 3);
+        let (status, _) = cloud.execution(id).await;
+        assert_eq!(status, "SUCCEEDED");
+    }
+    faults.set_down(false);
+    let until = Instant::now() + Duration::from_secs(30);
+    while app.get("/healthz").await.1["status"] != "ok" {
+        assert!(Instant::now() < until, "never back to ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.assert_slots_released().await;
+}

@@ -185,6 +185,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),
+        circuits: Default::default(),
     };
     let url = agentrun_e2e::serve_engine(engine).await;
 

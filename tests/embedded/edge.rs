@@ -130,6 +130,7 @@ async fn health_says_degraded_without_driver_text() {
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),
+        circuits: Default::default(),
     };
     let url = agentrun_e2e::serve_engine(engine).await;
 

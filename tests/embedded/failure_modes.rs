@@ -312,3 +312,112 @@ async fn a_hot_store_outage_mid_run_degrades_and_loses_nothing() {
         .unwrap();
     assert_eq!(reserved, 0, "no reservation left behind");
 }
+
+/// The provider fails five calls in a row: the circuit opens, the next
+/// attempt makes no call (an `llm.circuit_open` event says why) and waits
+/// out the cool-down; then one probe goes through, the provider answers,
+/// the circuit closes and the run succeeds. A run after it calls at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_outage_opens_the_circuit_and_a_probe_closes_it() {
+    // Each call is three HTTP tries (the client retries twice): five failed
+    // calls use up the fifteen faults.
+    let script = MockScript {
+        turns: vec![MockTurn::text("back")],
+        faults: vec![agentrun::mock_llm::Fault {
+            status: 503,
+            retry_after: None,
+            times: 15,
+        }],
+        ..MockScript::default()
+    };
+    let policy = agentrun::policy::StepPolicy {
+        max_retries: 8,
+        ..fast_policy()
+    };
+    let app = agentrun_e2e::spawn_app_on(
+        agentrun_e2e::fresh_database().await,
+        policy,
+        HashMap::from([("flaky".to_owned(), script)]),
+    )
+    .await;
+    app.put_agent("flaky", agent("flaky", json!({}))).await;
+    let started = std::time::Instant::now();
+    let id = app.start_run("flaky", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "it waited out the cool-down"
+    );
+    assert_eq!(
+        app.mock.state.requests("flaky"),
+        16,
+        "five failed calls, then the probe; none while open"
+    );
+    let events = app.all_events(&id).await;
+    let open: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == "llm.circuit_open")
+        .collect();
+    assert_eq!(open.len(), 1, "{:?}", agentrun_e2e::types(&events));
+    let data: serde_json::Value = serde_json::from_str(&open[0].data).unwrap();
+    assert_eq!(data["data"]["model"], "flaky");
+    assert!(data["data"]["until"].is_string());
+    let shared: (i32, Option<chrono::DateTime<chrono::Utc>>) = {
+        let row = app
+            .db()
+            .await
+            .query_one("SELECT failures, open_until FROM hot_circuits", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(shared, (0, None), "closed, for every process");
+
+    let next = app.start_run("flaky", json!("again")).await;
+    let run = app.wait_finished(&next, Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(app.mock.state.requests("flaky"), 17);
+}
+
+/// A provider that stays down: the circuit keeps the calls away, each probe
+/// fails and opens it again, and once the waits are used up the run ends
+/// `llm_unavailable`, having called far less than it would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stays_down_ends_the_run_llm_unavailable_through_the_circuit() {
+    let script = MockScript {
+        fail_always: Some(503),
+        ..MockScript::default()
+    };
+    let policy = agentrun::policy::StepPolicy {
+        max_retries: 8,
+        circuit_cool_down: Duration::from_millis(300),
+        circuit_waits: 2,
+        ..fast_policy()
+    };
+    let app = agentrun_e2e::spawn_app_on(
+        agentrun_e2e::fresh_database().await,
+        policy,
+        HashMap::from([("down".to_owned(), script)]),
+    )
+    .await;
+    app.put_agent("down", agent("down", json!({}))).await;
+    let id = app.start_run("down", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["stop_reason"], "llm_unavailable");
+    assert!(
+        run["stop_detail"].as_str().unwrap().contains("circuit"),
+        "{run}"
+    );
+    let events = app.all_events(&id).await;
+    let opened = events
+        .iter()
+        .filter(|e| e.event == "llm.circuit_open")
+        .count();
+    assert!(opened >= 2, "{:?}", agentrun_e2e::types(&events));
+    // Five failed calls, and a failed probe after each cool-down; without
+    // the circuit each of the 9 attempts would have made its call.
+    let requests = app.mock.state.requests("down");
+    assert!(requests <= 3 * 8, "{requests} requests");
+}

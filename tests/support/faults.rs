@@ -31,6 +31,10 @@ pub struct Injected {
 
 #[derive(Default)]
 struct State {
+    /// Whether contention is injected (else requests only pass through).
+    contention: bool,
+    /// While set, every request is answered 503, as by an endpoint that is away.
+    down: bool,
     /// Tries seen per distinct request body (a retry sends the same body).
     tries: HashMap<u64, u32>,
     injected: Injected,
@@ -47,7 +51,24 @@ impl DynamoFaults {
     /// every other one also for throttling on its second; every third
     /// distinct put or delete meets a transaction in progress once.
     pub async fn start(upstream: String) -> Self {
-        let state: Arc<Mutex<State>> = Arc::default();
+        Self::serve(upstream, true).await
+    }
+
+    /// Requests only pass through (until `set_down`).
+    pub async fn passthrough(upstream: String) -> Self {
+        Self::serve(upstream, false).await
+    }
+
+    /// While `down`, every request gets 503 (the SDK's retries then give up).
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    async fn serve(upstream: String, contention: bool) -> Self {
+        let state: Arc<Mutex<State>> = Arc::new(Mutex::new(State {
+            contention,
+            ..State::default()
+        }));
         let shared = state.clone();
         let http = reqwest::Client::new();
         let app = axum::Router::new().fallback(
@@ -74,6 +95,25 @@ impl DynamoFaults {
 }
 
 fn fault_for(state: &Mutex<State>, headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    {
+        let state = state.lock().unwrap();
+        if state.down {
+            return Some(
+                Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header("content-type", "application/x-amz-json-1.0")
+                    .body(Body::from(
+                        json!({"__type": "com.amazonaws.dynamodb.v20120810#ServiceUnavailable",
+                               "message": "away"})
+                        .to_string(),
+                    ))
+                    .unwrap(),
+            );
+        }
+        if !state.contention {
+            return None;
+        }
+    }
     let target = headers.get("x-amz-target")?.to_str().ok()?;
     let operation = target.rsplit('.').next()?;
     // The SDK gives each transaction call a fresh ClientRequestToken; the

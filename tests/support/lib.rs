@@ -76,6 +76,9 @@ pub fn fast_policy() -> StepPolicy {
         rate_limit_base: Duration::from_millis(100),
         rate_limit_max_delay: Duration::from_millis(400),
         store_retries: 3,
+        circuit_failures: 5,
+        circuit_cool_down: Duration::from_millis(1_500),
+        circuit_waits: 10,
         workflow_timeout: Duration::from_secs(600),
     }
 }

@@ -154,6 +154,10 @@ fn parse_completion(body: &str) -> Result<ChatResponse, LlmError> {
 
 #[async_trait]
 impl LlmClient for OpenAiClient {
+    fn endpoint(&self) -> &str {
+        &self.settings.base_url
+    }
+
     async fn complete(
         &self,
         request: &ChatRequest,

@@ -18,6 +18,8 @@ pub enum EventType {
     StepStarted,
     #[serde(rename = "llm.completed")]
     LlmCompleted,
+    #[serde(rename = "llm.circuit_open")]
+    LlmCircuitOpen,
     #[serde(rename = "tool.started")]
     ToolStarted,
     #[serde(rename = "tool.completed")]
@@ -45,6 +47,7 @@ impl EventType {
             EventType::RunStarted => "run.started",
             EventType::StepStarted => "step.started",
             EventType::LlmCompleted => "llm.completed",
+            EventType::LlmCircuitOpen => "llm.circuit_open",
             EventType::ToolStarted => "tool.started",
             EventType::ToolCompleted => "tool.completed",
             EventType::Handoff => "handoff",

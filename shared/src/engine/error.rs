@@ -21,22 +21,30 @@ pub enum StepError {
     /// The step used up its time budget (its task would time out next).
     #[error("step out of time: {0}")]
     OutOfTime(String),
+    /// The provider's circuit is open: no call until `until`.
+    #[error("LLM circuit open: {detail}")]
+    CircuitOpen {
+        detail: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{reason}: {detail}")]
     Fatal { reason: StopReason, detail: String },
 }
 
 impl StepError {
     /// The error names the state machine retries (contract).
-    pub const RETRYABLE_NAMES: [&'static str; 4] = [
+    pub const RETRYABLE_NAMES: [&'static str; 5] = [
         Self::LLM_UNAVAILABLE,
         Self::RATE_LIMITED,
         Self::STORE,
         Self::STEP_TIMEOUT,
+        Self::CIRCUIT_OPEN,
     ];
     pub const LLM_UNAVAILABLE: &'static str = "Retryable.LlmUnavailable";
     pub const RATE_LIMITED: &'static str = "Retryable.RateLimited";
     pub const STORE: &'static str = "Retryable.Store";
     pub const STEP_TIMEOUT: &'static str = "Retryable.StepTimeout";
+    pub const CIRCUIT_OPEN: &'static str = "Retryable.CircuitOpen";
 
     pub fn fatal(reason: StopReason, detail: impl Into<String>) -> Self {
         StepError::Fatal {
@@ -52,6 +60,7 @@ impl StepError {
             StepError::RateLimited { .. } => Self::RATE_LIMITED.to_owned(),
             StepError::Store(_) => Self::STORE.to_owned(),
             StepError::OutOfTime(_) => Self::STEP_TIMEOUT.to_owned(),
+            StepError::CircuitOpen { .. } => Self::CIRCUIT_OPEN.to_owned(),
             StepError::Fatal { reason, .. } => format!("Fatal.{reason}"),
         }
     }
@@ -64,6 +73,7 @@ impl StepError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             StepError::RateLimited { retry_after, .. } => *retry_after,
+            StepError::CircuitOpen { until, .. } => (*until - chrono::Utc::now()).to_std().ok(),
             _ => None,
         }
     }
@@ -71,9 +81,9 @@ impl StepError {
     /// The stop reason a run ends with when this error is final.
     pub fn stop_reason(&self) -> StopReason {
         match self {
-            StepError::LlmUnavailable(_) | StepError::RateLimited { .. } => {
-                StopReason::LlmUnavailable
-            }
+            StepError::LlmUnavailable(_)
+            | StepError::RateLimited { .. }
+            | StepError::CircuitOpen { .. } => StopReason::LlmUnavailable,
             StepError::Store(_) | StepError::OutOfTime(_) => StopReason::Internal,
             StepError::Fatal { reason, .. } => *reason,
         }

@@ -1,6 +1,7 @@
 //! The engine: one agent step (DESIGN §5) and the settlement of a run. The
 //! same code runs in-process, in the step Lambda and in tests.
 
+mod circuit;
 mod context;
 mod error;
 mod output;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use circuit::{CircuitSettings, Circuits, Gate};
 pub use context::{build_prompt, Prompt};
 pub use error::StepError;
 pub use output::check_output;
@@ -32,6 +34,8 @@ pub struct Engine {
     pub feed: Arc<dyn EventFeed>,
     pub tools: ToolRunner,
     pub schemas: OutputSchemas,
+    /// The LLM circuit breakers of this process.
+    pub circuits: Circuits,
 }
 
 impl Engine {

@@ -10,14 +10,14 @@ use tracing::Instrument;
 use super::context::build_prompt;
 use super::output::{check_output, repair_prompt};
 use super::tools::CallRef;
-use super::{persist, Engine, StepError};
+use super::{persist, Circuits, Engine, Gate, StepError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
     ChatMessage, EventType, NewEvent, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason,
     Terminal, ToolCall, ToolKind,
 };
 use crate::ledger::{AgentVersion, CommitResult, LlmTurn, StepCommit, ToolCallRecord};
-use crate::ports::{ChatRequest, TokenReservation};
+use crate::ports::{ChatRequest, LlmError, TokenReservation};
 
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
@@ -170,7 +170,36 @@ impl Engine {
                     max_tokens: agent.spec.max_output_tokens,
                     temperature: agent.spec.temperature,
                 };
-                let response = match self.llm.complete(&request, deadline).await {
+                let circuit = Circuits::key(self.llm.endpoint(), &agent.spec.model);
+                if let Gate::Open { until } = self.circuits.gate(self.hot.as_ref(), &circuit).await
+                {
+                    self.hot.cancel_reservation(run_id, step_no).await?;
+                    let open = NewEvent::new(
+                        EventType::LlmCircuitOpen,
+                        Some(step_no),
+                        json!({"model": agent.spec.model, "until": until, "attempt": attempt}),
+                    );
+                    if let Some(seq) = self.ledger.append_run_events(run_id, &[open]).await? {
+                        self.feed.publish(run_id, seq).await;
+                    }
+                    return Err(StepError::CircuitOpen {
+                        detail: format!(
+                            "the provider failed {} calls in a row; no call to {} before {until}",
+                            self.circuits.failures_to_open(),
+                            agent.spec.model
+                        ),
+                        until,
+                    });
+                }
+                let answer = self.llm.complete(&request, deadline).await;
+                // Only a provider that does not answer counts against its circuit.
+                match &answer {
+                    Err(LlmError::Unavailable(_)) => {
+                        self.circuits.failed(self.hot.as_ref(), &circuit).await
+                    }
+                    _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
+                }
+                let response = match answer {
                     Ok(response) => response,
                     Err(error) => {
                         self.hot.cancel_reservation(run_id, step_no).await?;

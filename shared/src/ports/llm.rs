@@ -78,6 +78,9 @@ pub enum LlmError {
 
 #[async_trait]
 pub trait LlmClient: Send + Sync {
+    /// The provider's endpoint, which names its circuit breakers.
+    fn endpoint(&self) -> &str;
+
     /// One completion, retried inside the call only while `deadline` (the
     /// step's) leaves time for it; a wait longer than the client's own limit
     /// is left to the orchestrator (`RateLimited` with the wait).

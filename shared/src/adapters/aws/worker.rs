@@ -325,7 +325,13 @@ pub async fn finalize_status_change(engine: &Engine, event: &Value) -> Result<()
 fn terminal_for_error(name: &str, cause: &str) -> Terminal {
     let reason = match name.strip_prefix("Fatal.") {
         Some(reason) => reason.parse().unwrap_or(StopReason::Internal),
-        None if name == StepError::LLM_UNAVAILABLE || name == StepError::RATE_LIMITED => {
+        None if [
+            StepError::LLM_UNAVAILABLE,
+            StepError::RATE_LIMITED,
+            StepError::CIRCUIT_OPEN,
+        ]
+        .contains(&name) =>
+        {
             StopReason::LlmUnavailable
         }
         None => StopReason::Internal,
@@ -345,6 +351,7 @@ mod tests {
             ("Retryable.RateLimited", StopReason::LlmUnavailable),
             ("Retryable.Store", StopReason::Internal),
             ("Retryable.StepTimeout", StopReason::Internal),
+            ("Retryable.CircuitOpen", StopReason::LlmUnavailable),
             ("States.Timeout", StopReason::Internal),
         ] {
             assert_eq!(terminal_for_error(name, "x").reason, reason, "{name}");

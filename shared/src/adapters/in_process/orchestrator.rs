@@ -94,7 +94,7 @@ impl EmbeddedOrchestrator {
         let until_deadline = (deadline - Utc::now()).to_std().unwrap_or_default();
         let deadline_at = tokio::time::Instant::now() + until_deadline;
 
-        let stepping = self.step_loop(run_id, run.next_step);
+        let stepping = self.step_loop(run_id, run.next_step, deadline_at);
         tokio::select! {
             terminal = stepping => {
                 if let Some(terminal) = terminal {
@@ -113,8 +113,13 @@ impl EmbeddedOrchestrator {
 
     /// Steps until the run finishes; returns the terminal state the
     /// orchestrator must record when a step could not (errors).
-    async fn step_loop(&self, run_id: RunId, mut step_no: i32) -> Option<Terminal> {
-        let (mut retries, mut rate_limited, mut store_down) = (0, 0, 0);
+    async fn step_loop(
+        &self,
+        run_id: RunId,
+        mut step_no: i32,
+        run_deadline: tokio::time::Instant,
+    ) -> Option<Terminal> {
+        let (mut retries, mut rate_limited, mut store_down, mut circuit_waits) = (0, 0, 0, 0);
         loop {
             let result = {
                 let Ok(_slot) = self.step_slots.acquire().await else {
@@ -137,12 +142,32 @@ impl EmbeddedOrchestrator {
             let wait = match result {
                 Ok(outcome) if outcome.next == StepNext::Step => {
                     step_no = outcome.step_no;
-                    (retries, rate_limited, store_down) = (0, 0, 0);
+                    (retries, rate_limited, store_down, circuit_waits) = (0, 0, 0, 0);
                     continue;
                 }
                 Ok(_) => return None,
                 // The provider asked for a long pause: wait it out here, on
                 // the rate-limit schedule, at least as long as it asked.
+                // The provider's circuit is open: wait for its probe, within
+                // the run's deadline; past it the run ends llm_unavailable.
+                Err(ref error @ StepError::CircuitOpen { .. })
+                    if circuit_waits < self.policy.circuit_waits
+                        && tokio::time::Instant::now()
+                            + error.retry_after().unwrap_or_default()
+                            < run_deadline =>
+                {
+                    circuit_waits += 1;
+                    let jitter = crate::policy::full_jitter(
+                        std::time::Duration::from_millis(100),
+                        std::time::Duration::from_millis(500),
+                        1,
+                    );
+                    (
+                        error.retry_after().unwrap_or_default() + jitter,
+                        circuit_waits,
+                        error,
+                    )
+                }
                 Err(ref error @ StepError::RateLimited { .. })
                     if rate_limited < self.policy.rate_limit_retries =>
                 {
