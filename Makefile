@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make dev` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: dev test lint bench package
+.PHONY: dev test lint bench package chaos
 
 ## Run agentrun in one process on PostgreSQL, with the mock LLM and the example agents.
 dev:
@@ -25,3 +25,7 @@ bench:
 ## arm64 Lambda zips of the four functions (target/lambda/<function>/bootstrap.zip), sizes printed.
 package:
 	scripts/package.sh
+
+## Chaos: runs with HTTP tools while agentrun dev is SIGKILLed and PostgreSQL crashed (not in CI).
+chaos:
+	cargo build --bin agentrun && python3 scripts/chaos.py

@@ -589,6 +589,7 @@ module "alarms" {
   }
 
   step_queue_name                  = module.step_queue.name
+  step_log_group_name              = module.step.log_group_name
   step_queue_age_threshold_seconds = var.step_queue_age_alarm_seconds
   tags                             = var.tags
 }

@@ -311,6 +311,14 @@ run "eventbridge_and_alarms" {
   command = apply
 
   assert {
+    condition = (
+      module.alarms.llm_circuit_log_group == module.step.log_group_name &&
+      strcontains(module.alarms.llm_circuit_pattern, "LLM circuit open")
+    )
+    error_message = "The step function's \"LLM circuit open\" errors must be counted from its log group and alarmed on."
+  }
+
+  assert {
     condition = jsondecode(aws_cloudwatch_event_rule.execution_ended.event_pattern) == {
       source        = ["aws.states"]
       "detail-type" = ["Step Functions Execution Status Change"]
@@ -338,8 +346,8 @@ run "eventbridge_and_alarms" {
   }
 
   assert {
-    condition     = length(module.alarms.alarm_arns) == 14
-    error_message = "3 dead-letter queues + 2 execution metrics + 4 functions x (errors, throttles) + step queue age = 14 alarms."
+    condition     = length(module.alarms.alarm_arns) == 15
+    error_message = "3 dead-letter queues + 2 execution metrics + 4 functions x (errors, throttles) + step queue age + LLM circuit open = 15 alarms."
   }
 
   assert {

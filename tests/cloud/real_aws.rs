@@ -616,3 +616,46 @@ async fn a_dynamodb_outage_mid_run_degrades_and_the_runs_succeed() {
     }
     app.assert_slots_released().await;
 }
+
+/// A worker that dies the moment it takes a step's message (no heartbeat,
+/// no answer, the message gone): the task's heartbeat lapses, the state
+/// machine tries the step again with a new message, and the run succeeds
+/// with each step once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_on_receipt_is_replaced_when_its_heartbeat_lapses() {
+    let machine = StepPolicy {
+        heartbeat: Duration::from_secs(2),
+        retry_base: Duration::from_secs(1),
+        retry_max_delay: Duration::from_secs(1),
+        ..StepPolicy::default()
+    };
+    let script = MockScript::turns(vec![
+        MockTurn::tool("noop", json!({})),
+        MockTurn::text("done"),
+    ]);
+    let setup = CloudSetup {
+        asl: agentrun::asl::render(&machine),
+        ..CloudSetup::default()
+    };
+    let cloud = spawn_cloud_setup(HashMap::from([("mortal".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "mortal",
+        agent("mortal", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
+    cloud
+        .drop_next_message
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = app.start_run("mortal", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(app.step_rows(&id).await, 2);
+    assert_eq!(app.mock.state.requests("mortal"), 2, "nothing done twice");
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(
+        history.iter().any(|(kind, _)| kind == "TaskTimedOut"),
+        "the lapse is in the history: {history:?}"
+    );
+}

@@ -39,6 +39,10 @@ pub struct Cloud {
     /// When set, the next step message is executed but never answered nor
     /// deleted — as if the worker died after the ledger commit.
     pub lose_next_answer: Arc<AtomicBool>,
+    /// When set, the next step message is taken off the queue and dropped
+    /// unanswered — as if the worker died the moment it received it (no
+    /// heartbeat, no answer, no redelivery).
+    pub drop_next_message: Arc<AtomicBool>,
     /// The hot store's table.
     pub hot_table: String,
     /// Step messages as the poller received them: when, and the body.
@@ -345,6 +349,8 @@ async fn spawn_cloud_on_setup(
     ));
     let lose_next_answer = Arc::new(AtomicBool::new(false));
     let lose = lose_next_answer.clone();
+    let drop_next_message = Arc::new(AtomicBool::new(false));
+    let drop_message = drop_next_message.clone();
     let engine = app.platform.engine.clone();
     let budget = setup.policy.step_budget();
     let received: Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>> = Arc::default();
@@ -355,11 +361,15 @@ async fn spawn_cloud_on_setup(
         deliver_twice.clone(),
         move |body, sent_at| {
             let (worker, lose, engine) = (worker.clone(), lose.clone(), engine.clone());
+            let dropped = drop_message.swap(false, Ordering::SeqCst);
             receipts
                 .lock()
                 .unwrap()
                 .push((std::time::Instant::now(), body.clone()));
             async move {
+                if dropped {
+                    return true;
+                }
                 if lose.swap(false, Ordering::SeqCst) {
                     let message: serde_json::Value = serde_json::from_str(&body).unwrap();
                     let run = message["run_id"].as_str().unwrap().parse().unwrap();
@@ -393,6 +403,7 @@ async fn spawn_cloud_on_setup(
         events_table,
         deliver_twice,
         lose_next_answer,
+        drop_next_message,
         hot_table,
         received,
         pollers: vec![step_poller, finalize_poller],

@@ -84,3 +84,34 @@ resource "aws_cloudwatch_metric_alarm" "step_queue_age" {
   ok_actions          = local.actions
   tags                = var.tags
 }
+
+# The step function logs an error each time an LLM circuit opens (a
+# provider failed five calls in a row): counted, and alarmed on.
+resource "aws_cloudwatch_log_metric_filter" "llm_circuit_open" {
+  name           = "${var.name}-llm-circuit-open"
+  log_group_name = var.step_log_group_name
+  pattern        = "\"LLM circuit open\""
+
+  metric_transformation {
+    name          = "LlmCircuitOpened"
+    namespace     = var.metric_namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "llm_circuit_open" {
+  alarm_name          = "${var.name}-llm-circuit-open"
+  alarm_description   = "An LLM provider failed five calls in a row and its circuit opened: steps wait instead of calling it. Look at the provider's status and the step function's log."
+  namespace           = var.metric_namespace
+  metric_name         = aws_cloudwatch_log_metric_filter.llm_circuit_open.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+  tags                = var.tags
+}

@@ -35,6 +35,17 @@ variable "step_queue_age_threshold_seconds" {
   default     = 300
 }
 
+variable "step_log_group_name" {
+  description = "Log group of the step function, whose \"LLM circuit open\" errors are counted and alarmed on."
+  type        = string
+}
+
+variable "metric_namespace" {
+  description = "CloudWatch namespace of the metrics made from the functions' logs."
+  type        = string
+  default     = "agentrun"
+}
+
 variable "tags" {
   description = "Tags of the alarms."
   type        = map(string)
