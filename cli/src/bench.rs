@@ -138,11 +138,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     })
                     .await?;
                 let mut step_no = 1;
+                let mut memory = agentrun::engine::RunMemory::for_driver();
                 loop {
                     let t = Instant::now();
                     let deadline = tokio::time::Instant::now()
                         + agentrun::policy::StepPolicy::default().step_budget();
-                    let outcome = engine.execute_step(id, step_no, deadline).await?;
+                    let outcome = engine
+                        .execute_step_with(id, step_no, deadline, &mut memory)
+                        .await?;
                     local.push(t.elapsed());
                     if outcome.next == StepNext::Finish {
                         anyhow::ensure!(

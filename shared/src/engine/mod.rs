@@ -19,6 +19,7 @@ pub use context::{build_prompt, Prompt};
 pub use error::StepError;
 pub use output::check_output;
 pub use output::OutputSchemas;
+pub use step::RunMemory;
 pub use tools::ToolRunner;
 
 use crate::domain::{Run, RunId, Terminal};

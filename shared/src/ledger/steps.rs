@@ -28,6 +28,10 @@ pub struct StepContext {
     pub daily_token_budget: u64,
     /// Why an operator switched the team or the active agent off.
     pub switched_off: Option<String>,
+    /// Messages of the conversation so far.
+    pub message_count: i64,
+    /// Attempts begun at this step so far, if any.
+    pub attempts: Option<i32>,
 }
 
 /// One executed tool call.
@@ -69,6 +73,9 @@ pub struct StepCommit {
     pub handoff_to: Option<(String, i32)>,
     pub repairs_used: i32,
     pub terminal: Option<Terminal>,
+    /// The next step's first attempt begins with this commit (its
+    /// `step.started`): for a driver that runs it right after.
+    pub begin_next: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -182,7 +189,9 @@ impl Ledger {
                          (SELECT 'the team was switched off by an operator: ' || disabled_reason
                           FROM teams WHERE id = runs.team_id AND disabled_reason IS NOT NULL) AS team_off,
                          (SELECT 'agent ' || agent || ' was switched off by an operator: ' || disabled_reason
-                          FROM agent_switches WHERE team_id = runs.team_id AND agent = runs.active_agent) AS agent_off
+                          FROM agent_switches WHERE team_id = runs.team_id AND agent = runs.active_agent) AS agent_off,
+                         message_count::bigint AS message_count,
+                         CASE WHEN attempt_step = $2 THEN step_attempts END AS attempts
                      FROM runs WHERE id = $1"
                 ),
                 &[&run.0, &step_no],
@@ -202,6 +211,8 @@ impl Ledger {
             switched_off: row
                 .get::<_, Option<String>>("team_off")
                 .or(row.get("agent_off")),
+            message_count: row.get("message_count"),
+            attempts: row.get("attempts"),
         }))
     }
 
@@ -375,7 +386,21 @@ impl Ledger {
             .iter()
             .map(to_json)
             .collect::<Result<Vec<_>, _>>()?;
-        let (types, data) = event_columns(&commit.events);
+        let mut events = commit.events.clone();
+        let mut event_steps = vec![commit.step_no; events.len()];
+        if commit.begin_next {
+            let next_agent = commit
+                .handoff_to
+                .as_ref()
+                .map_or(commit.agent.as_str(), |(name, _)| name.as_str());
+            events.push(NewEvent::new(
+                crate::domain::EventType::StepStarted,
+                Some(commit.step_no + 1),
+                serde_json::json!({"step_no": commit.step_no + 1, "agent": next_agent, "attempt": 1}),
+            ));
+            event_steps.push(commit.step_no + 1);
+        }
+        let (types, data) = event_columns(&events);
         let outcome = match &commit.terminal {
             None => StepOutcome::next_step(run, commit.step_no + 1),
             Some(terminal) => StepOutcome {
@@ -409,7 +434,9 @@ impl Ledger {
                          stop_detail = coalesce($12, stop_detail),
                          output = coalesce($13, output),
                          raw_output = coalesce($14, raw_output),
-                         finished_at = CASE WHEN $10::text IS NULL THEN finished_at ELSE now() END
+                         finished_at = CASE WHEN $10::text IS NULL THEN finished_at ELSE now() END,
+                         attempt_step = CASE WHEN $25 THEN $2 + 1 ELSE attempt_step END,
+                         step_attempts = CASE WHEN $25 THEN 1 ELSE step_attempts END
                      WHERE id = $1 AND status = 'running' AND next_step = $2
                      RETURNING last_seq, message_count),
                  s AS (
@@ -438,8 +465,8 @@ impl Ledger {
                          output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
                          cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact)
                  INSERT INTO run_events (run_id, seq, type, step_no, data)
-                 SELECT $1, r.last_seq - cardinality($6::text[]) + e.ord, e.type, $2, e.data
-                 FROM r, unnest($6::text[], $22::jsonb[]) WITH ORDINALITY AS e(type, data, ord)
+                 SELECT $1, r.last_seq - cardinality($6::text[]) + e.ord, e.type, e.step_no, e.data
+                 FROM r, unnest($6::text[], $22::jsonb[], $24::int[]) WITH ORDINALITY AS e(type, data, step_no, ord)
                  RETURNING seq",
                 &[
                     &run.0,
@@ -465,6 +492,8 @@ impl Ledger {
                     &commit.started_at,
                     &data,
                     &to_json(&commit.tool_calls)?,
+                    &event_steps,
+                    &commit.begin_next,
                 ],
             )
             .await?;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::domain::{RunId, StepNext, StopReason, Terminal};
-use crate::engine::{Engine, StepError};
+use crate::engine::{Engine, RunMemory, StepError};
 use crate::policy::StepPolicy;
 use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
@@ -120,6 +120,8 @@ impl EmbeddedOrchestrator {
         run_deadline: tokio::time::Instant,
     ) -> Option<Terminal> {
         let (mut retries, mut rate_limited, mut store_down, mut circuit_waits) = (0, 0, 0, 0);
+        // What this driver keeps between the run's steps.
+        let mut memory = RunMemory::for_driver();
         loop {
             let result = {
                 let Ok(_slot) = self.step_slots.acquire().await else {
@@ -128,7 +130,8 @@ impl EmbeddedOrchestrator {
                 let deadline = tokio::time::Instant::now() + self.policy.step_budget();
                 match tokio::time::timeout(
                     self.policy.step_timeout,
-                    self.engine.execute_step(run_id, step_no, deadline),
+                    self.engine
+                        .execute_step_with(run_id, step_no, deadline, &mut memory),
                 )
                 .await
                 {

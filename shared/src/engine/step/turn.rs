@@ -1,0 +1,184 @@
+//! The step's LLM turn: the one an earlier attempt kept, or a new call —
+//! unless the provider's circuit is open. A new turn is kept at once when
+//! calls with effects outside agentrun follow (HTTP tools, or a built-in that
+//! takes a while), so no retry asks the model again before making them; a
+//! turn followed only by instant built-ins, or a final answer, goes to the
+//! step's commit directly.
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::guards::{timed_out, Ready};
+use super::tools::tool_started_events;
+use crate::domain::agent::Builtin;
+use crate::domain::{ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
+use crate::engine::{persist, Circuits, Engine, Gate, StepError};
+use crate::ledger::{AgentVersion, LlmTurn};
+use crate::ports::{ChatRequest, LlmError};
+
+/// An LLM call that fails this close to the run's deadline ends the run
+/// there rather than being tried again.
+const RUN_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub(super) struct Turn {
+    pub turn: LlmTurn,
+    /// Kept by an earlier attempt.
+    pub reused: bool,
+    pub calls: Vec<ToolCall>,
+    /// `llm.completed` and `tool.started` of a turn not kept on its own: they
+    /// go out with the commit.
+    pub pending_events: Vec<NewEvent>,
+}
+
+pub(super) enum Taken {
+    Turn(Box<Turn>),
+    /// The run ended at its deadline while the model was asked.
+    Finished(StepOutcome),
+}
+
+pub(super) fn tool_calls_of(message: &ChatMessage) -> Vec<ToolCall> {
+    match message {
+        ChatMessage::Assistant { tool_calls, .. } => tool_calls.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a call has effects outside agentrun or takes long enough that a
+/// crash may fall between the model's answer and the commit.
+fn must_keep_turn_first(agent: &AgentVersion, calls: &[ToolCall]) -> bool {
+    calls.iter().any(|call| {
+        agent.spec.tool(&call.function.name).is_some_and(|tool| {
+            matches!(
+                tool.kind,
+                ToolKind::Http { .. }
+                    | ToolKind::Builtin {
+                        builtin: Builtin::Sleep,
+                        ..
+                    }
+            )
+        })
+    })
+}
+
+impl Engine {
+    pub(super) async fn take_turn(&self, ready: &Ready) -> Result<Taken, StepError> {
+        let (run_id, step_no) = (ready.run.id, ready.step_no);
+        // Only an earlier attempt can have kept a turn.
+        if ready.attempt > 1 {
+            if let Some(turn) = self.ledger.llm_turn(run_id, step_no).await? {
+                // Settled already unless the earlier attempt stopped first.
+                let actual = (turn.input_tokens + turn.output_tokens).max(0) as u64;
+                persist("the token settlement", ready.deadline, || {
+                    self.hot.settle_tokens(run_id, step_no, actual)
+                })
+                .await?;
+                let calls = tool_calls_of(&turn.message);
+                return Ok(Taken::Turn(Box::new(Turn {
+                    turn,
+                    reused: true,
+                    calls,
+                    pending_events: Vec::new(),
+                })));
+            }
+        }
+        let agent = &ready.agent;
+        let circuit = Circuits::key(self.llm.endpoint(), &agent.spec.model);
+        if let Gate::Open { until } = self.circuits.gate(self.hot.as_ref(), &circuit).await {
+            self.hot.cancel_reservation(run_id, step_no).await?;
+            let open = NewEvent::new(
+                EventType::LlmCircuitOpen,
+                Some(step_no),
+                json!({"model": agent.spec.model, "until": until, "attempt": ready.attempt}),
+            );
+            if let Some(seq) = self.ledger.append_run_events(run_id, &[open]).await? {
+                self.feed.publish(run_id, seq).await;
+            }
+            return Err(StepError::CircuitOpen {
+                detail: format!(
+                    "the provider failed {} calls in a row; no call to {} before {until}",
+                    self.circuits.failures_to_open(),
+                    agent.spec.model
+                ),
+                until,
+            });
+        }
+        let request = ChatRequest {
+            model: agent.spec.model.clone(),
+            messages: ready.prompt.messages.clone(),
+            tools: ready.prompt.tools.clone(),
+            max_tokens: agent.spec.max_output_tokens,
+            temperature: agent.spec.temperature,
+        };
+        let answer = self.llm.complete(&request, ready.deadline).await;
+        // Only a provider that does not answer counts against its circuit.
+        match &answer {
+            Err(LlmError::Unavailable(_)) => self.circuits.failed(self.hot.as_ref(), &circuit).await,
+            _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
+        }
+        let response = match answer {
+            Ok(response) => response,
+            Err(error) => {
+                self.hot.cancel_reservation(run_id, step_no).await?;
+                // Cut short by the run's own deadline (or too close to it
+                // for another try): the run is over once it passes.
+                if let Some(at) = ready
+                    .run_deadline
+                    .filter(|at| *at <= Instant::now() + RUN_DEADLINE_GRACE)
+                {
+                    tokio::time::sleep_until(at).await;
+                    if let Some(timeout) = timed_out(&ready.run) {
+                        return self
+                            .stop(&ready.run, timeout)
+                            .await
+                            .map(Taken::Finished);
+                    }
+                }
+                return Err(error.into());
+            }
+        };
+        let fresh = LlmTurn {
+            agent: agent.name.clone(),
+            model: agent.spec.model.clone(),
+            message: response.message,
+            input_tokens: response.usage.prompt_tokens as i64,
+            output_tokens: response.usage.completion_tokens as i64,
+            context_trimmed: ready.prompt.trimmed as i32,
+        };
+        let calls = tool_calls_of(&fresh.message);
+        let mut events = vec![NewEvent::new(
+            EventType::LlmCompleted,
+            Some(step_no),
+            json!({
+                "agent": agent.name,
+                "model": fresh.model,
+                "input_tokens": fresh.input_tokens,
+                "output_tokens": fresh.output_tokens,
+                "tool_calls": calls.iter().map(|c| c.function.name.as_str()).collect::<Vec<_>>(),
+            }),
+        )];
+        events.extend(tool_started_events(agent, step_no, &calls, &[], ready.attempt));
+        let actual = (fresh.input_tokens + fresh.output_tokens).max(0) as u64;
+        let (turn, pending_events) = if must_keep_turn_first(agent, &calls) {
+            let (stored, seq) = persist("the LLM turn", ready.deadline, || {
+                self.ledger.save_llm_turn(run_id, step_no, &fresh, &events)
+            })
+            .await?;
+            if let Some(seq) = seq {
+                self.feed.publish(run_id, seq).await;
+            }
+            (stored, Vec::new())
+        } else {
+            (fresh, events)
+        };
+        persist("the token settlement", ready.deadline, || {
+            self.hot.settle_tokens(run_id, step_no, actual)
+        })
+        .await?;
+        Ok(Taken::Turn(Box::new(Turn {
+            turn,
+            reused: false,
+            calls,
+            pending_events,
+        })))
+    }
+}
