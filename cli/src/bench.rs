@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Mock LLM latency per call.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// PostgreSQL connections of the engine (ledger and hot store); default
+    /// as `agentrun dev` (32).
+    #[arg(long)]
+    db_connections: Option<usize>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -84,7 +88,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.database_url.clone(),
         OpenAiSettings::new(mock.base_url()),
     );
-    settings.max_db_connections = (args.concurrency + 16).min(90);
+    if let Some(connections) = args.db_connections {
+        settings.max_db_connections = connections;
+    }
     let platform = Embedded::start(settings)
         .await
         .context("starting the engine")?;

@@ -113,6 +113,53 @@ async fn contract(store: &dyn HotStore) {
         "ending a run drops open reservations"
     );
 
+    // The previous step settles as the next one reserves, in one go.
+    let r5 = RunId::new();
+    let next = |step_no, tokens| TokenReservation {
+        team,
+        run: r5,
+        step_no,
+        day,
+        tokens,
+    };
+    assert!(store
+        .settle_and_reserve(None, next(1, 200), 1000)
+        .await
+        .unwrap());
+    assert_eq!(store.tokens_of_day(team, day).await.unwrap(), (300, 200));
+    assert!(store
+        .settle_and_reserve(Some((1, 50)), next(2, 600), 1000)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.tokens_of_day(team, day).await.unwrap(),
+        (350, 600),
+        "step 1 settled to 50, step 2 set aside 600"
+    );
+    assert!(
+        store
+            .settle_and_reserve(Some((1, 50)), next(2, 600), 1000)
+            .await
+            .unwrap(),
+        "a retried step keeps its reservation, settled once"
+    );
+    assert_eq!(store.tokens_of_day(team, day).await.unwrap(), (350, 600));
+    assert!(
+        !store
+            .settle_and_reserve(Some((2, 100)), next(3, 600), 1000)
+            .await
+            .unwrap(),
+        "450 + 600 > 1,000: refused, the settlement stands"
+    );
+    assert_eq!(store.tokens_of_day(team, day).await.unwrap(), (450, 0));
+    assert!(store
+        .settle_and_reserve(None, next(3, 500), 1000)
+        .await
+        .unwrap());
+    assert_eq!(store.tokens_of_day(team, day).await.unwrap(), (450, 500));
+    store.release_run(r5).await.unwrap();
+    assert_eq!(store.tokens_of_day(team, day).await.unwrap(), (450, 0));
+
     // Rate: one a second, bursts of two.
     assert_eq!(store.take_rate_token(team, 1.0, 2).await.unwrap(), None);
     assert_eq!(store.take_rate_token(team, 1.0, 2).await.unwrap(), None);

@@ -257,6 +257,27 @@ impl TokenBudget for Degradable {
         .await
     }
 
+    async fn settle_and_reserve(
+        &self,
+        settle: Option<(i32, u64)>,
+        reservation: TokenReservation,
+        budget: u64,
+    ) -> Result<bool, HotStoreError> {
+        self.route(
+            "token reservation",
+            self.primary.settle_and_reserve(settle, reservation, budget),
+            async {
+                let used = self
+                    .ledger
+                    .tokens_used_on(reservation.team, reservation.day)
+                    .await
+                    .map_err(from_ledger)?;
+                Ok(used.saturating_add(reservation.tokens) <= budget)
+            },
+        )
+        .await
+    }
+
     async fn settle_tokens(
         &self,
         run: RunId,

@@ -47,6 +47,14 @@ impl Engine {
         if let Some(settled) = &settled {
             self.feed.publish(run, settled.last_seq).await;
             tracing::info!(run_id = %run, status = %settled.status, stop_reason = %terminal.reason, "run ended");
+            // The last committed step's reservation: its next step would
+            // have settled it.
+            let last = settled.next_step - 1;
+            if last >= 1 {
+                if let Ok(Some(tokens)) = self.ledger.step_tokens(run, last).await {
+                    self.settle_last(run, last, tokens.max(0) as u64).await;
+                }
+            }
         }
         if let Err(error) = self.hot.release_run(run).await {
             // The run's outcome is durable; a leftover flag only costs space.

@@ -32,6 +32,9 @@ pub struct StepContext {
     pub message_count: i64,
     /// Attempts begun at this step so far, if any.
     pub attempts: Option<i32>,
+    /// Tokens of the step before, when it is committed (its reservation is
+    /// settled as this step reserves).
+    pub previous_tokens: Option<i64>,
 }
 
 /// One executed tool call.
@@ -137,6 +140,19 @@ fn tool_call_from_row(row: &tokio_postgres::Row) -> ToolCallRecord {
 }
 
 impl Ledger {
+    /// Tokens a committed step used.
+    pub async fn step_tokens(&self, run: RunId, step_no: i32) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .q_opt(
+                "SELECT input_tokens + output_tokens FROM run_steps WHERE run_id = $1 AND step_no = $2",
+                &[&run.0, &step_no],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+
     /// The stored outcome of a committed step.
     pub async fn step_outcome(
         &self,
@@ -191,7 +207,9 @@ impl Ledger {
                          (SELECT 'agent ' || agent || ' was switched off by an operator: ' || disabled_reason
                           FROM agent_switches WHERE team_id = runs.team_id AND agent = runs.active_agent) AS agent_off,
                          message_count::bigint AS message_count,
-                         CASE WHEN attempt_step = $2 THEN step_attempts END AS attempts
+                         CASE WHEN attempt_step = $2 THEN step_attempts END AS attempts,
+                         (SELECT input_tokens + output_tokens FROM run_steps
+                          WHERE run_id = $1 AND step_no = $2 - 1) AS previous_tokens
                      FROM runs WHERE id = $1"
                 ),
                 &[&run.0, &step_no],
@@ -213,6 +231,7 @@ impl Ledger {
                 .or(row.get("agent_off")),
             message_count: row.get("message_count"),
             attempts: row.get("attempts"),
+            previous_tokens: row.get("previous_tokens"),
         }))
     }
 

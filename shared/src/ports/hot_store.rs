@@ -125,6 +125,21 @@ pub trait TokenBudget: Send + Sync {
         budget: u64,
     ) -> Result<bool, HotStoreError>;
 
+    /// Settles the previous step's reservation (`settle`: its step and
+    /// actual tokens; once, as `settle_tokens`) and reserves for this one, as
+    /// `reserve_tokens` — in one round trip where the store can.
+    async fn settle_and_reserve(
+        &self,
+        settle: Option<(i32, u64)>,
+        reservation: TokenReservation,
+        budget: u64,
+    ) -> Result<bool, HotStoreError> {
+        if let Some((step_no, actual)) = settle {
+            self.settle_tokens(reservation.run, step_no, actual).await?;
+        }
+        self.reserve_tokens(reservation, budget).await
+    }
+
     /// Turns a step's reservation into `actual` usage, once.
     async fn settle_tokens(
         &self,

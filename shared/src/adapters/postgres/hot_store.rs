@@ -236,6 +236,96 @@ impl TokenBudget for PgHotStore {
         Ok(true)
     }
 
+    async fn settle_and_reserve(
+        &self,
+        settle: Option<(i32, u64)>,
+        reservation: TokenReservation,
+        budget: u64,
+    ) -> Result<bool, HotStoreError> {
+        let TokenReservation {
+            team,
+            run,
+            step_no,
+            day,
+            tokens,
+        } = reservation;
+        let (tokens, budget) = (tokens as i64, budget as i64);
+        let (settle_step, actual) = match settle {
+            Some((step, actual)) => (Some(step), actual as i64),
+            None => (None, 0),
+        };
+        // One statement and one change of the team's day row for both: the
+        // previous step's reservation (same day) turns into its actual
+        // tokens while this step's is set aside if the budget has room.
+        let client = self.client().await?;
+        let row = client
+            .q_one(
+                "WITH prev AS (
+                     UPDATE hot_token_reservations SET settled = true
+                     WHERE run_id = $1 AND step_no = $7 AND NOT settled
+                     RETURNING day, tokens),
+                 prev_other_day AS (
+                     UPDATE hot_token_days d SET reserved = d.reserved - p.tokens, used = d.used + $8
+                     FROM prev p WHERE d.team_id = $3 AND d.day = p.day AND p.day <> $4
+                     RETURNING 1),
+                 same AS (
+                     SELECT coalesce(sum(tokens), 0)::bigint AS tokens, count(*) > 0 AS settles
+                     FROM prev WHERE day = $4),
+                 mark AS (
+                     INSERT INTO hot_token_reservations (run_id, step_no, team_id, day, tokens)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1),
+                 cur AS (
+                     SELECT used, reserved FROM hot_token_days
+                     WHERE team_id = $3 AND day = $4 FOR UPDATE),
+                 verdict AS (
+                     SELECT EXISTS (SELECT 1 FROM mark) AS new_mark,
+                            EXISTS (SELECT 1 FROM mark)
+                              AND coalesce((SELECT used FROM cur), 0)
+                                  + CASE WHEN same.settles THEN $8 ELSE 0 END
+                                  + coalesce((SELECT reserved FROM cur), 0) - same.tokens + $5 <= $6
+                              AS granted,
+                            same.tokens AS settled_tokens, same.settles
+                     FROM same),
+                 day_row AS (
+                     INSERT INTO hot_token_days AS d (team_id, day, reserved, used)
+                     SELECT $3, $4, CASE WHEN v.granted THEN $5 ELSE 0 END - v.settled_tokens,
+                            CASE WHEN v.settles THEN $8 ELSE 0 END
+                     FROM verdict v WHERE v.granted OR v.settles
+                     ON CONFLICT (team_id, day) DO UPDATE SET
+                         reserved = d.reserved + EXCLUDED.reserved,
+                         used = d.used + EXCLUDED.used
+                     RETURNING 1)
+                 SELECT v.new_mark, v.granted, (SELECT count(*) FROM day_row), (SELECT count(*) FROM prev_other_day)
+                 FROM verdict v",
+                &[
+                    &run.0,
+                    &step_no,
+                    &team.0,
+                    &day,
+                    &tokens,
+                    &budget,
+                    &settle_step,
+                    &actual,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let (new_reservation, granted): (bool, bool) = (row.get(0), row.get(1));
+        if new_reservation && !granted {
+            // Over budget: take the marker back.
+            client
+                .exec(
+                    "DELETE FROM hot_token_reservations
+                     WHERE run_id = $1 AND step_no = $2 AND NOT settled",
+                    &[&run.0, &step_no],
+                )
+                .await
+                .map_err(unavailable)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     async fn settle_tokens(
         &self,
         run: RunId,

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::RunMemory;
-use crate::domain::{ChatMessage, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason, Terminal};
+use crate::domain::{
+    ChatMessage, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason, Terminal,
+};
 use crate::engine::context::{build_prompt, Prompt};
 use crate::engine::{Engine, StepError};
 use crate::ledger::AgentVersion;
@@ -145,9 +147,13 @@ impl Engine {
             day: Utc::now().date_naive(),
             tokens: reserve,
         };
+        // The step before settles to its actual tokens in the same go.
+        let settle = context
+            .previous_tokens
+            .map(|tokens| (step_no - 1, tokens.max(0) as u64));
         if !self
             .hot
-            .reserve_tokens(reservation, context.daily_token_budget)
+            .settle_and_reserve(settle, reservation, context.daily_token_budget)
             .await?
         {
             let (used, reserved) = self.hot.tokens_of_day(run.team_id, reservation.day).await?;

@@ -108,6 +108,8 @@ impl Engine {
                 memory.messages = Some(messages);
                 memory.begun = commit.begin_next.then_some(step_no + 1);
                 if commit.terminal.is_some() {
+                    let actual = (commit.input_tokens + commit.output_tokens).max(0) as u64;
+                    self.settle_last(run_id, step_no, actual).await;
                     self.release(run_id).await;
                 }
                 tracing::debug!(next = ?outcome.next, "step committed");
@@ -152,6 +154,14 @@ impl Engine {
                 "step {step_no} could not start: the run is {} at step {}",
                 run.status, run.next_step
             )))
+        }
+    }
+
+    /// Settles the reservation of a run's last step (the next step would
+    /// have) before the run's hot state is released.
+    pub(crate) async fn settle_last(&self, run_id: RunId, step_no: i32, actual: u64) {
+        if let Err(error) = self.hot.settle_tokens(run_id, step_no, actual).await {
+            tracing::warn!(%error, "could not settle the last step's tokens");
         }
     }
 

@@ -3,7 +3,8 @@
 //! calls with effects outside agentrun follow (HTTP tools, or a built-in that
 //! takes a while), so no retry asks the model again before making them; a
 //! turn followed only by instant built-ins, or a final answer, goes to the
-//! step's commit directly.
+//! step's commit directly. The call's reservation is settled when the
+//! next step reserves, or when the run ends.
 
 use serde_json::json;
 use tokio::time::Instant;
@@ -66,12 +67,6 @@ impl Engine {
         // Only an earlier attempt can have kept a turn.
         if ready.attempt > 1 {
             if let Some(turn) = self.ledger.llm_turn(run_id, step_no).await? {
-                // Settled already unless the earlier attempt stopped first.
-                let actual = (turn.input_tokens + turn.output_tokens).max(0) as u64;
-                persist("the token settlement", ready.deadline, || {
-                    self.hot.settle_tokens(run_id, step_no, actual)
-                })
-                .await?;
                 let calls = tool_calls_of(&turn.message);
                 return Ok(Taken::Turn(Box::new(Turn {
                     turn,
@@ -112,7 +107,9 @@ impl Engine {
         let answer = self.llm.complete(&request, ready.deadline).await;
         // Only a provider that does not answer counts against its circuit.
         match &answer {
-            Err(LlmError::Unavailable(_)) => self.circuits.failed(self.hot.as_ref(), &circuit).await,
+            Err(LlmError::Unavailable(_)) => {
+                self.circuits.failed(self.hot.as_ref(), &circuit).await
+            }
             _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
         }
         let response = match answer {
@@ -127,10 +124,7 @@ impl Engine {
                 {
                     tokio::time::sleep_until(at).await;
                     if let Some(timeout) = timed_out(&ready.run) {
-                        return self
-                            .stop(&ready.run, timeout)
-                            .await
-                            .map(Taken::Finished);
+                        return self.stop(&ready.run, timeout).await.map(Taken::Finished);
                     }
                 }
                 return Err(error.into());
@@ -156,8 +150,13 @@ impl Engine {
                 "tool_calls": calls.iter().map(|c| c.function.name.as_str()).collect::<Vec<_>>(),
             }),
         )];
-        events.extend(tool_started_events(agent, step_no, &calls, &[], ready.attempt));
-        let actual = (fresh.input_tokens + fresh.output_tokens).max(0) as u64;
+        events.extend(tool_started_events(
+            agent,
+            step_no,
+            &calls,
+            &[],
+            ready.attempt,
+        ));
         let (turn, pending_events) = if must_keep_turn_first(agent, &calls) {
             let (stored, seq) = persist("the LLM turn", ready.deadline, || {
                 self.ledger.save_llm_turn(run_id, step_no, &fresh, &events)
@@ -170,10 +169,6 @@ impl Engine {
         } else {
             (fresh, events)
         };
-        persist("the token settlement", ready.deadline, || {
-            self.hot.settle_tokens(run_id, step_no, actual)
-        })
-        .await?;
         Ok(Taken::Turn(Box::new(Turn {
             turn,
             reused: false,
