@@ -17,10 +17,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## W1 (durable step throughput) against the mock LLM.
+## W1-W4 beside their references, three rounds, then the medians (see BENCHMARKS.md).
 bench:
-	@url="$${BENCH_DATABASE_URL:-$$(scripts/ensure-postgres.sh)/agentrun_bench}"; \
-	  cargo build --release --bin agentrun && BENCH_DATABASE_URL="$$url" ./target/release/agentrun bench w1
+	python3 scripts/bench.py
 
 ## arm64 Lambda zips of the four functions (target/lambda/<function>/bootstrap.zip), sizes printed.
 package:

@@ -33,7 +33,9 @@ pub struct EmbeddedSettings {
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
     pub policy: StepPolicy,
-    /// Steps executing at once across all runs.
+    /// Steps executing at once across all runs. A step mostly waits on its
+    /// provider, so this guards memory only (the provider's own rate limits
+    /// protect the provider); the database pool bounds the work on it.
     pub max_concurrent_steps: usize,
     /// The operator's key for `/v1/admin`; `None` turns the admin API off.
     pub admin_key: Option<String>,
@@ -53,7 +55,7 @@ impl EmbeddedSettings {
             max_db_connections: 32,
             llm,
             policy: StepPolicy::default(),
-            max_concurrent_steps: 1024,
+            max_concurrent_steps: 100_000,
             admin_key: None,
             starter_interval: Duration::from_secs(2),
             outbound_allow: OutboundAllow::none(),
