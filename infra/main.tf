@@ -63,7 +63,12 @@ locals {
     } : {},
   )
 
-  environment_step = local.environment_common
+  environment_step = merge(
+    local.environment_common,
+    {
+      AGENTRUN_STEPS_PER_TASK = tostring(var.steps_per_task)
+    },
+  )
 
   environment_finalize = merge(
     local.environment_common,

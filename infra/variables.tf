@@ -203,9 +203,9 @@ variable "api_timeout" {
 }
 
 variable "step_memory_size" {
-  description = "Memory (MB) of the step function."
+  description = "Memory (MB) of the step function. A step mostly waits for its LLM; 256 MB holds a batch of ten with room to spare."
   type        = number
-  default     = 512
+  default     = 256
 
   validation {
     condition     = var.step_memory_size >= 128 && var.step_memory_size <= 10240
@@ -313,13 +313,24 @@ variable "max_receive_count" {
 }
 
 variable "step_batch_size" {
-  description = "Step messages per invocation. Keep 1: the messages of a batch run one after another, so a later one would miss its 60-second heartbeat while an earlier step runs."
+  description = "Step messages per invocation. The messages of a batch run at once, each heartbeating from its receipt, so one invocation's billed wait for the LLM covers up to this many steps."
   type        = number
-  default     = 1
+  default     = 10
 
   validation {
     condition     = var.step_batch_size >= 1 && var.step_batch_size <= 10 && floor(var.step_batch_size) == var.step_batch_size
     error_message = "step_batch_size must be a whole number between 1 and 10."
+  }
+}
+
+variable "steps_per_task" {
+  description = "Agent steps one Step task may run one after the other, each committed on its own, while a whole step still fits the task's time (AGENTRUN_STEPS_PER_TASK). More means fewer state transitions per run (the larger part of the cost) and a coarser execution history; 1 is one step per task."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.steps_per_task >= 1 && var.steps_per_task <= 50 && floor(var.steps_per_task) == var.steps_per_task
+    error_message = "steps_per_task must be a whole number between 1 and 50."
   }
 }
 

@@ -40,6 +40,7 @@ CONTRACT = {
     "AGENTRUN_STREAM_MAX_SECONDS": ("sse-relay",),
     "AGENTRUN_STREAM_MAX_IDLE_SECONDS": ("sse-relay",),
     "AGENTRUN_STREAM_URL": ("api",),
+    "AGENTRUN_STEPS_PER_TASK": ("step",),
 }
 
 # Plain-value alternatives, read only locally or against an emulator: a

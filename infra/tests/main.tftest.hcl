@@ -154,8 +154,8 @@ run "queues_event_sources_and_functions" {
   }
 
   assert {
-    condition     = aws_lambda_event_source_mapping.step.batch_size == 1
-    error_message = "Step messages are handled one per invocation by default."
+    condition     = aws_lambda_event_source_mapping.step.batch_size == 10
+    error_message = "Step messages are handled ten per invocation (at once) by default."
   }
 
   assert {
@@ -248,8 +248,9 @@ run "environment_contract" {
   assert {
     condition = keys(module.step.environment) == sort([
       "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "AGENTRUN_STEPS_PER_TASK",
     ])
-    error_message = "The step function gets the common settings only (no LLM key secret unless one is given)."
+    error_message = "The step function gets the common settings and its steps per task (no LLM key secret unless one is given)."
   }
 
   assert {

@@ -184,7 +184,10 @@ impl CloudSettings {
             outbound_allow,
             stream_limits,
             stream_url: get("AGENTRUN_STREAM_URL").filter(|url| !url.trim().is_empty()),
-            policy: StepPolicy::default(),
+            policy: StepPolicy {
+                steps_per_task: number_setting(&get, "AGENTRUN_STEPS_PER_TASK", 1u32)?.max(1),
+                ..StepPolicy::default()
+            },
         })
     }
 }

@@ -45,6 +45,10 @@ pub struct StepPolicy {
     pub circuit_failures: u32,
     pub circuit_cool_down: Duration,
     pub circuit_waits: u32,
+    /// Agent steps one Step task may run one after the other (each
+    /// committed on its own) while a whole step still fits its time: fewer
+    /// state transitions per run. 1 means one step per task.
+    pub steps_per_task: u32,
     /// Hard cap on a whole run in the state machine, above the longest
     /// `limits.timeout_seconds` a run may have (the engine enforces each
     /// run's own limit below it).
@@ -68,6 +72,7 @@ impl Default for StepPolicy {
             circuit_failures: 5,
             circuit_cool_down: Duration::from_secs(30),
             circuit_waits: 10,
+            steps_per_task: 1,
             // The longest run, plus one step that may be under way when its
             // deadline passes, plus room for settling it.
             workflow_timeout: Duration::from_secs(u64::from(MAX_RUN_TIMEOUT_SECONDS))

@@ -659,3 +659,52 @@ async fn a_worker_that_dies_on_receipt_is_replaced_when_its_heartbeat_lapses() {
         "the lapse is in the history: {history:?}"
     );
 }
+
+/// With `steps_per_task`, one Step task runs several agent steps one after
+/// the other, each committed on its own: a four-step run takes one task
+/// instead of four (fewer state transitions), with nothing done twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_steps_per_task_cut_the_transitions_and_commit_each_step() {
+    let setup = CloudSetup {
+        policy: StepPolicy {
+            steps_per_task: 5,
+            ..StepPolicy::default()
+        },
+        ..CloudSetup::default()
+    };
+    let script = MockScript::turns(vec![
+        MockTurn::tool("noop", json!({"n": 1})),
+        MockTurn::tool("noop", json!({"n": 2})),
+        MockTurn::tool("noop", json!({"n": 3})),
+        MockTurn::text("done"),
+    ]);
+    let cloud = spawn_cloud_setup(HashMap::from([("batched".to_owned(), script)]), setup).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "batched",
+        agent("batched", json!({"tools": [echo_tool("noop")]})),
+    )
+    .await;
+    let id = app.start_run("batched", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(app.step_rows(&id).await, 4);
+    assert_eq!(app.mock.state.requests("batched"), 4);
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    let tasks = history
+        .iter()
+        .filter(|(kind, name)| kind == "TaskStateEntered" && name.as_deref() == Some("Step"))
+        .count();
+    assert_eq!(tasks, 1, "one Step task for the four steps: {history:?}");
+    let events = app.all_events(&id).await;
+    let seqs = agentrun_e2e::seqs(&events);
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let started = events.iter().filter(|e| e.event == "step.started").count();
+    assert_eq!(
+        started,
+        4,
+        "each step began once: {:?}",
+        agentrun_e2e::types(&events)
+    );
+}

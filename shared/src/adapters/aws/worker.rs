@@ -15,9 +15,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::{RunId, StepOutcome, StopReason, Terminal};
-use crate::engine::{Engine, StepError};
-use crate::policy::StepPolicy;
+use crate::domain::{RunId, StepNext, StepOutcome, StopReason, Terminal};
+use crate::engine::{Engine, RunMemory, StepError};
+use crate::policy::{StepPolicy, LLM_REQUEST_TIMEOUT};
 
 #[derive(Debug, Deserialize)]
 struct StepMessage {
@@ -215,8 +215,7 @@ impl StepWorker {
         let cutoff = task_started + self.policy.step_timeout - self.policy.answer_margin / 2;
         let step = tokio::time::timeout_at(
             cutoff,
-            self.engine
-                .execute_step(message.run_id, message.step_no, deadline),
+            self.steps_of_task(message.run_id, message.step_no, deadline),
         );
         tokio::pin!(step);
         let period = self.policy.heartbeat / 3;
@@ -240,6 +239,36 @@ impl StepWorker {
                 }
             }
         }
+    }
+}
+
+impl StepWorker {
+    /// The task's step and, up to `steps_per_task`, the run's next ones
+    /// while a whole step (an LLM request and the answer) still fits the
+    /// task's time; each is committed on its own. The outcome of the last.
+    async fn steps_of_task(
+        &self,
+        run_id: RunId,
+        first: i32,
+        deadline: Instant,
+    ) -> Result<StepOutcome, StepError> {
+        let steps = self.policy.steps_per_task.max(1);
+        let mut memory = RunMemory::for_driver();
+        let mut step_no = first;
+        for done in 1..=steps {
+            memory.runs_next(done < steps);
+            let outcome = self
+                .engine
+                .execute_step_with(run_id, step_no, deadline, &mut memory)
+                .await?;
+            let room = deadline.saturating_duration_since(Instant::now())
+                >= LLM_REQUEST_TIMEOUT + self.policy.answer_margin;
+            if outcome.next == StepNext::Finish || done == steps || !room {
+                return Ok(outcome);
+            }
+            step_no = outcome.step_no;
+        }
+        Err(StepError::fatal(StopReason::Internal, "a task ran no step"))
     }
 }
 

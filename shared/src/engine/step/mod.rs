@@ -42,6 +42,11 @@ impl RunMemory {
             ..Self::default()
         }
     }
+
+    /// Whether its holder runs the run's next step right after this one.
+    pub fn runs_next(&mut self, yes: bool) {
+        self.driver = yes;
+    }
 }
 
 impl Engine {
