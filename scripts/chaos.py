@@ -249,6 +249,16 @@ def main():
             break
         time.sleep(1)
     took = time.time() - started
+    # A database crash can undo a release that was not flushed yet; the
+    # reconciliation (every minute) gives such a slot back.
+    hot_settled_after = time.time()
+    while time.time() < hot_settled_after + 90:
+        held = pg.query("SELECT (SELECT count(*) FROM hot_run_slots) + "
+                        "(SELECT count(*) FROM hot_token_reservations WHERE NOT settled)")
+        if held == "0":
+            break
+        time.sleep(1)
+    hot_settled_in = time.time() - hot_settled_after
     time.sleep(2)
 
     failures = []
@@ -276,6 +286,8 @@ def main():
     check(steps == "0", f"steps 1..K in every run ({steps} otherwise)")
     slots = pg.query("SELECT count(*) FROM hot_run_slots")
     check(slots == "0", f"slots held: {slots}")
+    counted = pg.query("SELECT coalesce(sum(in_use), 0) FROM hot_slot_counts")
+    check(counted == "0", f"slots counted as held: {counted}")
     reserved = pg.query("SELECT coalesce(sum(reserved), 0) FROM hot_token_days")
     open_marks = pg.query("SELECT count(*) FROM hot_token_reservations WHERE NOT settled")
     check(reserved == "0" and open_marks == "0", f"tokens reserved: {reserved} (open reservations {open_marks})")
@@ -287,7 +299,8 @@ def main():
     check(all(k in committed for k in receiver.counts), "every call the tool saw belongs to a committed step")
     say(f"figures: {RUNS} runs in {took:.0f} s; {KILLS} SIGKILLs; {DB_RESTARTS} database crashes of "
         f"{', '.join(f'{d:.1f}' for d in downtimes)} s; {len(receiver.counts)} tool keys, "
-        f"{len(repeated)} of them called more than once (a repeat carries the same key: run:step:index)")
+        f"{len(repeated)} of them called more than once (a repeat carries the same key: run:step:index); "
+        f"hot state given back {hot_settled_in:.0f} s after the last run ended")
     dev.kill()
     pg.crash()
     if not failures:

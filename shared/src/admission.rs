@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::domain::limits::{check_run_timeout, LimitExceeded};
 use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId};
 use crate::engine::Engine;
-use crate::ledger::{AgentVersion, NewRun, StoreError};
+use crate::ledger::{AgentVersion, Creation, NewRun, StoreError};
 use crate::ports::{HotStoreError, IdempotencyClaim, Orchestrator, OrchestratorError};
 use crate::starter::ensure_started;
 
@@ -194,16 +194,39 @@ async fn admit_here(
                 .map(|key| (key.key.clone(), key.request_hash.clone())),
         })
         .await?;
-    if created {
-        engine.feed.publish(run_id, 1).await;
-        tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name,
-            version = agent.version, "run accepted");
-    }
-    let run = engine
-        .ledger
-        .get_run(run_id)
-        .await?
-        .ok_or(AdmissionError::NotReady(run_id))?;
+    let run = match created {
+        Creation::Created(run) => {
+            engine.feed.publish(run_id, run.last_seq).await;
+            tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name,
+                version = agent.version, "run accepted");
+            run
+        }
+        Creation::Exists => engine
+            .ledger
+            .get_run(run_id)
+            .await?
+            .ok_or(AdmissionError::NotReady(run_id))?,
+        // The hot store granted the key, but the ledger knows another run
+        // by it (the hot store lost it, or was away when that run took it).
+        Creation::KeyTaken {
+            run_id: holder,
+            request_hash,
+        } => {
+            engine.hot.release_run(run_id).await?;
+            let same_request = request
+                .idempotency
+                .as_ref()
+                .is_some_and(|key| key.request_hash == request_hash);
+            if !same_request {
+                return Err(AdmissionError::IdempotencyConflict { run_id: holder });
+            }
+            let run = wait_for_run(engine, holder)
+                .await?
+                .ok_or(AdmissionError::NotReady(holder))?;
+            let run = start_if_queued(engine, orchestrator, run).await?;
+            return Ok(Admitted::Replayed(run));
+        }
+    };
     let run = start_if_queued(engine, orchestrator, run).await?;
     Ok(if replayed {
         Admitted::Replayed(run)

@@ -74,6 +74,10 @@ async fn contract(store: &dyn HotStore) {
         "release drops the flag"
     );
     assert!(store.acquire_run_slot(team, r3, 2).await.unwrap());
+    assert!(
+        !store.acquire_run_slot(team, RunId::new(), 2).await.unwrap(),
+        "a second release of the same run frees nothing"
+    );
 
     // Token reservations against a day's budget of 1,000.
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();

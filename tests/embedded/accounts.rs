@@ -214,6 +214,17 @@ async fn the_concurrent_run_limit_holds_under_a_burst_and_every_slot_comes_back(
         .admin("GET", &format!("/v1/admin/teams/{}", app.team), None)
         .await;
     assert_eq!(team["running_runs"], 0, "{team}");
+    let counted: i32 = app
+        .db()
+        .await
+        .query_one(
+            "SELECT in_use FROM hot_slot_counts WHERE team_id = $1",
+            &[&app.team.0],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 0, "the team's slot counter agrees with its slots");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

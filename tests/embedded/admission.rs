@@ -226,3 +226,45 @@ async fn a_queued_run_whose_execution_ended_is_ended_and_gives_back_its_slot() {
     assert_eq!(run["stop_reason"], "internal");
     app.assert_slots_released().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_hot_store_lost_still_answers_with_its_run_from_the_ledger() {
+    let app = spawn_app_with(quick_scripts()).await;
+    unlimited(&app).await;
+    let body = json!({"agent": "quick", "input": "hello"});
+    let (status, _, first) = app.post_run(&body, Some("lost-1")).await;
+    assert_eq!(status, 202, "{first}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    app.wait_finished(&id, Duration::from_secs(10)).await;
+    // As if the hot store lost the key (or was away when the run took it).
+    let db = app.db().await;
+    let dropped = db
+        .execute("DELETE FROM hot_idempotency_keys WHERE key = 'lost-1'", &[])
+        .await
+        .unwrap();
+    assert_eq!(dropped, 1);
+
+    let (status, headers, replay) = app.post_run(&body, Some("lost-1")).await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replay["id"], id.as_str());
+
+    db.execute("DELETE FROM hot_idempotency_keys WHERE key = 'lost-1'", &[])
+        .await
+        .unwrap();
+    let other = json!({"agent": "quick", "input": "something else"});
+    let (status, _, conflict) = app.post_run(&other, Some("lost-1")).await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(
+        conflict["error"]["code"], "idempotency_key_conflict",
+        "{conflict}"
+    );
+
+    let runs: i64 = db
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1, "one run for the key");
+    app.assert_slots_released().await;
+}

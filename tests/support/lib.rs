@@ -597,7 +597,7 @@ impl TestApp {
             })
             .await
             .unwrap();
-        assert!(created);
+        assert!(matches!(created, agentrun::ledger::Creation::Created(_)));
         id.to_string()
     }
 

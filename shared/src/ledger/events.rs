@@ -21,16 +21,13 @@ pub(super) async fn append_events(
     let types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let steps: Vec<Option<i32>> = events.iter().map(|e| e.step_no).collect();
     let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
-    tx.exec(
-        "INSERT INTO run_events (run_id, seq, type, step_no, data)
-         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::jsonb[])",
-        &[&run.0, &seqs, &types, &steps, &data],
-    )
-    .await?;
     let new_last = last_seq + events.len() as i64;
     tx.exec(
-        "UPDATE runs SET last_seq = $2 WHERE id = $1",
-        &[&run.0, &new_last],
+        "WITH e AS (
+             INSERT INTO run_events (run_id, seq, type, step_no, data)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::jsonb[]))
+         UPDATE runs SET last_seq = $6 WHERE id = $1",
+        &[&run.0, &seqs, &types, &steps, &data, &new_last],
     )
     .await?;
     Ok(new_last)

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "failure_modes",
         include_str!("../../../migrations/V6__failure_modes.sql"),
     ),
+    (
+        7,
+        "slot_counts",
+        include_str!("../../../migrations/V7__slot_counts.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

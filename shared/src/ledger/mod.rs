@@ -25,7 +25,7 @@ pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 use crate::domain::TeamId;
 pub use conn::{Conn, Param, PgArrayOf, PgType, StatementMode, Tx, VERIFY_AFTER_IDLE};
 pub use migrate::MIGRATIONS;
-pub use runs::{decode_cursor, encode_cursor, input_message, NewRun, RunPage};
+pub use runs::{decode_cursor, encode_cursor, input_message, Creation, NewRun, RunPage};
 pub use steps::{CommitResult, LlmTurn, StepCommit, StepContext, StepRecord, ToolCallRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

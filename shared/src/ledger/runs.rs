@@ -7,9 +7,7 @@ use tokio_postgres::Row;
 use super::events::append_events;
 use super::{Ledger, StoreError};
 use crate::domain::event::terminal_event;
-use crate::domain::{
-    EventType, NewEvent, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal,
-};
+use crate::domain::{EventType, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal};
 
 pub(super) const RUN_COLUMNS: &str =
     "id, team_id, agent, version, active_agent, active_version, status,
@@ -72,6 +70,19 @@ pub struct NewRun {
     pub idempotency: Option<(String, String)>,
 }
 
+/// What `create_run` did.
+#[derive(Clone, Debug)]
+pub enum Creation {
+    Created(Run),
+    /// A run with this id exists already.
+    Exists,
+    /// Another run holds the Idempotency-Key.
+    KeyTaken {
+        run_id: RunId,
+        request_hash: String,
+    },
+}
+
 /// One page of a run listing, newest first.
 #[derive(Clone, Debug)]
 pub struct RunPage {
@@ -89,19 +100,51 @@ pub fn input_message(input: &Value) -> String {
 
 impl Ledger {
     /// Creates a run (status `queued`, its input as the first message, event
-    /// `run.queued`). Creating an id that exists is a no-op; returns whether
-    /// this call created it.
-    pub async fn create_run(&self, new: &NewRun) -> Result<bool, StoreError> {
+    /// `run.queued`) with its Idempotency-Key, in one statement. The ledger
+    /// has the last word on a key: a run is created only if the key is free,
+    /// expired or already its own, so two runs never share a live key even
+    /// when the hot store's answer was lost in between.
+    pub async fn create_run(&self, new: &NewRun) -> Result<Creation, StoreError> {
         let limits = serde_json::to_value(&new.limits)
             .map_err(|e| StoreError::Rejected(format!("limits do not serialize: {e}")))?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let inserted = tx
-            .exec(
-                "INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
-                                   status, input, metadata, limits, message_count, run_fee_micros)
-                 VALUES ($1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, $8)
-                 ON CONFLICT (id) DO NOTHING",
+        let message = serde_json::to_value(crate::domain::ChatMessage::User {
+            content: input_message(&new.input),
+        })
+        .map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let queued = json!({"agent": new.agent, "version": new.version});
+        let (key, request_hash) = new
+            .idempotency
+            .as_ref()
+            .map(|(key, hash)| (Some(key.as_str()), Some(hash.as_str())))
+            .unwrap_or_default();
+        let client = self.client().await?;
+        let row = client
+            .q_opt(
+                &format!(
+                    "WITH k AS (
+                         INSERT INTO run_idempotency_keys (team_id, key, request_hash, run_id)
+                         SELECT $2, $9, $10, $1 WHERE $9::text IS NOT NULL
+                         ON CONFLICT (team_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
+                             run_id = EXCLUDED.run_id, created_at = now()
+                         WHERE run_idempotency_keys.created_at < now() - interval '24 hours'
+                            OR run_idempotency_keys.run_id = EXCLUDED.run_id
+                         RETURNING run_id),
+                     r AS (
+                         INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
+                                           status, input, metadata, limits, message_count, last_seq,
+                                           run_fee_micros)
+                         SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, 1, $8
+                         WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM k)
+                         ON CONFLICT (id) DO NOTHING
+                         RETURNING {RUN_COLUMNS}),
+                     m AS (
+                         INSERT INTO run_messages (run_id, seq, step_no, agent, message)
+                         SELECT $1, 1, 0, $3, $11 FROM r),
+                     e AS (
+                         INSERT INTO run_events (run_id, seq, type, step_no, data)
+                         SELECT $1, 1, $12, NULL, $13 FROM r)
+                     SELECT * FROM r"
+                ),
                 &[
                     &new.id.0,
                     &new.team_id.0,
@@ -111,41 +154,36 @@ impl Ledger {
                     &new.metadata,
                     &limits,
                     &new.run_fee_micros,
+                    &key,
+                    &request_hash,
+                    &message,
+                    &EventType::RunQueued.as_str(),
+                    &queued,
                 ],
             )
             .await?;
-        if inserted == 0 {
-            return Ok(false);
+        if let Some(row) = row {
+            return Ok(Creation::Created(run_from_row(&row)?));
         }
-        if let Some((key, request_hash)) = &new.idempotency {
-            // Taken already (the hot store granted it), or taken now.
-            tx.exec(
-                "INSERT INTO run_idempotency_keys (team_id, key, request_hash, run_id)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (team_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
-                     run_id = EXCLUDED.run_id, created_at = now()
-                 WHERE run_idempotency_keys.created_at < now() - interval '24 hours'",
-                &[&new.team_id.0, key, request_hash, &new.id.0],
-            )
-            .await?;
+        if let Some(key) = key {
+            let holder = client
+                .q_opt(
+                    "SELECT request_hash, run_id FROM run_idempotency_keys
+                     WHERE team_id = $1 AND key = $2",
+                    &[&new.team_id.0, &key],
+                )
+                .await?;
+            if let Some(holder) = holder {
+                let run_id = RunId(holder.get(1));
+                if run_id != new.id {
+                    return Ok(Creation::KeyTaken {
+                        run_id,
+                        request_hash: holder.get(0),
+                    });
+                }
+            }
         }
-        let message = serde_json::to_value(crate::domain::ChatMessage::User {
-            content: input_message(&new.input),
-        })
-        .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        tx.exec(
-            "INSERT INTO run_messages (run_id, seq, step_no, agent, message) VALUES ($1, 1, 0, $2, $3)",
-            &[&new.id.0, &new.agent, &message],
-        )
-        .await?;
-        let queued = NewEvent::new(
-            EventType::RunQueued,
-            None,
-            json!({"agent": new.agent, "version": new.version}),
-        );
-        append_events(&tx, new.id, 0, &[queued]).await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(Creation::Exists)
     }
 
     pub async fn get_run(&self, run: RunId) -> Result<Option<Run>, StoreError> {
@@ -245,28 +283,28 @@ impl Ledger {
     /// Moves a queued run to `running` (setting its deadline, event
     /// `run.started`); returns the run as it now is. Idempotent.
     pub async fn mark_started(&self, run: RunId) -> Result<Option<Run>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let started = tx
+        let started = self
+            .client()
+            .await?
             .q_opt(
-                "UPDATE runs SET status = 'running', started_at = now(),
-                     deadline = now() + make_interval(secs => (limits->>'timeout_seconds')::double precision)
-                 WHERE id = $1 AND status = 'queued' RETURNING last_seq",
-                &[&run.0],
+                &format!(
+                    "WITH r AS (
+                         UPDATE runs SET status = 'running', started_at = now(), last_seq = last_seq + 1,
+                             deadline = now() + make_interval(secs => (limits->>'timeout_seconds')::double precision)
+                         WHERE id = $1 AND status = 'queued'
+                         RETURNING {RUN_COLUMNS}),
+                     e AS (
+                         INSERT INTO run_events (run_id, seq, type, step_no, data)
+                         SELECT $1, r.last_seq, $2, NULL, '{{}}'::jsonb FROM r)
+                     SELECT * FROM r"
+                ),
+                &[&run.0, &EventType::RunStarted.as_str()],
             )
             .await?;
-        if let Some(row) = started {
-            let event = NewEvent::new(EventType::RunStarted, None, json!({}));
-            append_events(&tx, run, row.get(0), &[event]).await?;
+        match started {
+            Some(row) => run_from_row(&row).map(Some),
+            None => self.get_run(run).await,
         }
-        let row = tx
-            .q_opt(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
-                &[&run.0],
-            )
-            .await?;
-        tx.commit().await?;
-        row.as_ref().map(run_from_row).transpose()
     }
 
     /// Ends a run unless it has ended already: status, stop reason and the

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 
 use crate::domain::{RunId, TeamId};
-use crate::ledger::{build_pool, Conn, StatementMode, StoreError};
+use crate::ledger::{build_pool, Conn, Param, StatementMode, StoreError};
 use crate::ports::{
     CancelFlags, CircuitState, CircuitStates, HotStore, HotStoreError, IdempotencyClaim,
     IdempotencyKeys, RateLimits, RunSlots, SlotHolder, TokenBudget, TokenReservation,
@@ -46,12 +46,6 @@ fn unavailable(err: tokio_postgres::Error) -> HotStoreError {
     } else {
         HotStoreError::unreachable(err)
     }
-}
-
-/// The advisory lock that serializes slot grants within a team.
-fn team_lock(team: TeamId) -> i64 {
-    let bytes = team.0.as_u64_pair();
-    (bytes.0 ^ bytes.1) as i64
 }
 
 #[async_trait]
@@ -131,26 +125,37 @@ impl RunSlots for PgHotStore {
         run: RunId,
         limit: u32,
     ) -> Result<bool, HotStoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.exec("SELECT pg_advisory_xact_lock($1)", &[&team_lock(team)])
-            .await
-            .map_err(unavailable)?;
-        let granted = tx
-            .q_opt(
-                "INSERT INTO hot_run_slots (run_id, team_id)
-                 SELECT $2, $1
-                 WHERE EXISTS (SELECT 1 FROM hot_run_slots WHERE run_id = $2)
-                    OR (SELECT count(*) FROM hot_run_slots WHERE team_id = $1) < $3
-                 ON CONFLICT (run_id) DO UPDATE SET run_id = EXCLUDED.run_id
-                 RETURNING run_id",
-                &[&team.0, &run.0, &i64::from(limit)],
+        // The team's counter row, locked for the statement, is what
+        // serializes grants. With room left, the slot is this run's even when
+        // the insert met a row: only this run's own concurrent grant can
+        // have put it there.
+        let grant = "WITH held AS (SELECT 1 FROM hot_run_slots WHERE run_id = $2),
+                          counter AS (SELECT in_use < $3::bigint AS room FROM hot_slot_counts
+                                      WHERE team_id = $1 FOR UPDATE),
+                          slot AS (INSERT INTO hot_run_slots (run_id, team_id)
+                                   SELECT $2, $1 FROM counter
+                                   WHERE room AND NOT EXISTS (SELECT 1 FROM held)
+                                   ON CONFLICT (run_id) DO NOTHING RETURNING run_id),
+                          bump AS (UPDATE hot_slot_counts SET in_use = in_use + 1
+                                   WHERE team_id = $1 AND EXISTS (SELECT 1 FROM slot))
+                     SELECT EXISTS (SELECT 1 FROM counter),
+                            EXISTS (SELECT 1 FROM held) OR coalesce((SELECT room FROM counter), false)";
+        let client = self.client().await?;
+        let params: [&dyn Param; 3] = [&team.0, &run.0, &i64::from(limit)];
+        let row = client.q_one(grant, &params).await.map_err(unavailable)?;
+        if row.get::<_, bool>(0) {
+            return Ok(row.get(1));
+        }
+        // The team's first grant: its counter starts at zero.
+        client
+            .exec(
+                "INSERT INTO hot_slot_counts (team_id, in_use) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                &[&team.0],
             )
             .await
-            .map_err(unavailable)?
-            .is_some();
-        tx.commit().await.map_err(unavailable)?;
-        Ok(granted)
+            .map_err(unavailable)?;
+        let row = client.q_one(grant, &params).await.map_err(unavailable)?;
+        Ok(row.get(1))
     }
 
     async fn running_runs(&self, team: TeamId) -> Result<u32, HotStoreError> {
@@ -430,28 +435,27 @@ impl RateLimits for PgHotStore {
 #[async_trait]
 impl HotStore for PgHotStore {
     async fn release_run(&self, run: RunId) -> Result<(), HotStoreError> {
-        // Unlike the grants, a release is flushed before it counts: with the
-        // pool's synchronous_commit off, a database crash could undo it and
-        // leave the slot held until the next reconciliation.
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.exec("SET LOCAL synchronous_commit = on", &[])
-            .await
-            .map_err(unavailable)?;
-        tx.exec(
-            "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
-                      slot AS (DELETE FROM hot_run_slots WHERE run_id = $1),
+        // Like the grants, not flushed before it counts: a database crash
+        // that undoes a release leaves the slot held until the next
+        // reconciliation (within a minute), while a flushed release would
+        // hold the team's counter row across a disk flush on every run.
+        self.client()
+            .await?
+            .exec(
+                "WITH flag AS (DELETE FROM hot_cancel_flags WHERE run_id = $1),
+                      slot AS (DELETE FROM hot_run_slots WHERE run_id = $1 RETURNING team_id),
+                      freed AS (UPDATE hot_slot_counts c SET in_use = greatest(c.in_use - 1, 0)
+                                FROM slot WHERE c.team_id = slot.team_id),
                       r AS (DELETE FROM hot_token_reservations WHERE run_id = $1
                             RETURNING team_id, day, tokens, settled),
                       open AS (SELECT team_id, day, sum(tokens) AS tokens FROM r
                                WHERE NOT settled GROUP BY team_id, day)
                  UPDATE hot_token_days d SET reserved = d.reserved - open.tokens
                  FROM open WHERE d.team_id = open.team_id AND d.day = open.day",
-            &[&run.0],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+                &[&run.0],
+            )
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
