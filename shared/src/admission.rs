@@ -199,7 +199,7 @@ async fn admit_here(
             engine.feed.publish(run_id, run.last_seq).await;
             tracing::info!(run_id = %run_id, team_id = %team, agent = %agent.name,
                 version = agent.version, "run accepted");
-            run
+            *run
         }
         Creation::Exists => engine
             .ledger

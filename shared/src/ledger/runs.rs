@@ -73,7 +73,7 @@ pub struct NewRun {
 /// What `create_run` did.
 #[derive(Clone, Debug)]
 pub enum Creation {
-    Created(Run),
+    Created(Box<Run>),
     /// A run with this id exists already.
     Exists,
     /// Another run holds the Idempotency-Key.
@@ -163,7 +163,7 @@ impl Ledger {
             )
             .await?;
         if let Some(row) = row {
-            return Ok(Creation::Created(run_from_row(&row)?));
+            return Ok(Creation::Created(Box::new(run_from_row(&row)?)));
         }
         if let Some(key) = key {
             let holder = client
