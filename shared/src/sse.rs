@@ -3,11 +3,12 @@
 //! the feed signals them (or by polling), keeps them, and wakes every
 //! subscriber of that run; each subscriber sends what it has not sent yet
 //! and ends after the terminal event. So a run watched by many streams costs
-//! one reader, not one per stream. The HTTP layer and the relay only format
-//! frames.
+//! one reader, not one per stream, and one task routes the feed's signals
+//! to the followers of the runs they name, so a signal wakes one follower,
+//! not all of them. The HTTP layer and the relay only format frames.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
@@ -46,7 +47,23 @@ impl From<&RunEvent> for SseFrame {
 pub struct RunFollowers {
     source: Arc<dyn EventSource>,
     feed: Arc<dyn EventFeed>,
-    active: Mutex<HashMap<RunId, Weak<Follower>>>,
+    active: Mutex<HashMap<RunId, Followed>>,
+    /// The task routing the feed's signals, started with the first follower.
+    router: OnceLock<()>,
+}
+
+/// A followed run: its follower and where its signals go.
+struct Followed {
+    follower: Weak<Follower>,
+    signals: watch::Sender<Signal>,
+}
+
+/// The newest seq the feed announced for a run, and a count of the times
+/// the feed may have dropped signals (then every follower reads again).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Signal {
+    seq: i64,
+    lapses: u64,
 }
 
 /// What one run's follower has read: frames with `seq > base`, in order.
@@ -71,6 +88,7 @@ impl RunFollowers {
             source,
             feed,
             active: Mutex::new(HashMap::new()),
+            router: OnceLock::new(),
         })
     }
 
@@ -78,7 +96,12 @@ impl RunFollowers {
     pub fn active(&self) -> usize {
         self.active
             .lock()
-            .map(|active| active.values().filter(|f| f.strong_count() > 0).count())
+            .map(|active| {
+                active
+                    .values()
+                    .filter(|f| f.follower.strong_count() > 0)
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -100,11 +123,15 @@ impl RunFollowers {
 
     /// The run's follower, started at `after` when there is none.
     fn follower(self: &Arc<Self>, run: RunId, after: i64) -> Arc<Follower> {
+        self.router.get_or_init(|| {
+            let hub = Arc::downgrade(self);
+            tokio::spawn(route_signals(hub, self.feed.subscribe()));
+        });
         let mut active = match self.active.lock() {
             Ok(active) => active,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(existing) = active.get(&run).and_then(Weak::upgrade) {
+        if let Some(existing) = active.get(&run).and_then(|f| f.follower.upgrade()) {
             return existing;
         }
         let (news, _) = watch::channel(0);
@@ -114,23 +141,62 @@ impl RunFollowers {
             log: Mutex::new(Log::default()),
             news,
         });
-        active.insert(run, Arc::downgrade(&follower));
-        // Subscribe before the first read so no signal falls between the two.
-        let signals = self.feed.subscribe();
+        // Registered before the first read, so no signal falls between the two.
+        let (signals, signalled) = watch::channel(Signal::default());
+        active.insert(
+            run,
+            Followed {
+                follower: Arc::downgrade(&follower),
+                signals,
+            },
+        );
         let hub = Arc::downgrade(self);
         let weak = Arc::downgrade(&follower);
         let source = self.source.clone();
         tokio::spawn(async move {
-            follow(weak.clone(), source, signals, run, after).await;
+            follow(weak.clone(), source, signalled, run, after).await;
             if let Some(hub) = hub.upgrade() {
                 if let Ok(mut active) = hub.active.lock() {
-                    if active.get(&run).is_some_and(|f| f.ptr_eq(&weak)) {
+                    if active
+                        .get(&run)
+                        .is_some_and(|f| f.follower.ptr_eq(&weak))
+                    {
                         active.remove(&run);
                     }
                 }
             }
         });
         follower
+    }
+}
+
+/// Hands each signal of the feed to the follower of its run, if any.
+async fn route_signals(hub: Weak<RunFollowers>, mut feed: broadcast::Receiver<(RunId, i64)>) {
+    loop {
+        let signal = feed.recv().await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let Ok(active) = hub.active.lock() else {
+            return;
+        };
+        match signal {
+            Ok((run, seq)) => {
+                if let Some(followed) = active.get(&run) {
+                    followed.signals.send_if_modified(|signal| {
+                        let newer = seq > signal.seq;
+                        signal.seq = signal.seq.max(seq);
+                        newer
+                    });
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                for followed in active.values() {
+                    followed.signals.send_modify(|signal| signal.lapses += 1);
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -165,11 +231,12 @@ impl Follower {
 async fn follow(
     follower: Weak<Follower>,
     source: Arc<dyn EventSource>,
-    mut signals: broadcast::Receiver<(RunId, i64)>,
+    mut signals: watch::Receiver<Signal>,
     run: RunId,
     mut last: i64,
 ) {
     let mut failures = 0;
+    let mut lapses = 0;
     loop {
         match source.events_after(run, last, PAGE).await {
             Ok(events) => {
@@ -202,16 +269,16 @@ async fn follow(
         if follower.strong_count() == 0 {
             return;
         }
-        // Wait for news of this run or the fallback tick.
+        // Wait for news of this run past what was read, or the fallback tick.
         let wait = async {
             loop {
-                match signals.recv().await {
-                    Ok((signalled, seq)) if signalled == run && seq > last => return,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
+                if signals.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let signal = *signals.borrow_and_update();
+                if signal.seq > last || signal.lapses != lapses {
+                    lapses = signal.lapses;
+                    return;
                 }
             }
         };
