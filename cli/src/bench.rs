@@ -474,7 +474,7 @@ async fn w3(args: &BenchArgs) -> anyhow::Result<()> {
     let bench = Bench::start(args, steps, latency_ms).await?;
     let engine = &bench.platform.engine;
     let key = engine.ledger.issue_api_key(bench.team, None).await?.secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = agentrun::listen::bind(([127, 0, 0, 1], 0).into())?;
     let base = format!("http://{}", listener.local_addr()?);
     let router = bench.platform.router();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
@@ -583,7 +583,7 @@ async fn reference_sse(subscribers: usize, events: usize) -> anyhow::Result<()> 
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = agentrun::listen::bind(([127, 0, 0, 1], 0).into())?;
     let url = format!("http://{}/stream", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let http = reqwest::Client::builder()
@@ -637,7 +637,7 @@ async fn w4(args: &BenchArgs) -> anyhow::Result<()> {
     let bench = Bench::start(args, args.steps.unwrap_or(1), args.latency_ms.unwrap_or(0)).await?;
     let engine = &bench.platform.engine;
     let key = engine.ledger.issue_api_key(bench.team, None).await?.secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = agentrun::listen::bind(([127, 0, 0, 1], 0).into())?;
     let url = format!("http://{}/v1/runs", listener.local_addr()?);
     let router = bench.platform.router();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });

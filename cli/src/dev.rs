@@ -116,9 +116,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
         _ => ledger.issue_api_key(team, None).await?.secret,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        agentrun::listen::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
     std::fs::create_dir_all(&args.state_dir)?;
     write_private(

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod embedded;
 pub mod engine;
 pub mod ledger;
+pub mod listen;
 pub mod mock_llm;
 pub mod outbound;
 pub mod policy;

@@ -208,7 +208,7 @@ impl MockLlm {
         for (model, script) in scripts {
             state.set_script(&model, script);
         }
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = crate::listen::bind(addr)?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
         let server = tokio::spawn(async move {

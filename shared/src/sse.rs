@@ -157,10 +157,7 @@ impl RunFollowers {
             follow(weak.clone(), source, signalled, run, after).await;
             if let Some(hub) = hub.upgrade() {
                 if let Ok(mut active) = hub.active.lock() {
-                    if active
-                        .get(&run)
-                        .is_some_and(|f| f.follower.ptr_eq(&weak))
-                    {
+                    if active.get(&run).is_some_and(|f| f.follower.ptr_eq(&weak)) {
                         active.remove(&run);
                     }
                 }
