@@ -59,7 +59,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     subscribers: usize,
     /// W4: request rates to try, per second.
-    #[arg(long, value_delimiter = ',', default_value = "100,200,400,800,1600")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,400,500,600,700,800,1000"
+    )]
     rates: Vec<u64>,
 }
 
@@ -644,11 +648,14 @@ async fn w4(args: &BenchArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .build()?;
-    println!("W4 API front door: POST /v1/runs with Idempotency-Keys, 10 % repeated");
+    println!("W4 API front door: POST /v1/runs with Idempotency-Keys, 10 % repeated (each rate for {} s after 1 s not counted)", args.seconds);
     let mut best = None;
     let mut sent_keys = 0u64;
     for &rate in &args.rates {
-        let total = rate * args.seconds;
+        // The first second at each rate warms the pools (connections
+        // opened, statements prepared) and is not counted.
+        let warm_up = rate;
+        let total = rate * args.seconds + warm_up;
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -680,8 +687,11 @@ async fn w4(args: &BenchArgs) -> anyhow::Result<()> {
         }
         let mut latencies = Vec::with_capacity(requests.len());
         let mut refused = 0;
-        for request in requests {
+        for (n, request) in requests.into_iter().enumerate() {
             let (status, latency) = request.await?;
+            if (n as u64) < warm_up {
+                continue;
+            }
             if status != 202 {
                 refused += 1;
             }
