@@ -127,7 +127,7 @@ variable "db_statements" {
 }
 
 variable "outbound_allow" {
-  description = "Operator allowlist of internal CIDRs and host names that HTTP tools may reach (AGENTRUN_OUTBOUND_ALLOW, comma separated); empty refuses every internal destination."
+  description = "Operator allowlist of internal CIDRs and host names that HTTP tools and webhooks may reach (AGENTRUN_OUTBOUND_ALLOW, comma separated); empty refuses every internal destination."
   type        = string
   default     = ""
 }

@@ -202,6 +202,7 @@ impl Bench {
             limits: self.agent.spec.limits.clone(),
             run_fee_micros: 0,
             idempotency: None,
+            webhook: None,
         }
     }
 

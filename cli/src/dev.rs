@@ -47,6 +47,14 @@ pub struct DevArgs {
     /// addresses and host names, e.g. `127.0.0.1,tools.internal`); none by default.
     #[arg(long, env = "AGENTRUN_OUTBOUND_ALLOW", default_value = "")]
     outbound_allow: String,
+    /// The wait before a failed webhook delivery is tried again, in
+    /// milliseconds; it doubles after each failure, up to an hour.
+    #[arg(
+        long,
+        env = "AGENTRUN_WEBHOOK_FIRST_RETRY_MS",
+        default_value_t = 10_000
+    )]
+    webhook_first_retry_ms: u64,
 }
 
 /// Writes a file only its owner can read (it holds the admin key).
@@ -99,6 +107,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
     settings.admin_key = Some(admin_key.clone());
+    settings.webhooks.first_retry = Duration::from_millis(args.webhook_first_retry_ms);
     settings.outbound_allow = OutboundAllow::parse(&args.outbound_allow)
         .map_err(|e| anyhow::anyhow!("AGENTRUN_OUTBOUND_ALLOW: {e}"))?;
     let platform = Embedded::start(settings)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::limits::{check_run_timeout, LimitExceeded};
-use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId};
+use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId, Webhook};
 use crate::engine::Engine;
 use crate::ledger::{AgentVersion, Creation, NewRun, StoreError};
 use crate::ports::{HotStoreError, IdempotencyClaim, Orchestrator, OrchestratorError};
@@ -30,6 +30,8 @@ pub struct RunRequest {
     /// A JSON object.
     pub metadata: Value,
     pub idempotency: Option<IdempotencyKey>,
+    /// The run's own webhook; without one, the agent's (if any) is used.
+    pub webhook: Option<Webhook>,
 }
 
 /// The client's `Idempotency-Key` and a hash of the request it came with.
@@ -175,6 +177,13 @@ async fn admit_here(
         return Err(AdmissionError::ConcurrentRunLimit { limit });
     }
 
+    let webhook = request.webhook.clone().or_else(|| {
+        let declared = agent.spec.webhook.as_ref()?;
+        Some(Webhook {
+            url: declared.url.clone(),
+            secret: declared.secret.clone()?,
+        })
+    });
     // Creating is idempotent by id, so a replay whose first attempt died
     // before creating the run creates it now.
     let created = engine
@@ -192,6 +201,7 @@ async fn admit_here(
                 .idempotency
                 .as_ref()
                 .map(|key| (key.key.clone(), key.request_hash.clone())),
+            webhook,
         })
         .await?;
     let run = match created {

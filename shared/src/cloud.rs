@@ -23,10 +23,12 @@ use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
 use crate::engine::{CircuitSettings, Circuits, Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StatementMode, StoreError};
+use crate::metrics::Metrics;
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
 use crate::starter::{start_stale_runs, STARTER_GRACE};
+use crate::webhooks::{WebhookPolicy, Webhooks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -236,6 +238,7 @@ impl CloudPlatform {
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),
             circuits: Circuits::new(CircuitSettings::from_policy(&settings.policy)),
+            metrics: Default::default(),
         };
         Ok(Self {
             engine,
@@ -264,6 +267,9 @@ impl CloudPlatform {
             self.settings.admin_key.as_deref().map(Arc::from),
         );
         state.stream_url = self.settings.stream_url.as_deref().map(Arc::from);
+        // Under API Gateway's 30 s limit: a longer wait answers at 25 s
+        // with the run as it is, and the client asks again.
+        state.max_wait = std::time::Duration::from_secs(25);
         Ok(router(state))
     }
 
@@ -330,7 +336,17 @@ pub async fn handle_step_batch(worker: &StepWorker, event: SqsEvent) -> SqsBatch
         failure.item_identifier = id;
         response.batch_item_failures.push(failure);
     }
+    write_metrics(worker.metrics());
     response
+}
+
+/// What the metrics counted since the last call, as CloudWatch Embedded
+/// Metric Format lines on stdout (CloudWatch Logs turns them into metrics
+/// of the namespace `agentrun`, named as `/metrics` names them).
+pub fn write_metrics(metrics: &Metrics) {
+    for line in metrics.take_emf(&[]) {
+        println!("{line}");
+    }
 }
 
 /// When SQS accepted the message (`SentTimestamp`, Unix milliseconds).
@@ -364,6 +380,16 @@ pub async fn handle_finalize_event(
     orchestrator: &dyn Orchestrator,
     event: Value,
 ) -> Result<Value, FinalizeError> {
+    let handled = finalize_event(engine, orchestrator, event).await;
+    write_metrics(&engine.metrics);
+    handled
+}
+
+async fn finalize_event(
+    engine: &Engine,
+    orchestrator: &dyn Orchestrator,
+    event: Value,
+) -> Result<Value, FinalizeError> {
     if event.get("action").and_then(Value::as_str) == Some("migrate") {
         let applied = engine
             .ledger
@@ -378,12 +404,14 @@ pub async fn handle_finalize_event(
             reconcile(engine, orchestrator)
                 .await
                 .map_err(FinalizeError::Reconcile)?;
+            deliver_webhooks(engine).await;
             return Ok(json!({}));
         }
         Some(_) => {
             finalize_status_change(engine, &event)
                 .await
                 .map_err(|e| FinalizeError::StatusChange(e.to_string()))?;
+            deliver_webhooks(engine).await;
             return Ok(json!({}));
         }
         None => {}
@@ -406,8 +434,29 @@ pub async fn handle_finalize_event(
             response.batch_item_failures.push(failure);
         }
     }
+    // The runs just settled queued their webhooks as they ended.
+    deliver_webhooks(engine).await;
     serde_json::to_value(response).map_err(|e| FinalizeError::Unrecognised(e.to_string()))
 }
+
+/// Delivers the webhooks that are due: those of runs that just ended, and
+/// (on the schedule) those whose retry time came. A failure is logged, not
+/// raised: the outbox keeps them for the next pass.
+async fn deliver_webhooks(engine: &Engine) {
+    let webhooks = Webhooks::new(engine, WebhookPolicy::default());
+    match webhooks.deliver_due(WEBHOOK_BATCH).await {
+        Ok(pass) if pass.delivered + pass.failed > 0 => {
+            tracing::info!(delivered = pass.delivered, failed = pass.failed, "webhooks")
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "webhook deliveries failed; the next pass tries again")
+        }
+    }
+}
+
+/// Webhook deliveries attempted per finalize invocation.
+const WEBHOOK_BATCH: i64 = 32;
 
 /// The scheduled reconciliation: gives back the hot state of runs that are
 /// over, and starts accepted runs whose execution never started.

@@ -20,9 +20,13 @@ use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::LlmError;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
+use crate::webhooks::{WebhookPolicy, Webhooks};
 
 /// How often hot state is checked against the ledger.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// How often due webhook deliveries are looked for, and how many at once.
+const WEBHOOKS_EVERY: Duration = Duration::from_secs(1);
+const WEBHOOK_BATCH: i64 = 64;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedSettings {
@@ -45,6 +49,8 @@ pub struct EmbeddedSettings {
     pub outbound_allow: OutboundAllow,
     /// Bounds on open event streams.
     pub stream_limits: StreamLimits,
+    /// When webhook deliveries are tried again.
+    pub webhooks: WebhookPolicy,
 }
 
 impl EmbeddedSettings {
@@ -60,6 +66,7 @@ impl EmbeddedSettings {
             starter_interval: Duration::from_secs(2),
             outbound_allow: OutboundAllow::none(),
             stream_limits: StreamLimits::default(),
+            webhooks: WebhookPolicy::default(),
         }
     }
 }
@@ -81,6 +88,7 @@ pub struct Embedded {
     admin_key: Option<Arc<str>>,
     starter_interval: Duration,
     stream_limits: StreamLimits,
+    webhooks: Webhooks,
 }
 
 impl Embedded {
@@ -113,15 +121,18 @@ impl Embedded {
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),
             circuits: Circuits::new(CircuitSettings::from_policy(&settings.policy)),
+            metrics: Default::default(),
         };
         let orchestrator = EmbeddedOrchestrator::new(
             engine.clone(),
             settings.policy.clone(),
             settings.max_concurrent_steps,
         );
+        let webhooks = Webhooks::new(&engine, settings.webhooks.clone());
         Ok(Self {
             engine,
             orchestrator,
+            webhooks,
             admin_key: settings.admin_key.map(Arc::from),
             starter_interval: settings.starter_interval,
             stream_limits: settings.stream_limits,
@@ -135,12 +146,14 @@ impl Embedded {
             self.admin_key.clone(),
         );
         state.streams = StreamGate::new(self.stream_limits);
+        state.serve_metrics = true;
         router(state)
     }
 
     /// Reconciles hot state with the ledger, resumes the runs a previous
-    /// process left unfinished, and from then on runs the background work: the starter (every `starter_interval`,
-    /// it starts accepted runs whose start was lost) and, every minute, the
+    /// process left unfinished, and from then on runs the background work:
+    /// the starter (every `starter_interval`, it starts accepted runs whose
+    /// start was lost), webhook deliveries (every second) and, every minute, the
     /// reconciliation of hot state with the ledger and the pick-up of any
     /// unfinished run nobody is driving (one whose driver gave up while the
     /// database was down).
@@ -176,6 +189,17 @@ impl Embedded {
                     start_stale_runs(&engine, orchestrator.as_ref(), STARTER_GRACE).await
                 {
                     tracing::warn!(%error, "the starter failed; will try again");
+                }
+            }
+        });
+        let webhooks = self.webhooks.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WEBHOOKS_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(error) = webhooks.deliver_due(WEBHOOK_BATCH).await {
+                    tracing::warn!(%error, "webhook deliveries failed; will try again");
                 }
             }
         });

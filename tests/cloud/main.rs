@@ -820,3 +820,91 @@ async fn a_run_goes_through_the_resources_terraform_created() {
     assert_eq!(mirrored.count() as usize, app.all_events(&id).await.len());
     app.assert_slots_released().await;
 }
+
+/// On AWS the finalize function delivers webhooks: those its batch's runs
+/// queued as they ended, and on its schedule those whose retry came. A
+/// failed run's end is announced like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_finalize_function_delivers_webhooks_and_retries_them_on_its_schedule() {
+    let receiver = agentrun_e2e::WebhookReceiver::start(1).await;
+    let script = MockScript {
+        fail_always: Some(400),
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("hooked".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "hooked",
+        agent(
+            "hooked",
+            json!({"webhook": {"url": receiver.url, "secret": "cloud-secret"}}),
+        ),
+    )
+    .await;
+    let id = app.start_run("hooked", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    // The harness's own finalize poller settled the run but delivers nothing.
+    let (_, listed) = app.get(&format!("/v1/runs/{id}/webhooks")).await;
+    assert_eq!(listed["data"][0]["status"], "pending", "{listed}");
+    assert!(receiver.received().is_empty());
+
+    // The state machine's finalize message for this run, handled again by
+    // the function: the run is settled already, and its webhook is tried.
+    let finalize: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(json!({
+        "Records": [{
+            "messageId": "m-finalize",
+            "receiptHandle": "r1",
+            "body": json!({"run_id": id, "error": {"Error": "Fatal.llm_unavailable", "Cause": "400"}}).to_string(),
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": "0",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:agentrun-finalize",
+            "awsRegion": "us-east-1"
+        }]
+    }))
+    .unwrap();
+    let engine = &app.platform.engine;
+    let answer = handle_finalize_event(
+        engine,
+        cloud.orchestrator.as_ref(),
+        serde_json::to_value(finalize).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    assert_eq!(receiver.received().len(), 1, "the first attempt is made");
+    let (_, listed) = app.get(&format!("/v1/runs/{id}/webhooks")).await;
+    assert_eq!(
+        listed["data"][0]["attempts"][0]["status_code"], 500,
+        "{listed}"
+    );
+
+    // Its retry time comes; the schedule's pass delivers it.
+    app.db()
+        .await
+        .execute(
+            "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE run_id::text = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let scheduled = json!({
+        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467719",
+        "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-12-02T12:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/agentrun-reconcile"],
+        "detail": {}
+    });
+    handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled)
+        .await
+        .unwrap();
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    let body = agentrun_e2e::verify_webhook(&received[1], "cloud-secret");
+    assert_eq!(body["type"], "run.failed");
+    assert_eq!(body["run"]["stop_reason"], "llm_unavailable");
+    let (_, listed) = app.get(&format!("/v1/runs/{id}/webhooks")).await;
+    assert_eq!(listed["data"][0]["status"], "delivered", "{listed}");
+}

@@ -137,6 +137,7 @@ async fn the_openapi_document_describes_the_routes() {
         "/v1/runs/{id}/steps",
         "/v1/runs/{id}/events",
         "/v1/runs/{id}/cancel",
+        "/v1/runs/{id}/webhooks",
         "/v1/agents",
         "/v1/agents/{name}",
         "/v1/agents/{name}/versions/{version}",
@@ -186,6 +187,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),
         circuits: Default::default(),
+        metrics: Default::default(),
     };
     let url = agentrun_e2e::serve_engine(engine).await;
 
@@ -210,4 +212,249 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
         .post_run(&json!({"agent": "known", "input": "x"}), Some("k-1"))
         .await;
     assert_eq!(status, 202);
+}
+
+/// Every response carries `X-Request-Id`: the caller's own when it is
+/// acceptable, a new one otherwise, and an error body names the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_a_request_id_and_errors_echo_it() {
+    let app = spawn_app().await;
+    app.put_agent("known", agent("m", json!({}))).await;
+    let id = app.start_run("known", json!("x")).await;
+    let http = reqwest::Client::new();
+    let request_id = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-request-id")
+            .unwrap_or_else(|| panic!("{} has no X-Request-Id", response.url()))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (method, path, key) in [
+        ("GET", "/healthz".to_owned(), None),
+        ("GET", "/openapi.json".to_owned(), None),
+        ("GET", format!("/v1/runs/{id}"), Some(app.key.as_str())),
+        (
+            "GET",
+            format!("/v1/runs/{id}/steps"),
+            Some(app.key.as_str()),
+        ),
+        (
+            "GET",
+            format!("/v1/runs/{id}/events"),
+            Some(app.key.as_str()),
+        ),
+        ("GET", "/v1/runs".to_owned(), None),
+        ("GET", "/v1/nothing-here".to_owned(), Some(app.key.as_str())),
+        ("DELETE", "/v1/runs".to_owned(), Some(app.key.as_str())),
+        ("GET", "/v1/runs?limit=0".to_owned(), Some(app.key.as_str())),
+    ] {
+        let mut request = http.request(method.parse().unwrap(), format!("{}{path}", app.url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let header = request_id(&response);
+        assert!(
+            header.len() == 32 && header.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{method} {path}: {header}"
+        );
+        assert!(seen.insert(header.clone()), "{header} given twice");
+        if status.is_client_error() {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body["error"]["request_id"],
+                header.as_str(),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+    // A caller's id is kept; one that is not acceptable is replaced.
+    let response = http
+        .get(format!("{}/v1/runs/{id}", app.url))
+        .bearer_auth(&app.key)
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request_id(&response), "trace-abc-123");
+    let response = http
+        .get(format!("{}/v1/runs/not-a-run", app.url))
+        .bearer_auth(&app.key)
+        .header("x-request-id", "x".repeat(129))
+        .send()
+        .await
+        .unwrap();
+    let header = request_id(&response);
+    assert_eq!(header.len(), 32);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "run_not_found");
+    assert_eq!(body["error"]["request_id"], header.as_str());
+}
+
+/// `GET /v1/runs/{id}?wait=N` answers when the run ends, or with the run as
+/// it is once N seconds are over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_holds_the_answer_until_the_run_ends_or_the_wait_is_over() {
+    let app = spawn_app().await;
+    let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
+    app.put_agent("napper", agent("napping", json!({"tools": [nap]})))
+        .await;
+    app.script(
+        "napping",
+        agentrun::mock_llm::MockScript::turns(vec![
+            agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": 1500})),
+            agentrun::mock_llm::MockTurn::text("rested"),
+        ]),
+    );
+    let id = app.start_run("napper", json!("x")).await;
+    let asked = std::time::Instant::now();
+    let (status, run) = app.get(&format!("/v1/runs/{id}?wait=20")).await;
+    let waited = asked.elapsed();
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], "rested");
+    assert!(
+        waited >= std::time::Duration::from_millis(1200),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(15), "{waited:?}");
+    // An ended run answers at once.
+    let asked = std::time::Instant::now();
+    let (_, run) = app.get(&format!("/v1/runs/{id}?wait=20")).await;
+    assert_eq!(run["status"], "succeeded");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(1));
+
+    app.script(
+        "napping",
+        agentrun::mock_llm::MockScript::turns(vec![
+            agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": 4000})),
+            agentrun::mock_llm::MockTurn::text("rested"),
+        ]),
+    );
+    let id = app.start_run("napper", json!("y")).await;
+    let asked = std::time::Instant::now();
+    let (status, run) = app.get(&format!("/v1/runs/{id}?wait=1")).await;
+    let waited = asked.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "running", "{run}");
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(3), "{waited:?}");
+
+    let (status, body) = app.get(&format!("/v1/runs/{id}?wait=61")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    // Not a number of seconds at all: the query is refused as malformed.
+    for bad in ["-1", "soon"] {
+        let (status, body) = app.get(&format!("/v1/runs/{id}?wait={bad}")).await;
+        assert_eq!(status, 400, "wait={bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    }
+}
+
+/// The runs list filters by agent, status, creation time and a metadata
+/// key's value; the filters combine, and a bad one is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_filters_by_agent_status_time_and_metadata() {
+    let app = spawn_app().await;
+    app.put_agent("alpha", agent("m", json!({}))).await;
+    app.put_agent("beta", agent("m", json!({}))).await;
+    let start = |agent: &'static str, customer: &'static str| {
+        let app = &app;
+        async move {
+            let (status, _, body) = app
+                .post_run(
+                    &json!({"agent": agent, "input": "x", "metadata": {"customer": customer}}),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            body
+        }
+    };
+    let a1 = start("alpha", "c1").await;
+    let a2 = start("alpha", "c2").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let b1 = start("beta", "c1").await;
+    for run in [&a1, &a2, &b1] {
+        app.wait_finished(
+            run["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    }
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let id = |run: &Value| run["id"].as_str().unwrap().to_owned();
+    let between = urlencode(&between.to_rfc3339());
+    for (query, expected) in [
+        ("agent=alpha".to_owned(), vec![id(&a2), id(&a1)]),
+        ("agent=beta".to_owned(), vec![id(&b1)]),
+        (
+            "metadata_key=customer&metadata_value=c1".to_owned(),
+            vec![id(&b1), id(&a1)],
+        ),
+        (
+            "agent=alpha&metadata_key=customer&metadata_value=c1".to_owned(),
+            vec![id(&a1)],
+        ),
+        (format!("created_after={between}"), vec![id(&b1)]),
+        (format!("created_before={between}"), vec![id(&a2), id(&a1)]),
+        (format!("created_before={between}&agent=beta"), vec![]),
+        (
+            "metadata_key=customer&metadata_value=nobody".to_owned(),
+            vec![],
+        ),
+        ("agent=alpha&limit=1".to_owned(), vec![id(&a2)]),
+    ] {
+        let (status, body) = app.get(&format!("/v1/runs?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(&body), expected, "{query}");
+    }
+    let (_, page) = app.get("/v1/runs?agent=alpha&limit=1").await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = app
+        .get(&format!(
+            "/v1/runs?agent=alpha&limit=1&cursor={}",
+            urlencode(cursor)
+        ))
+        .await;
+    assert_eq!(ids(&next), vec![id(&a1)], "the filter holds across pages");
+    for bad in [
+        "metadata_key=customer",
+        "metadata_value=c1",
+        "created_after=yesterday",
+        "created_before=0001-01-01T00:00:00Z",
+        "agent=Not%20A%20Name",
+        "status=resting",
+    ] {
+        let (status, body) = app.get(&format!("/v1/runs?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query", "{bad}: {body}");
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

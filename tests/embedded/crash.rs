@@ -1,68 +1,12 @@
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agentrun::mock_llm::{MockLlm, MockScript, MockTurn};
-use agentrun_e2e::{agentrun_bin, free_port, fresh_database, ToolReceiver};
+use agentrun_e2e::{api_key, free_port, fresh_database, wait_healthy, DevServer, ToolReceiver};
 use serde_json::{json, Value};
 
 use agentrun_e2e::agent;
-
-struct DevServer {
-    child: Child,
-    url: String,
-}
-
-fn start_dev(
-    database_url: &str,
-    mock_url: &str,
-    agents: &Path,
-    state: &Path,
-    port: u16,
-) -> DevServer {
-    let child = Command::new(agentrun_bin())
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--agents")
-        .arg(agents)
-        .arg("--state-dir")
-        .arg(state)
-        .env("DATABASE_URL", database_url)
-        .env("OPENAI_BASE_URL", mock_url)
-        .env("AGENTRUN_RETRY_BASE_MS", "50")
-        // The tool receiver listens on loopback.
-        .env("AGENTRUN_OUTBOUND_ALLOW", "127.0.0.1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start agentrun dev");
-    DevServer {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_healthy(http: &reqwest::Client, url: &str) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until {
-        if let Ok(response) = http.get(format!("{url}/healthz")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("agentrun dev did not become healthy at {url}");
-}
-
-fn api_key(state: &Path) -> String {
-    let text = std::fs::read_to_string(state.join("dev.env")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("AGENTRUN_API_KEY="))
-        .unwrap()
-        .to_owned()
-}
 
 /// SIGKILL the server in the middle of a step (one tool call done, another
 /// still running); after a restart the run finishes with no duplicate step,
@@ -101,7 +45,7 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let port = free_port();
     let http = reqwest::Client::new();
 
-    let mut server = start_dev(&database_url, &mock.base_url(), &agents, &state, port);
+    let mut server = DevServer::start(&database_url, &mock.base_url(), &agents, &state, port, &[]);
     wait_healthy(&http, &server.url).await;
     let key = api_key(&state);
     let created: Value = http
@@ -137,8 +81,7 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
         assert!(Instant::now() < until, "the first tool call never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
+    server.kill();
     let steps: i64 = db
         .query_one(
             "SELECT count(*) FROM run_steps WHERE run_id = $1",
@@ -152,7 +95,7 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let held: i64 = db.query_one(slots, &[&run_uuid]).await.unwrap().get(0);
     assert_eq!(held, 1, "the killed run still holds its slot");
 
-    let mut server = start_dev(&database_url, &mock.base_url(), &agents, &state, port);
+    let mut server = DevServer::start(&database_url, &mock.base_url(), &agents, &state, port, &[]);
     wait_healthy(&http, &server.url).await;
     assert_eq!(api_key(&state), key, "the restarted server keeps the key");
     let until = Instant::now() + Duration::from_secs(30);
@@ -175,8 +118,7 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
 
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], "done");

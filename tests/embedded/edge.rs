@@ -131,6 +131,7 @@ async fn health_says_degraded_without_driver_text() {
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),
         circuits: Default::default(),
+        metrics: Default::default(),
     };
     let url = agentrun_e2e::serve_engine(engine).await;
 

@@ -533,6 +533,76 @@ pub fn agentrun_bin() -> std::path::PathBuf {
     path
 }
 
+/// `agentrun dev` as a child process (to be killed and started again).
+pub struct DevServer {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl DevServer {
+    /// Starts `agentrun dev` on `port` with the mock LLM at `mock_url`, the
+    /// agents in `agents` and its state in `state`; `env` adds settings.
+    /// HTTP tools and webhooks may reach loopback.
+    pub fn start(
+        database_url: &str,
+        mock_url: &str,
+        agents: &std::path::Path,
+        state: &std::path::Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let child = std::process::Command::new(agentrun_bin())
+            .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--agents")
+            .arg(agents)
+            .arg("--state-dir")
+            .arg(state)
+            .env("DATABASE_URL", database_url)
+            .env("OPENAI_BASE_URL", mock_url)
+            .env("AGENTRUN_RETRY_BASE_MS", "50")
+            .env("AGENTRUN_OUTBOUND_ALLOW", "127.0.0.1")
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start agentrun dev");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Waits until `/healthz` at `url` answers 2xx (at most 30 s).
+pub async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if let Ok(response) = http.get(format!("{url}/healthz")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("agentrun dev did not become healthy at {url}");
+}
+
+/// The demo team's API key that `agentrun dev` wrote to `state/dev.env`.
+pub fn api_key(state: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(state.join("dev.env")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("AGENTRUN_API_KEY="))
+        .unwrap()
+        .to_owned()
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -594,6 +664,7 @@ impl TestApp {
                 limits: version.spec.limits,
                 run_fee_micros: 0,
                 idempotency: None,
+                webhook: None,
             })
             .await
             .unwrap();
@@ -683,4 +754,95 @@ pub async fn prepared_statements(ledger: &agentrun::ledger::Ledger) -> Vec<i64> 
         }
     }
     counts
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Clone, Debug)]
+pub struct ReceivedWebhook {
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// A webhook receiver on loopback that answers 500 to its first `failures`
+/// requests and 204 after.
+pub struct WebhookReceiver {
+    pub url: String,
+    received: Arc<Mutex<Vec<ReceivedWebhook>>>,
+}
+
+impl WebhookReceiver {
+    pub async fn start(failures: usize) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let received: Arc<Mutex<Vec<ReceivedWebhook>>> = Arc::default();
+        let failures_left = Arc::new(AtomicUsize::new(failures));
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let (log, failures_left) = (log.clone(), failures_left.clone());
+                async move {
+                    log.lock().unwrap().push(ReceivedWebhook { headers, body });
+                    let fail = failures_left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if fail {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        );
+        let (address, _server) = serve(app).await;
+        Self {
+            url: format!("http://{address}/hook"),
+            received,
+        }
+    }
+
+    pub fn received(&self) -> Vec<ReceivedWebhook> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` requests came (at most `within`).
+    pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<ReceivedWebhook> {
+        let until = Instant::now() + within;
+        loop {
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            assert!(
+                Instant::now() < until,
+                "the receiver got {} of {count} deliveries",
+                received.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// What a receiver does (README, Webhooks): the signature is the hex
+/// HMAC-SHA256 of `timestamp.body` under the secret, and the timestamp is
+/// recent. Returns the body.
+pub fn verify_webhook(received: &ReceivedWebhook, secret: &str) -> Value {
+    use hmac::{Hmac, Mac};
+    let header = |name: &str| {
+        received
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_owned()
+    };
+    let timestamp = header("x-agentrun-timestamp");
+    let signature = header("x-agentrun-signature");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{}", received.body).as_bytes());
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(signature, expected, "the signature does not verify");
+    let sent_at: i64 = timestamp.parse().unwrap();
+    let age = chrono::Utc::now().timestamp() - sent_at;
+    assert!((-5..300).contains(&age), "timestamp {age} s old");
+    serde_json::from_str(&received.body).unwrap()
 }

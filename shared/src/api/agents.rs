@@ -57,7 +57,7 @@ pub async fn put(
     if !missing.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_agent_spec",
-            "keep_secret names a tool that had no secret in the latest version",
+            "keep_secret names a tool or webhook that had no secret in the latest version",
         )
         .with_details(json!({"tools": missing})));
     }

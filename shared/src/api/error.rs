@@ -1,4 +1,4 @@
-//! `{"error": {"code", "message", "details"}}` with the right status.
+//! `{"error": {"code", "message", "details", "request_id"}}` with the right status.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,19 +69,18 @@ fn public_message(code: &str) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
+        let request_id = super::request_id::current()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         if self.status.is_server_error() {
-            let request_id = uuid::Uuid::new_v4().simple().to_string();
             tracing::error!(code = self.code, message = %self.message, %request_id, "request failed");
             self.message = public_message(self.code).to_owned();
-            match &mut self.details {
-                Value::Object(details) => {
-                    details.insert("request_id".to_owned(), Value::String(request_id));
-                }
-                other => *other = json!({"request_id": request_id}),
-            }
         }
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body = json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+            "request_id": request_id,
+        }});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod events;
 mod parts;
+pub mod request_id;
 mod runs;
 mod streams;
 mod usage;
@@ -15,15 +16,20 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
+pub use runs::run_json;
 pub use streams::{StreamGate, StreamLimits};
 
 use crate::engine::Engine;
+use crate::metrics::{
+    Gauge, CIRCUITS_OPEN, CIRCUITS_OPENED, HOT_STORE_DEGRADED, OLDEST_QUEUED_STEP, RUNS_ACTIVE,
+    SLOTS_IN_USE, SSE_CONNECTIONS,
+};
 use crate::ports::{EventSource, Orchestrator};
 use crate::sse::RunFollowers;
 
@@ -42,6 +48,12 @@ pub struct AppState {
     /// AWS, where this router answers buffered): `/v1/runs/{id}/events`
     /// answers 307 with it.
     pub stream_url: Option<Arc<str>>,
+    /// The longest a `GET /v1/runs/{id}?wait=` holds its answer (API
+    /// Gateway ends a request at 30 s).
+    pub max_wait: std::time::Duration,
+    /// Whether `/metrics` answers (the embedded mode: one process holds
+    /// them all; Lambda functions write EMF lines instead).
+    pub serve_metrics: bool,
 }
 
 impl AppState {
@@ -59,6 +71,8 @@ impl AppState {
             followers,
             streams: StreamGate::new(StreamLimits::default()),
             stream_url: None,
+            serve_metrics: false,
+            max_wait: std::time::Duration::from_secs(runs::MAX_WAIT_SECONDS),
         }
     }
 
@@ -73,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/v1/runs", post(runs::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/runs/{id}/steps", get(runs::steps))
@@ -83,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/webhooks", get(runs::webhooks))
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{name}", axum::routing::put(agents::put))
         .route("/v1/agents/{name}/versions/{version}", get(agents::show))
@@ -118,7 +134,43 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::domain::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::envelope))
+        .layer(request_log())
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
+}
+
+/// One log line per answered request (method, route, status, latency),
+/// in a span that carries the request id.
+fn request_log() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    impl Fn(&axum::extract::Request) -> tracing::Span + Clone,
+    (),
+    tower_http::trace::DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(|request: &axum::extract::Request| {
+            let request_id = request
+                .extensions()
+                .get::<request_id::RequestId>()
+                .map_or("", |id| id.0.as_str());
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("unmatched", |path| path.as_str());
+            tracing::info_span!("request", method = %request.method(), route, request_id)
+        })
+        .on_request(())
+        .on_response(
+            tower_http::trace::DefaultOnResponse::new()
+                .level(tracing::Level::INFO)
+                .latency_unit(tower_http::LatencyUnit::Millis),
+        )
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 /// The SSE relay: only the event stream (and health).
@@ -128,6 +180,8 @@ pub fn relay_router(state: AppState) -> Router {
         .route("/v1/runs/{id}/events", get(events::stream))
         .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
         .layer(axum::middleware::map_response(error::envelope))
+        .layer(request_log())
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -245,6 +299,56 @@ fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Prometheus text: the counters and histograms of this process and the
+/// gauges read now. The operator's key is required when one is set.
+async fn metrics(
+    State(state): State<AppState>,
+    operator: Result<auth::Admin, ApiError>,
+) -> Response {
+    if !state.serve_metrics {
+        return ApiError::not_found("route_not_found", "no such endpoint").into_response();
+    }
+    if let (Some(_), Err(error)) = (&state.admin_key, operator) {
+        return error.into_response();
+    }
+    let gauges = gauges(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.engine.metrics.prometheus(&gauges),
+    )
+        .into_response()
+}
+
+/// The metrics read when shown (a store that does not answer leaves its
+/// gauge out).
+pub async fn gauges(state: &AppState) -> Vec<Gauge> {
+    let engine = &state.engine;
+    let mut gauges = vec![
+        Gauge::new(SSE_CONNECTIONS, state.streams.open() as f64),
+        Gauge::new(CIRCUITS_OPEN, engine.circuits.open_now() as f64),
+        Gauge::counted(CIRCUITS_OPENED, engine.circuits.opened()),
+    ];
+    let hot = engine.hot.health().await;
+    gauges.push(Gauge::new(
+        HOT_STORE_DEGRADED,
+        if hot.reachable { 0.0 } else { 1.0 },
+    ));
+    if let Ok((queued, running)) = engine.ledger.open_run_counts().await {
+        gauges.push(Gauge::new(RUNS_ACTIVE, queued as f64).with("status", "queued"));
+        gauges.push(Gauge::new(RUNS_ACTIVE, running as f64).with("status", "running"));
+    }
+    if let Ok(holders) = engine.hot.slot_holders().await {
+        gauges.push(Gauge::new(SLOTS_IN_USE, holders.len() as f64));
+    }
+    if let Some(age) = state.orchestrator.oldest_queued_step() {
+        gauges.push(Gauge::new(OLDEST_QUEUED_STEP, age.as_secs_f64()));
+    }
+    gauges
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -1,10 +1,13 @@
 //! `/v1/runs`: create (idempotent), list, show, steps, cancel.
 
 use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Datelike, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -17,8 +20,8 @@ use crate::domain::limits::{
     check_run_request, json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES,
     MAX_RESPONSE_BYTES,
 };
-use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal};
-use crate::ledger::{encode_cursor, RunPage, StepRecord};
+use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal, Webhook};
+use crate::ledger::{encode_cursor, RunFilter, RunPage, StepRecord};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -31,6 +34,17 @@ struct CreateRun {
     input: Value,
     #[serde(default)]
     metadata: Option<Value>,
+    #[serde(default)]
+    webhook: Option<WebhookRequest>,
+}
+
+/// A run's own webhook as sent (checked before it becomes a `Webhook`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRequest {
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// The run as the API shows it. An output too large to show inline (with
@@ -62,6 +76,7 @@ pub fn run_json(run: &Run) -> Value {
         "output_bytes": output_bytes,
         "raw_output_bytes": raw_output_bytes,
         "metadata": run.metadata,
+        "webhook": run.webhook_url.as_ref().map(|url| json!({"url": url})),
         "limits": run.limits,
         "steps": run.next_step - 1,
         "handoff_depth": run.handoff_depth,
@@ -80,6 +95,7 @@ pub fn run_json(run: &Run) -> Value {
             "events": format!("{base}/events"),
             "cancel": format!("{base}/cancel"),
             "output": format!("{base}/output"),
+            "webhooks": format!("{base}/webhooks"),
         },
     })
 }
@@ -125,6 +141,25 @@ pub async fn create(
         ));
     }
     check_run_request(&request.input, &metadata)?;
+    let webhook = match request.webhook {
+        None => None,
+        Some(WebhookRequest { url, secret }) => {
+            let problems = Webhook::problems(&url, secret.as_deref());
+            if !problems.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_webhook",
+                    problems.join("; "),
+                ));
+            }
+            state
+                .engine
+                .tools
+                .outbound()
+                .check_url(&url)
+                .map_err(|e| ApiError::bad_request("invalid_webhook", e.to_string()))?;
+            secret.map(|secret| Webhook { url, secret })
+        }
+    };
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -154,6 +189,7 @@ pub async fn create(
         input: request.input,
         metadata,
         idempotency,
+        webhook,
     };
     match admission::admit(state.engine.clone(), state.orchestrator.clone(), request).await {
         Ok(Admitted::Accepted(run)) => Ok(accepted(&run, false)),
@@ -232,8 +268,30 @@ fn accepted(run: &Run, replayed: bool) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
+    agent: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    metadata_key: Option<String>,
+    metadata_value: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+}
+
+/// An RFC 3339 time of a listing's query.
+fn query_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|at| at.with_timezone(&Utc))
+            .ok()
+            .filter(|at| (1970..=9999).contains(&at.year()))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be an RFC 3339 time between 1970 and 9999"),
+                )
+            })
+    })
+    .transpose()
 }
 
 pub async fn list(
@@ -247,6 +305,42 @@ pub async fn list(
         .map(str::parse::<RunStatus>)
         .transpose()
         .map_err(|message| ApiError::bad_request("invalid_query", message))?;
+    let agent = query
+        .agent
+        .as_deref()
+        .map(|raw| {
+            AgentName::parse(raw).map_err(|message| ApiError::bad_request("invalid_query", message))
+        })
+        .transpose()?;
+    let metadata = match (query.metadata_key, query.metadata_value) {
+        (None, None) => None,
+        (Some(key), Some(value)) => {
+            if key.is_empty()
+                || key.chars().count() > 128
+                || value.contains('\0')
+                || key.contains('\0')
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "metadata_key must be 1-128 characters, without NUL",
+                ));
+            }
+            Some((key, value))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "metadata_key and metadata_value go together",
+            ))
+        }
+    };
+    let filter = RunFilter {
+        status,
+        agent: agent.map(String::from),
+        created_after: query_time("created_after", query.created_after.as_deref())?,
+        created_before: query_time("created_before", query.created_before.as_deref())?,
+        metadata,
+    };
     let limit = PageQuery {
         limit: query.limit,
         cursor: None,
@@ -266,7 +360,7 @@ pub async fn list(
     } = state
         .engine
         .ledger
-        .list_runs(team, status, cursor, limit)
+        .list_runs(team, &filter, cursor, limit)
         .await?;
     let mut data: Vec<Value> = runs.iter().map(run_json).collect();
     if fit(&mut data, MAX_RESPONSE_BYTES) {
@@ -279,12 +373,33 @@ pub async fn list(
     Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    /// Seconds to wait for the run to end before answering.
+    wait: Option<u64>,
+}
+
+/// The longest `?wait=` (seconds).
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
 pub async fn show(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path(id): Path<String>,
+    Query(query): Query<ShowQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let run = team_run(&state, team, &id).await?;
+    let wait = query.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("wait must be between 0 and {MAX_WAIT_SECONDS} seconds"),
+        ));
+    }
+    let mut run = team_run(&state, team, &id).await?;
+    if wait > 0 && !run.status.is_terminal() {
+        run = wait_for_end(&state, run, Duration::from_secs(wait).min(state.max_wait)).await?;
+    }
     let by_model = state.engine.ledger.run_usage(run.id).await?;
     let exact: i64 = by_model.iter().map(|u| u.cost_exact).sum();
     let token_cost = crate::domain::team::exact_to_micros(exact);
@@ -296,6 +411,39 @@ pub async fn show(
         "total_micros": run.run_fee_micros + token_cost,
     });
     Ok(Json(body))
+}
+
+/// Reads the run again on each signal of a commit of its (and at least
+/// every second, for feeds without signals) until it ends or `wait` is over.
+async fn wait_for_end(state: &AppState, mut run: Run, wait: Duration) -> Result<Run, ApiError> {
+    use tokio::sync::broadcast::error::RecvError;
+    let until = tokio::time::Instant::now() + wait;
+    let mut signals = state.engine.feed.subscribe();
+    while !run.status.is_terminal() {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let id = run.id;
+        let signalled = async {
+            loop {
+                match signals.recv().await {
+                    Ok((signalled, _)) if signalled == id => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), signalled).await;
+        run = state
+            .engine
+            .ledger
+            .get_run(run.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("run_not_found", format!("no run {id}")))?;
+    }
+    Ok(run)
 }
 
 pub async fn steps(
@@ -452,4 +600,19 @@ pub async fn cancel(
     state.orchestrator.stop(run.id).await?;
     let run = team_run(&state, team, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response())
+}
+
+/// `GET /v1/runs/{id}/webhooks`: the run's webhook delivery (queued when
+/// the run ended) with every attempt.
+pub async fn webhooks(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = team_run(&state, team, &id).await?;
+    let deliveries = state.engine.ledger.webhook_deliveries(run.id).await?;
+    Ok(Json(json!({
+        "webhook": run.webhook_url.as_ref().map(|url| json!({"url": url})),
+        "data": deliveries,
+    })))
 }

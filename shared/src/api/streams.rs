@@ -56,6 +56,11 @@ impl StreamGate {
         })
     }
 
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().map_or(0, |open| open.0)
+    }
+
     /// A place for one more stream of `team`, unless a limit is reached.
     pub fn enter(self: &Arc<Self>, team: TeamId) -> Option<StreamPermit> {
         let mut open = self.open.lock().ok()?;

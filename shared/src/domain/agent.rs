@@ -10,7 +10,8 @@ use super::limits::{
     check_range, check_schema, LimitExceeded, MAX_HANDOFFS, MAX_HANDOFF_DEPTH,
     MAX_INPUT_TOKEN_BUDGET, MAX_INSTRUCTIONS_CHARS, MAX_MODEL_CHARS, MAX_OUTPUT_TOKENS,
     MAX_REPAIRS, MAX_RUN_TIMEOUT_SECONDS, MAX_RUN_TOKEN_BUDGET, MAX_STEPS, MAX_TOOLS,
-    MAX_TOOL_DESCRIPTION_CHARS, MAX_TOOL_TIMEOUT_MS,
+    MAX_TOOL_DESCRIPTION_CHARS, MAX_TOOL_TIMEOUT_MS, MAX_WEBHOOK_SECRET_CHARS,
+    MAX_WEBHOOK_URL_CHARS,
 };
 
 /// Prefix of the tools generated for handoffs: `transfer_to_<agent>`.
@@ -94,6 +95,64 @@ pub struct AgentSpec {
     /// Run-wide limits; taken from the agent a run starts with.
     #[serde(default)]
     pub limits: RunLimits,
+    /// Where the end of this agent's runs is announced (a run may name
+    /// its own instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// An agent's webhook: its runs' ends are POSTed to `url`, signed like
+/// HTTP tools with `secret` (write-only: the API never shows it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// In a new version: keep the secret the webhook had in the latest
+    /// version (resolved when the version is stored; never stored itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_secret: bool,
+}
+
+/// Where one run's end is announced, resolved at acceptance (the run's
+/// own, or its agent's) and kept with the run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}
+
+impl Webhook {
+    /// What is wrong with a webhook's URL or secret, if anything.
+    pub fn problems(url: &str, secret: Option<&str>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let parsed = url::Url::parse(url);
+        if !parsed
+            .as_ref()
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        {
+            problems.push("webhook.url must be an http(s) URL".to_owned());
+        }
+        if url.chars().count() > MAX_WEBHOOK_URL_CHARS {
+            problems.push(format!(
+                "webhook.url must be at most {MAX_WEBHOOK_URL_CHARS} characters"
+            ));
+        }
+        match secret {
+            Some(secret) if secret.trim().is_empty() => {
+                problems.push("webhook.secret must not be empty".to_owned())
+            }
+            Some(secret) if secret.chars().count() > MAX_WEBHOOK_SECRET_CHARS => problems.push(
+                format!("webhook.secret must be at most {MAX_WEBHOOK_SECRET_CHARS} characters"),
+            ),
+            Some(_) => {}
+            None => problems
+                .push("webhook.secret is required: every delivery is signed with it".to_owned()),
+        }
+        problems
+    }
 }
 
 fn default_max_output_tokens() -> u32 {
@@ -209,26 +268,45 @@ impl AgentSpec {
                 }
             }
         }
+        if let Some(webhook) = shown.get_mut("webhook").and_then(Value::as_object_mut) {
+            if webhook.remove("secret").is_some() {
+                webhook.insert("secret_set".to_owned(), Value::Bool(true));
+            }
+        }
         shown
     }
 
-    /// Whether any tool asks to keep its previous secret.
+    /// Whether any tool or the webhook asks to keep its previous secret.
     pub fn keeps_a_secret(&self) -> bool {
-        self.tools.iter().any(|tool| {
-            matches!(
-                tool.kind,
-                ToolKind::Http {
-                    keep_secret: true,
-                    ..
-                }
-            )
-        })
+        self.webhook.as_ref().is_some_and(|w| w.keep_secret)
+            || self.tools.iter().any(|tool| {
+                matches!(
+                    tool.kind,
+                    ToolKind::Http {
+                        keep_secret: true,
+                        ..
+                    }
+                )
+            })
     }
 
-    /// Resolves `keep_secret` against the tools of `previous` (the latest
-    /// stored version); returns the names of tools with nothing to keep.
+    /// Resolves `keep_secret` against the tools and webhook of `previous`
+    /// (the latest stored version); returns the names of tools (and
+    /// `webhook`) with nothing to keep.
     pub fn keep_secrets_from(&mut self, previous: Option<&AgentSpec>) -> Vec<String> {
         let mut missing = Vec::new();
+        if let Some(webhook) = self.webhook.as_mut().filter(|w| w.keep_secret) {
+            match previous
+                .and_then(|p| p.webhook.as_ref())
+                .and_then(|w| w.secret.clone())
+            {
+                Some(kept) => {
+                    webhook.secret = Some(kept);
+                    webhook.keep_secret = false;
+                }
+                None => missing.push("webhook".to_owned()),
+            }
+        }
         for tool in &mut self.tools {
             let name = tool.name.clone();
             if let ToolKind::Http {
@@ -432,6 +510,17 @@ impl AgentSpec {
                     ));
                 }
             }
+        }
+        if let Some(webhook) = &self.webhook {
+            if webhook.keep_secret && webhook.secret.is_some() {
+                problems.push("webhook: give either secret or keep_secret, not both".to_owned());
+            }
+            // A secret to keep is resolved when the version is stored.
+            let secret = webhook
+                .secret
+                .as_deref()
+                .or(webhook.keep_secret.then_some("kept"));
+            problems.extend(Webhook::problems(&webhook.url, secret));
         }
         let mut handoff_tools = HashSet::new();
         for agent in &self.handoffs {

@@ -36,6 +36,10 @@ pub const MAX_RUN_TIMEOUT_SECONDS: u32 = 86_400;
 /// A tool call's timeout: with one LLM request it must fit one step's
 /// time budget (see `policy::StepPolicy::step_budget`).
 pub const MAX_TOOL_TIMEOUT_MS: u64 = 180_000;
+/// A webhook's URL and secret, in characters (400 `invalid_agent` or
+/// `invalid_body`).
+pub const MAX_WEBHOOK_URL_CHARS: usize = 2_048;
+pub const MAX_WEBHOOK_SECRET_CHARS: usize = 256;
 /// Agents per team and versions per agent (409 `too_many_agents`,
 /// `too_many_versions`).
 pub const MAX_AGENTS_PER_TEAM: i64 = 500;

@@ -8,7 +8,7 @@ pub mod message;
 pub mod run;
 pub mod team;
 
-pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec};
+pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec};
 pub use event::{EventType, NewEvent, RunEvent};
 pub use ids::{RunId, TeamId};
 pub use message::{ChatMessage, FunctionCall, ToolCall};

@@ -186,6 +186,8 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub deadline: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the run's end is announced, if anywhere.
+    pub webhook_url: Option<String>,
 }
 
 impl Run {

@@ -87,6 +87,17 @@ impl Circuits {
         self.opened.load(Ordering::Relaxed)
     }
 
+    /// Circuits open now in this process's view.
+    pub fn open_now(&self) -> usize {
+        let now = Utc::now();
+        self.local.lock().map_or(0, |local| {
+            local
+                .values()
+                .filter(|c| c.open_until.is_some_and(|until| until > now))
+                .count()
+        })
+    }
+
     /// The circuit's name: the provider's endpoint and the model.
     pub fn key(endpoint: &str, model: &str) -> String {
         format!("{endpoint}#{model}")

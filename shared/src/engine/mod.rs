@@ -20,10 +20,11 @@ pub use error::StepError;
 pub use output::check_output;
 pub use output::OutputSchemas;
 pub use step::RunMemory;
-pub use tools::ToolRunner;
+pub use tools::{sign, ToolRunner};
 
-use crate::domain::{Run, RunId, Terminal};
+use crate::domain::{Run, RunId, RunStatus, StopReason, Terminal};
 use crate::ledger::Ledger;
+use crate::metrics::{Metrics, COST, RUNS_ENDED, RUNS_STARTED};
 use crate::ports::{EventFeed, HotStore, LlmClient};
 
 /// Everything one step needs; built once per process and shared.
@@ -37,6 +38,8 @@ pub struct Engine {
     pub schemas: OutputSchemas,
     /// The LLM circuit breakers of this process.
     pub circuits: Circuits,
+    /// This process's metrics.
+    pub metrics: Metrics,
 }
 
 impl Engine {
@@ -45,6 +48,7 @@ impl Engine {
     pub async fn finalize(&self, run: RunId, terminal: Terminal) -> Result<Option<Run>, StepError> {
         let settled = self.ledger.settle_run(run, &terminal).await?;
         if let Some(settled) = &settled {
+            self.count_run_end(run, settled.stop_reason, settled.run_fee_micros);
             self.feed.publish(run, settled.last_seq).await;
             tracing::info!(run_id = %run, status = %settled.status, stop_reason = %terminal.reason, "run ended");
             // The last committed step's reservation: its next step would
@@ -61,6 +65,38 @@ impl Engine {
             tracing::warn!(run_id = %run, %error, "could not release hot state");
         }
         Ok(settled)
+    }
+}
+
+impl Engine {
+    /// Counts a run this process started.
+    pub(crate) fn count_run_start(&self) {
+        self.metrics.count(RUNS_STARTED, &[], 1);
+    }
+
+    /// Counts a run this process ended, and (read afterwards, off the
+    /// caller's path) what it cost.
+    pub(crate) fn count_run_end(&self, id: RunId, reason: Option<StopReason>, fee: i64) {
+        let status = reason.map_or(RunStatus::Failed, StopReason::status);
+        let reason = reason.map_or("none", StopReason::as_str);
+        self.metrics.count(
+            RUNS_ENDED,
+            &[("status", status.as_str()), ("stop_reason", reason)],
+            1,
+        );
+        let (ledger, metrics) = (self.ledger.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            let tokens: i64 = match ledger.run_usage(id).await {
+                Ok(usage) => {
+                    crate::domain::team::exact_to_micros(usage.iter().map(|u| u.cost_exact).sum())
+                }
+                Err(error) => {
+                    tracing::debug!(run_id = %id, %error, "the run's cost is not counted");
+                    return;
+                }
+            };
+            metrics.count(COST, &[], (fee + tokens).max(0) as u64);
+        });
     }
 }
 

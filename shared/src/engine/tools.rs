@@ -78,6 +78,12 @@ impl ToolRunner {
         }
     }
 
+    /// The guarded client, for every other request made on a team's
+    /// behalf (webhook deliveries).
+    pub fn outbound(&self) -> &OutboundClient {
+        &self.outbound
+    }
+
     /// Runs a call and returns its record; failures become error results the
     /// model can read, never a lost step. Nothing runs past `deadline`.
     pub async fn run(

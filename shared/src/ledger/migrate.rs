@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "slot_counts",
         include_str!("../../../migrations/V7__slot_counts.sql"),
     ),
+    (
+        8,
+        "webhooks",
+        include_str!("../../../migrations/V8__webhooks.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

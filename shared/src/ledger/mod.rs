@@ -13,6 +13,7 @@ mod runs;
 mod steps;
 mod teams;
 mod tls;
+mod webhooks;
 
 pub use teams::{constant_time_eq, IssuedKey};
 
@@ -25,8 +26,9 @@ pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 use crate::domain::TeamId;
 pub use conn::{Conn, Param, PgArrayOf, PgType, StatementMode, Tx, VERIFY_AFTER_IDLE};
 pub use migrate::MIGRATIONS;
-pub use runs::{decode_cursor, encode_cursor, input_message, Creation, NewRun, RunPage};
+pub use runs::{decode_cursor, encode_cursor, input_message, Creation, NewRun, RunFilter, RunPage};
 pub use steps::{CommitResult, LlmTurn, StepCommit, StepContext, StepRecord, ToolCallRecord};
+pub use webhooks::{AttemptOutcome, AttemptRecord, DeliveryRecord, DueDelivery};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

@@ -7,13 +7,16 @@ use tokio_postgres::Row;
 use super::events::append_events;
 use super::{Ledger, StoreError};
 use crate::domain::event::terminal_event;
-use crate::domain::{EventType, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal};
+use crate::domain::{
+    EventType, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal, Webhook,
+};
 
 pub(super) const RUN_COLUMNS: &str =
     "id, team_id, agent, version, active_agent, active_version, status,
     stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
         handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
-    run_fee_micros, created_at, started_at, deadline, finished_at";
+    run_fee_micros, created_at, started_at, deadline, finished_at,
+    webhook->>'url' AS webhook_url";
 
 pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
     let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("run {what}: {e}"));
@@ -50,6 +53,7 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
         started_at: row.get("started_at"),
         deadline: row.get("deadline"),
         finished_at: row.get("finished_at"),
+        webhook_url: row.get("webhook_url"),
     })
 }
 
@@ -68,6 +72,8 @@ pub struct NewRun {
     /// The request's Idempotency-Key and body hash, kept with the run (the
     /// answer to a repeated key while the hot store cannot be reached).
     pub idempotency: Option<(String, String)>,
+    /// Where the run's end is announced.
+    pub webhook: Option<Webhook>,
 }
 
 /// What `create_run` did.
@@ -81,6 +87,20 @@ pub enum Creation {
         run_id: RunId,
         request_hash: String,
     },
+}
+
+/// Which of a team's runs a listing shows; every part is optional.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    /// The agent the run was started with.
+    pub agent: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// A metadata key whose value is this string.
+    pub metadata: Option<(String, String)>,
 }
 
 /// One page of a run listing, newest first.
@@ -117,6 +137,12 @@ impl Ledger {
             .as_ref()
             .map(|(key, hash)| (Some(key.as_str()), Some(hash.as_str())))
             .unwrap_or_default();
+        let webhook = new
+            .webhook
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::Rejected(format!("webhook does not serialize: {e}")))?;
         let client = self.client().await?;
         let row = client
             .q_opt(
@@ -132,8 +158,8 @@ impl Ledger {
                      r AS (
                          INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
                                            status, input, metadata, limits, message_count, last_seq,
-                                           run_fee_micros)
-                         SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, 1, $8
+                                           run_fee_micros, webhook)
+                         SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, 1, $8, $14
                          WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM k)
                          ON CONFLICT (id) DO NOTHING
                          RETURNING {RUN_COLUMNS}),
@@ -159,6 +185,7 @@ impl Ledger {
                     &message,
                     &EventType::RunQueued.as_str(),
                     &queued,
+                    &webhook,
                 ],
             )
             .await?;
@@ -186,6 +213,21 @@ impl Ledger {
         Ok(Creation::Exists)
     }
 
+    /// Runs not yet ended, all teams: (queued, running).
+    pub async fn open_run_counts(&self) -> Result<(i64, i64), StoreError> {
+        let row = self
+            .client()
+            .await?
+            .q_one(
+                "SELECT count(*) FILTER (WHERE status = 'queued'),
+                        count(*) FILTER (WHERE status = 'running')
+                 FROM runs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     pub async fn get_run(&self, run: RunId) -> Result<Option<Run>, StoreError> {
         let row = self
             .client()
@@ -203,11 +245,12 @@ impl Ledger {
         Ok(self.get_run(run).await?.filter(|r| r.team_id == team))
     }
 
-    /// A team's runs, newest first. `cursor` is the `next_cursor` of the previous page.
+    /// A team's runs that pass `filter`, newest first. `cursor` is the
+    /// `next_cursor` of the previous page.
     pub async fn list_runs(
         &self,
         team: TeamId,
-        status: Option<RunStatus>,
+        filter: &RunFilter,
         cursor: Option<(DateTime<Utc>, RunId)>,
         limit: i64,
     ) -> Result<RunPage, StoreError> {
@@ -215,7 +258,11 @@ impl Ledger {
             Some((at, id)) => (Some(at), Some(id.0)),
             None => (None, None),
         };
-        let status = status.map(RunStatus::as_str);
+        let status = filter.status.map(RunStatus::as_str);
+        let (metadata_key, metadata_value) = match &filter.metadata {
+            Some((key, value)) => (Some(key.as_str()), Some(value.as_str())),
+            None => (None, None),
+        };
         let rows = self
             .client()
             .await?
@@ -225,9 +272,24 @@ impl Ledger {
                      WHERE team_id = $1
                        AND ($2::text IS NULL OR status = $2)
                        AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+                       AND ($6::text IS NULL OR agent = $6)
+                       AND ($7::timestamptz IS NULL OR created_at >= $7)
+                       AND ($8::timestamptz IS NULL OR created_at < $8)
+                       AND ($9::text IS NULL OR metadata->>$9 = $10)
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ),
-                &[&team.0, &status, &cursor_at, &cursor_id, &(limit + 1)],
+                &[
+                    &team.0,
+                    &status,
+                    &cursor_at,
+                    &cursor_id,
+                    &(limit + 1),
+                    &filter.agent.as_deref(),
+                    &filter.created_after,
+                    &filter.created_before,
+                    &metadata_key,
+                    &metadata_value,
+                ],
             )
             .await?;
         let mut runs = rows
@@ -281,8 +343,9 @@ impl Ledger {
     }
 
     /// Moves a queued run to `running` (setting its deadline, event
-    /// `run.started`); returns the run as it now is. Idempotent.
-    pub async fn mark_started(&self, run: RunId) -> Result<Option<Run>, StoreError> {
+    /// `run.started`); returns the run as it now is, and whether this call
+    /// started it. Idempotent.
+    pub async fn mark_started(&self, run: RunId) -> Result<Option<(Run, bool)>, StoreError> {
         let started = self
             .client()
             .await?
@@ -302,8 +365,8 @@ impl Ledger {
             )
             .await?;
         match started {
-            Some(row) => run_from_row(&row).map(Some),
-            None => self.get_run(run).await,
+            Some(row) => Ok(Some((run_from_row(&row)?, true))),
+            None => Ok(self.get_run(run).await?.map(|run| (run, false))),
         }
     }
 

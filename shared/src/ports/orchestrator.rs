@@ -34,4 +34,11 @@ pub trait Orchestrator: Send + Sync {
     fn max_run_timeout(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// How long the step waiting longest to execute has waited, when this
+    /// orchestrator queues steps itself (on AWS the step queue's
+    /// `ApproximateAgeOfOldestMessage` tells it).
+    fn oldest_queued_step(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

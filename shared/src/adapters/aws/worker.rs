@@ -65,6 +65,11 @@ enum Watched {
 }
 
 impl StepWorker {
+    /// The metrics its steps count (written as EMF after each batch).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.engine.metrics
+    }
+
     pub fn new(engine: Engine, sfn: aws_sdk_sfn::Client, policy: StepPolicy) -> Self {
         Self {
             engine,

@@ -21,7 +21,33 @@ pub struct EmbeddedOrchestrator {
     step_slots: Arc<Semaphore>,
     /// Runs being driven, with the signal that stops them.
     driving: Mutex<HashMap<RunId, Arc<Notify>>>,
+    /// Since when each run's next step has waited for a step slot.
+    waiting: Mutex<HashMap<RunId, std::time::Instant>>,
     this: Weak<EmbeddedOrchestrator>,
+}
+
+/// A step waiting for a step slot, from its creation until it is dropped
+/// (it got its slot, or its driver was stopped).
+struct Queued<'a> {
+    waiting: &'a Mutex<HashMap<RunId, std::time::Instant>>,
+    run: RunId,
+}
+
+impl<'a> Queued<'a> {
+    fn enter(waiting: &'a Mutex<HashMap<RunId, std::time::Instant>>, run: RunId) -> Self {
+        if let Ok(mut waiting) = waiting.lock() {
+            waiting.insert(run, std::time::Instant::now());
+        }
+        Self { waiting, run }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&self.run);
+        }
+    }
 }
 
 impl EmbeddedOrchestrator {
@@ -31,6 +57,7 @@ impl EmbeddedOrchestrator {
             policy,
             step_slots: Arc::new(Semaphore::new(max_concurrent_steps.max(1))),
             driving: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
             this: this.clone(),
         })
     }
@@ -78,7 +105,12 @@ impl EmbeddedOrchestrator {
     async fn drive(&self, run_id: RunId, stop: Arc<Notify>) {
         let run = loop {
             match self.engine.ledger.mark_started(run_id).await {
-                Ok(Some(run)) => break run,
+                Ok(Some((run, now))) => {
+                    if now {
+                        self.engine.count_run_start();
+                    }
+                    break run;
+                }
                 Ok(None) => return,
                 Err(error) => {
                     tracing::warn!(run_id = %run_id, %error, "cannot start run; retrying");
@@ -124,7 +156,11 @@ impl EmbeddedOrchestrator {
         let mut memory = RunMemory::for_driver();
         loop {
             let result = {
-                let Ok(_slot) = self.step_slots.acquire().await else {
+                let slot = {
+                    let _queued = Queued::enter(&self.waiting, run_id);
+                    self.step_slots.acquire().await
+                };
+                let Ok(_slot) = slot else {
                     return None;
                 };
                 let deadline = tokio::time::Instant::now() + self.policy.step_budget();
@@ -232,6 +268,17 @@ impl Orchestrator for EmbeddedOrchestrator {
         } else {
             StartOutcome::AlreadyStarted
         })
+    }
+
+    fn oldest_queued_step(&self) -> Option<std::time::Duration> {
+        let waiting = self.waiting.lock().ok()?;
+        Some(
+            waiting
+                .values()
+                .map(std::time::Instant::elapsed)
+                .max()
+                .unwrap_or_default(),
+        )
     }
 
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {

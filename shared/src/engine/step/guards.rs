@@ -80,11 +80,15 @@ impl Engine {
             return Ok(Opened::Finished(StepOutcome::finished(&run)));
         }
         if run.status == RunStatus::Queued {
-            run = self
+            let (started, now) = self
                 .ledger
                 .mark_started(run_id)
                 .await?
                 .ok_or_else(|| StepError::fatal(StopReason::Internal, "run vanished"))?;
+            if now {
+                self.count_run_start();
+            }
+            run = started;
             self.feed.publish(run_id, run.last_seq).await;
         }
         if step_no != run.next_step {

@@ -15,7 +15,8 @@ use tracing::Instrument;
 
 use super::{persist, Engine, StepError};
 use crate::domain::{ChatMessage, RunId, StepNext, StepOutcome, StopReason};
-use crate::ledger::CommitResult;
+use crate::ledger::{CommitResult, StepCommit};
+use crate::metrics::{STEPS_COMMITTED, STEP_SECONDS, TOKENS};
 
 use guards::Opened;
 use turn::Taken;
@@ -74,9 +75,15 @@ impl Engine {
     ) -> Result<StepOutcome, StepError> {
         let span =
             tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
-        self.step_phases(run_id, step_no, deadline, memory)
+        let started = std::time::Instant::now();
+        let result = self
+            .step_phases(run_id, step_no, deadline, memory)
             .instrument(span)
-            .await
+            .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .observe(STEP_SECONDS, &[("outcome", outcome)], started.elapsed());
+        result
     }
 
     async fn step_phases(
@@ -108,6 +115,7 @@ impl Engine {
         match committed {
             CommitResult::Committed { outcome, last_seq } => {
                 self.feed.publish(run_id, last_seq).await;
+                self.count_commit(&ready.run, &commit);
                 let mut messages = ready.history;
                 messages.extend(commit.messages);
                 memory.messages = Some(messages);
@@ -167,6 +175,24 @@ impl Engine {
     pub(crate) async fn settle_last(&self, run_id: RunId, step_no: i32, actual: u64) {
         if let Err(error) = self.hot.settle_tokens(run_id, step_no, actual).await {
             tracing::warn!(%error, "could not settle the last step's tokens");
+        }
+    }
+
+    /// Counts a committed step, its tokens and, when it ended the run, the end.
+    fn count_commit(&self, run: &crate::domain::Run, commit: &StepCommit) {
+        self.metrics.count(STEPS_COMMITTED, &[], 1);
+        for (kind, tokens) in [
+            ("input", commit.input_tokens),
+            ("output", commit.output_tokens),
+        ] {
+            self.metrics.count(
+                TOKENS,
+                &[("model", commit.model.as_str()), ("kind", kind)],
+                tokens.max(0) as u64,
+            );
+        }
+        if let Some(terminal) = &commit.terminal {
+            self.count_run_end(run.id, Some(terminal.reason), run.run_fee_micros);
         }
     }
 

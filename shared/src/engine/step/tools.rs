@@ -1,6 +1,7 @@
 //! The turn's tool calls, run concurrently (handoffs are decided, not run);
 //! those an earlier attempt finished are not made again.
 
+use crate::metrics::TOOL_SECONDS;
 use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::json;
@@ -49,7 +50,9 @@ impl Engine {
             let spec = agent.spec.tool(&call.function.name);
             let record = match spec {
                 Some(spec) => {
-                    self.tools
+                    let started = std::time::Instant::now();
+                    let record = self
+                        .tools
                         .run(
                             spec,
                             call_ref,
@@ -57,7 +60,18 @@ impl Engine {
                             &call.function.arguments,
                             ready.deadline,
                         )
-                        .await
+                        .await;
+                    let kind = match spec.kind {
+                        ToolKind::Http { .. } => "http",
+                        ToolKind::Builtin { .. } => "builtin",
+                    };
+                    let outcome = if record.is_error { "error" } else { "ok" };
+                    self.metrics.observe(
+                        TOOL_SECONDS,
+                        &[("kind", kind), ("outcome", outcome)],
+                        started.elapsed(),
+                    );
+                    record
                 }
                 None => unknown_tool(call_ref, call),
             };

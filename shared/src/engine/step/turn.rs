@@ -6,6 +6,7 @@
 //! step's commit directly. The call's reservation is settled when the
 //! next step reserves, or when the run ends.
 
+use crate::metrics::LLM_SECONDS;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -104,7 +105,16 @@ impl Engine {
             max_tokens: agent.spec.max_output_tokens,
             temperature: agent.spec.temperature,
         };
+        let asked = std::time::Instant::now();
         let answer = self.llm.complete(&request, ready.deadline).await;
+        self.metrics.observe(
+            LLM_SECONDS,
+            &[
+                ("model", request.model.as_str()),
+                ("outcome", if answer.is_ok() { "ok" } else { "error" }),
+            ],
+            asked.elapsed(),
+        );
         // Only a provider that does not answer counts against its circuit.
         match &answer {
             Err(LlmError::Unavailable(_)) => {
