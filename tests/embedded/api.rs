@@ -458,3 +458,31 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// The contract check the helpers run on every body refuses what the
+/// document does not describe (a check that could not fail would prove
+/// nothing).
+#[test]
+fn the_contract_check_refuses_bodies_the_document_does_not_describe() {
+    use agentrun_e2e::contract::check_response;
+    let run = "/v1/runs/0190c0de-0000-7000-8000-000000000000";
+    let error = json!({"error": {"code": "run_not_found", "message": "no run", "details": null,
+                                 "request_id": "0123456789abcdef0123456789abcdef"}});
+    check_response("GET", run, 404, &error);
+    check_response("GET", "/v1/no-such-route", 404, &error);
+    for (method, path, status, body) in [
+        ("GET", run, 200, json!({"id": 5})),
+        (
+            "GET",
+            run,
+            404,
+            json!({"error": {"code": "run_not_found", "message": "no run"}}),
+        ),
+        ("GET", run, 418, error.clone()),
+        ("GET", "/v1/no-such-route", 200, json!({})),
+        ("POST", "/v1/runs", 202, json!({"status": "resting"})),
+    ] {
+        let checked = std::panic::catch_unwind(|| check_response(method, path, status, &body));
+        assert!(checked.is_err(), "{method} {path} {status} {body} passed");
+    }
+}

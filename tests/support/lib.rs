@@ -17,6 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 pub mod cloud;
+pub mod contract;
 pub mod faults;
 pub mod postgres;
 pub mod tcp_proxy;
@@ -276,6 +277,7 @@ impl TestApp {
             .unwrap();
         let status = response.status();
         let body: Value = response.json().await.unwrap();
+        contract::check_response("PUT", &format!("/v1/agents/{name}"), status.as_u16(), &body);
         assert!(status.is_success(), "PUT agent {name}: {status} {body}");
         body
     }
@@ -296,7 +298,9 @@ impl TestApp {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        (status, headers, response.json().await.unwrap())
+        let body = response.json().await.unwrap();
+        contract::check_response("POST", "/v1/runs", status, &body);
+        (status, headers, body)
     }
 
     /// Starts a run and returns its id.
@@ -316,7 +320,10 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap();
+        contract::check_response("GET", path, status, &body);
+        (status, body)
     }
 
     pub async fn run(&self, id: &str) -> Value {
@@ -720,15 +727,24 @@ impl TestApp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.url))
+            .request(method.clone(), format!("{}{path}", self.url))
             .bearer_auth(key);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
+        let json = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if json {
+            contract::check_response(method.as_str(), path, status, &body);
+        }
+        (status, body)
     }
 }
 

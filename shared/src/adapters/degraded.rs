@@ -110,8 +110,18 @@ impl Degradable {
             std::mem::take(&mut state.unreleased)
         };
         for run in unreleased {
-            if let Err(error) = self.primary.release_run(run).await {
-                tracing::warn!(run_id = %run, %error, "could not give back a run's hot state; reconciliation will");
+            match self.primary.release_run(run).await {
+                Ok(()) => {}
+                // Gone again: kept for the next time it answers.
+                Err(error) if error.is_unreachable() => {
+                    self.unreachable("release", &error);
+                    if let Ok(mut state) = self.state.lock() {
+                        state.unreleased.push(run);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %run, %error, "could not give back a run's hot state; reconciliation will")
+                }
             }
         }
     }
@@ -370,10 +380,21 @@ impl HotStore for Degradable {
         // What the run held stays in the store until it answers again, and
         // is given back then.
         self.route("release", self.primary.release_run(run), async {
-            if let Ok(mut state) = self.state.lock() {
-                state.unreleased.push(run);
+            // Deferred only while the store is still marked down, under the
+            // lock `answered` takes the deferred list with: a store that came
+            // back meanwhile gets the release at once, none is left behind.
+            let deferred = match self.state.lock() {
+                Ok(mut state) if state.down_since.is_some() => {
+                    state.unreleased.push(run);
+                    true
+                }
+                _ => false,
+            };
+            if deferred {
+                Ok(())
+            } else {
+                self.primary.release_run(run).await
             }
-            Ok(())
         })
         .await
     }

@@ -281,9 +281,9 @@ pub struct ListQuery {
 fn query_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.map(|raw| {
         DateTime::parse_from_rfc3339(raw)
-            .map(|at| at.with_timezone(&Utc))
             .ok()
             .filter(|at| (1970..=9999).contains(&at.year()))
+            .map(|at| at.with_timezone(&Utc))
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",

@@ -129,11 +129,14 @@ impl Webhook {
     pub fn problems(url: &str, secret: Option<&str>) -> Vec<String> {
         let mut problems = Vec::new();
         let parsed = url::Url::parse(url);
-        if !parsed
-            .as_ref()
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        // A URI is ASCII (RFC 3986): an international host is written in
+        // its punycode form.
+        if !url.is_ascii()
+            || !parsed
+                .as_ref()
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
         {
-            problems.push("webhook.url must be an http(s) URL".to_owned());
+            problems.push("webhook.url must be an http(s) URL (ASCII)".to_owned());
         }
         if url.chars().count() > MAX_WEBHOOK_URL_CHARS {
             problems.push(format!(
