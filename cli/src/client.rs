@@ -113,6 +113,7 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
         .build()?;
     let mut events_url = events_url.to_owned();
     let mut last: Option<String> = None;
+    let mut progress = Progress::new();
     for _ in 0..10_000 {
         let mut request = http.get(&events_url).bearer_auth(key);
         if let Some(seq) = &last {
@@ -129,10 +130,21 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
         }
         let mut stream = response.error_for_status()?.bytes_stream();
         let mut parser = SseParser::default();
-        while let Some(chunk) = stream.next().await {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.next() => chunk,
+                _ = ticks.tick() => {
+                    progress.show();
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else { break };
             for event in parser.push(&chunk?) {
                 let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+                progress.clear();
                 println!("{}", describe(&event.event, &data));
+                progress.saw(&event.event, &data);
                 if event.id.is_some() {
                     last = event.id.clone();
                 }
@@ -144,6 +156,59 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     bail!("the event stream kept ending before the run did")
+}
+
+/// A live line on a terminal's stderr while a step waits on the model
+/// (`step 3: waiting on the model, 4 s`), cleared before the next event.
+struct Progress {
+    on_terminal: bool,
+    waiting: Option<(i64, std::time::Instant)>,
+    shown: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            on_terminal: std::io::stderr().is_terminal(),
+            waiting: None,
+            shown: false,
+        }
+    }
+
+    /// A step that started waits on the model until its LLM call is done.
+    fn saw(&mut self, kind: &str, event: &Value) {
+        self.waiting = match kind {
+            "step.started" => event["step_no"]
+                .as_i64()
+                .map(|step| (step, std::time::Instant::now())),
+            _ => None,
+        };
+    }
+
+    fn show(&mut self) {
+        use std::io::Write;
+        if let (true, Some((step, since))) = (self.on_terminal, self.waiting) {
+            let mut err = std::io::stderr();
+            let _ = write!(
+                err,
+                "\r\x1b[K  step {step}: waiting on the model, {} s",
+                since.elapsed().as_secs()
+            );
+            let _ = err.flush();
+            self.shown = true;
+        }
+    }
+
+    fn clear(&mut self) {
+        use std::io::Write;
+        if self.shown {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+            self.shown = false;
+        }
+    }
 }
 
 const TERMINAL_EVENTS: [&str; 4] = [

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod client;
 mod dev;
+mod team;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,12 @@ enum Command {
     Dev(dev::DevArgs),
     /// Submit a run and follow its events live.
     Run(client::RunArgs),
+    /// The team's runs: list (filtered), show, cancel.
+    Runs(team::RunsArgs),
+    /// The team's agents: put a new version, list.
+    Agents(team::AgentsArgs),
+    /// The team's usage and cost per day, and today's token budget.
+    Usage(team::UsageArgs),
     /// Apply database migrations.
     Migrate {
         #[arg(long, env = "DATABASE_URL")]
@@ -80,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(args) => admin::run(args).await,
+        Command::Runs(args) => team::runs(args).await,
+        Command::Agents(args) => team::agents(args).await,
+        Command::Usage(args) => team::usage(args).await,
         Command::Asl { write } => {
             let policy = agentrun::policy::StepPolicy::default();
             let text = agentrun::asl::render(&policy);
