@@ -163,7 +163,10 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
             }
         }
     }
-    url.query().map(|q| format!("?{q}")).unwrap_or_default()
+    url.query()
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default()
 }
 
 fn text(value: &Value) -> String {
