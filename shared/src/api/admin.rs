@@ -1,6 +1,7 @@
 //! `/v1/admin`: the operator's API (admin key only) — teams, limits, kill
 //! switches, keys, prices, plans.
 
+use crate::domain::ErrorCode;
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -19,13 +20,14 @@ use crate::ledger::{Team, TeamChange};
 
 /// Parses a JSON body into `T`, refusing unknown fields with a clear 400.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let raw = super::parse_object(body, "invalid_body")?;
-    serde_json::from_value(raw).map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+    let raw = super::parse_object(body, ErrorCode::InvalidBody)?;
+    serde_json::from_value(raw)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))
 }
 
 fn team_id(raw: &str) -> Result<TeamId, ApiError> {
     raw.parse()
-        .map_err(|_| ApiError::not_found("team_not_found", format!("no team {raw}")))
+        .map_err(|_| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {raw}")))
 }
 
 async fn team_json(state: &AppState, team: &Team) -> Result<Value, ApiError> {
@@ -57,13 +59,13 @@ pub async fn create_team(
     let name = request.name.trim();
     if name.is_empty() || request.name.chars().count() > 100 {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "name must be 1-100 characters",
         ));
     }
     let limits = request.limits.unwrap_or_default();
     limits.validate().map_err(|problems| {
-        ApiError::bad_request("invalid_limits", "the limits have problems")
+        ApiError::bad_request(ErrorCode::InvalidLimits, "the limits have problems")
             .with_details(json!({"problems": problems}))
     })?;
     let plan = request.plan.unwrap_or_else(|| "standard".to_owned());
@@ -76,7 +78,7 @@ pub async fn create_team(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                "team_exists",
+                ErrorCode::TeamExists,
                 format!("a team named {name:?} exists"),
             )
         })?;
@@ -89,7 +91,7 @@ async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(
-            "unknown_plan",
+            ErrorCode::UnknownPlan,
             format!("no plan named {plan:?}"),
         ))
     }
@@ -113,7 +115,7 @@ pub async fn show_team(
         .ledger
         .team(team_id(&id)?)
         .await?
-        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {id}")))?;
     Ok(Json(team_json(&state, &team).await?))
 }
 
@@ -172,7 +174,7 @@ pub async fn change_team(
     let current = ledger
         .team(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {id}")))?;
     let limits = request.limits.map(|patch| TeamLimits {
         max_concurrent_runs: patch
             .max_concurrent_runs
@@ -187,7 +189,7 @@ pub async fn change_team(
     });
     if let Some(limits) = &limits {
         limits.validate().map_err(|problems| {
-            ApiError::bad_request("invalid_limits", "the limits have problems")
+            ApiError::bad_request(ErrorCode::InvalidLimits, "the limits have problems")
                 .with_details(json!({"problems": problems}))
         })?;
     }
@@ -196,8 +198,8 @@ pub async fn change_team(
     }
     let mut agents = BTreeMap::new();
     for (name, switch) in request.agents {
-        let name =
-            AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
+        let name = AgentName::parse(&name)
+            .map_err(|m| ApiError::bad_request(ErrorCode::InvalidAgentName, m))?;
         let value = switch.disabled.then(|| {
             switch
                 .reason
@@ -221,7 +223,7 @@ pub async fn change_team(
     let team = ledger
         .change_team(id, &change)
         .await?
-        .ok_or_else(|| ApiError::not_found("team_not_found", format!("no team {id}")))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {id}")))?;
     tracing::info!(team_id = %id, disabled = ?team.disabled_reason, agents_off = ?team.disabled_agents, "team changed by an operator");
     Ok(Json(team_json(&state, &team).await?))
 }
@@ -251,14 +253,14 @@ pub async fn issue_key(
         let now = Utc::now();
         if expires_at <= now || expires_at > now + chrono::Duration::days(3650) {
             return Err(ApiError::bad_request(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "expires_at must be in the future and within ten years",
             ));
         }
     }
     if ledger.team(id).await?.is_none() {
         return Err(ApiError::not_found(
-            "team_not_found",
+            ErrorCode::TeamNotFound,
             format!("no team {id}"),
         ));
     }
@@ -284,7 +286,7 @@ pub async fn list_keys(
     let id = team_id(&id)?;
     if state.engine.ledger.team(id).await?.is_none() {
         return Err(ApiError::not_found(
-            "team_not_found",
+            ErrorCode::TeamNotFound,
             format!("no team {id}"),
         ));
     }
@@ -297,7 +299,7 @@ pub async fn revoke_key(
     _: Admin,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let missing = || ApiError::not_found("key_not_found", format!("no key {key_id}"));
+    let missing = || ApiError::not_found(ErrorCode::KeyNotFound, format!("no key {key_id}"));
     let id: uuid::Uuid = key_id.parse().map_err(|_| missing())?;
     if state.engine.ledger.revoke_key(id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -322,13 +324,13 @@ pub async fn set_price(
     let price: SetPrice = parse_body(&body)?;
     if model.is_empty() || model.chars().count() > 200 || model.contains('\0') {
         return Err(ApiError::bad_request(
-            "invalid_price",
+            ErrorCode::InvalidPrice,
             "model names are 1-200 characters",
         ));
     }
     if price.input_micros_per_mtok < 0 || price.output_micros_per_mtok < 0 {
         return Err(ApiError::bad_request(
-            "invalid_price",
+            ErrorCode::InvalidPrice,
             "prices must not be negative",
         ));
     }
@@ -364,13 +366,13 @@ pub async fn set_plan(
     let plan: SetPlan = parse_body(&body)?;
     if plan.run_fee_micros < 0 {
         return Err(ApiError::bad_request(
-            "invalid_plan",
+            ErrorCode::InvalidPlan,
             "run_fee_micros must not be negative",
         ));
     }
     if name.is_empty() || name.chars().count() > 64 || name.contains('\0') {
         return Err(ApiError::bad_request(
-            "invalid_plan",
+            ErrorCode::InvalidPlan,
             "plan names are 1-64 characters",
         ));
     }

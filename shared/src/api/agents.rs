@@ -1,5 +1,6 @@
 //! `/v1/agents`: immutable, versioned agent configurations.
 
+use crate::domain::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,11 +19,11 @@ pub async fn put(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let name =
-        AgentName::parse(&name).map_err(|m| ApiError::bad_request("invalid_agent_name", m))?;
-    let raw = parse_object(&body, "invalid_agent_spec")?;
+    let name = AgentName::parse(&name)
+        .map_err(|m| ApiError::bad_request(ErrorCode::InvalidAgentName, m))?;
+    let raw = parse_object(&body, ErrorCode::InvalidAgentSpec)?;
     let spec: AgentSpec = serde_json::from_value(raw)
-        .map_err(|e| ApiError::bad_request("invalid_agent_spec", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidAgentSpec, e.to_string()))?;
     spec.check_limits()?;
     if let Some(max) = state.orchestrator.max_run_timeout() {
         check_run_timeout(spec.limits.timeout_seconds, max)?;
@@ -36,12 +37,12 @@ pub async fn put(
     .map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("validating the agent spec stopped: {e}"),
         )
     })?;
     checked.map_err(|problems| {
-        ApiError::bad_request("invalid_agent_spec", "the agent spec has problems")
+        ApiError::bad_request(ErrorCode::InvalidAgentSpec, "the agent spec has problems")
             .with_details(json!({"problems": problems}))
     })?;
     let previous = if spec.keeps_a_secret() {
@@ -56,7 +57,7 @@ pub async fn put(
     let missing = spec.keep_secrets_from(previous.as_ref().map(|p| &p.spec));
     if !missing.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_agent_spec",
+            ErrorCode::InvalidAgentSpec,
             "keep_secret names a tool or webhook that had no secret in the latest version",
         )
         .with_details(json!({"tools": missing})));
@@ -94,7 +95,7 @@ pub async fn list(
         None => None,
         Some(cursor) => Some(
             AgentName::parse(cursor)
-                .map_err(|_| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+                .map_err(|_| ApiError::bad_request(ErrorCode::InvalidQuery, "malformed cursor"))?,
         ),
     };
     let page = state
@@ -115,7 +116,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let missing = || {
         ApiError::not_found(
-            "agent_version_not_found",
+            ErrorCode::AgentVersionNotFound,
             format!("no version {version} of agent {name}"),
         )
     };

@@ -1,5 +1,6 @@
 //! `Authorization: Bearer <team API key>` → the caller's team.
 
+use crate::domain::ErrorCode;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -9,7 +10,7 @@ use crate::domain::TeamId;
 use crate::ledger::constant_time_eq;
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
 }
 
 /// The token of `Authorization: Bearer <token>`.

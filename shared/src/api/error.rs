@@ -6,6 +6,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::domain::limits::LimitExceeded;
+use crate::domain::ErrorCode;
 use crate::engine::StepError;
 use crate::ledger::StoreError;
 use crate::ports::{HotStoreError, OrchestratorError};
@@ -13,14 +14,14 @@ use crate::ports::{HotStoreError, OrchestratorError};
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub details: Value,
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -35,15 +36,15 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
         error.retry_after = Some(1);
         error
@@ -52,17 +53,17 @@ impl ApiError {
 
 /// What a client is told for a server-side error; the cause (which may name
 /// hosts, drivers or SQL) goes only to the logs, under the request id.
-fn public_message(code: &str) -> &'static str {
+fn public_message(code: ErrorCode) -> &'static str {
     match code {
-        "database_unavailable" | "store_unavailable" => {
+        ErrorCode::DatabaseUnavailable | ErrorCode::StoreUnavailable => {
             "the database is unavailable; retry shortly"
         }
-        "hot_store_unavailable" => "a platform store is unavailable; retry shortly",
-        "orchestrator_unavailable" => {
+        ErrorCode::HotStoreUnavailable => "a platform store is unavailable; retry shortly",
+        ErrorCode::OrchestratorUnavailable => {
             "the run was recorded but could not be started yet; it starts once the \
              orchestrator answers (retry with the same Idempotency-Key to get it)"
         }
-        "run_not_ready" => "the run is still being created; retry shortly",
+        ErrorCode::RunNotReady => "the run is still being created; retry shortly",
         _ => "an internal error occurred",
     }
 }
@@ -72,7 +73,7 @@ impl IntoResponse for ApiError {
         let request_id = super::request_id::current()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, %request_id, "request failed");
+            tracing::error!(code = %self.code, message = %self.message, %request_id, "request failed");
             self.message = public_message(self.code).to_owned();
         }
         let body = json!({"error": {
@@ -110,18 +111,18 @@ pub async fn envelope(response: Response) -> Response {
         Err(_) => String::new(),
     };
     let (code, fallback) = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::BodyTooLarge, "the request body is too large"),
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this endpoint does not take that method",
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as application/json",
         ),
-        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        _ if status.is_server_error() => ("internal", "an internal error occurred"),
-        _ => ("invalid_request", "the request is not valid"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such resource"),
+        _ if status.is_server_error() => (ErrorCode::Internal, "an internal error occurred"),
+        _ => (ErrorCode::InvalidRequest, "the request is not valid"),
     };
     let message = if text.is_empty() {
         fallback.to_owned()
@@ -141,7 +142,10 @@ impl From<LimitExceeded> for ApiError {
     fn from(error: LimitExceeded) -> Self {
         let status = if error.is_size() {
             StatusCode::PAYLOAD_TOO_LARGE
-        } else if matches!(error.code, "too_many_agents" | "too_many_versions") {
+        } else if matches!(
+            error.code,
+            ErrorCode::TooManyAgents | ErrorCode::TooManyVersions
+        ) {
             StatusCode::CONFLICT
         } else {
             StatusCode::BAD_REQUEST
@@ -155,12 +159,12 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(message) => {
-                ApiError::unavailable("database_unavailable", message)
+                ApiError::unavailable(ErrorCode::DatabaseUnavailable, message)
             }
             StoreError::Limit(limit) => limit.into(),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 other.to_string(),
             ),
         }
@@ -169,26 +173,49 @@ impl From<StoreError> for ApiError {
 
 impl From<HotStoreError> for ApiError {
     fn from(error: HotStoreError) -> Self {
-        ApiError::unavailable("hot_store_unavailable", error.to_string())
+        ApiError::unavailable(ErrorCode::HotStoreUnavailable, error.to_string())
     }
 }
 
 impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> Self {
-        ApiError::unavailable("orchestrator_unavailable", error.to_string())
+        ApiError::unavailable(ErrorCode::OrchestratorUnavailable, error.to_string())
     }
 }
 
 impl From<StepError> for ApiError {
     fn from(error: StepError) -> Self {
         if error.is_retryable() {
-            ApiError::unavailable("store_unavailable", error.to_string())
+            ApiError::unavailable(ErrorCode::StoreUnavailable, error.to_string())
         } else {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 error.to_string(),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's list of error codes is the enum's, in its order.
+    #[test]
+    fn the_openapi_document_lists_every_error_code() {
+        let document: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let listed: Vec<&str> = document
+            .pointer("/components/schemas/Error/properties/error/properties/code/enum")
+            .and_then(Value::as_array)
+            .expect("Error.code has an enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            listed, codes,
+            "shared/src/api/openapi.json lists other error codes than ErrorCode::ALL"
+        );
     }
 }

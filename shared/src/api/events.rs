@@ -5,6 +5,7 @@
 //! endpoint answers 307 with that URL instead of a stream it could not
 //! keep open.
 
+use crate::domain::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,7 @@ pub async fn stream(
     let Some(permit) = state.streams.enter(team) else {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
+            ErrorCode::TooManyStreams,
             format!(
                 "too many open event streams (at most {} per team); close one or retry later",
                 state.streams.limits.per_team
@@ -65,7 +66,7 @@ pub async fn stream(
                 .and_then(|v| v.parse::<i64>().ok())
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_last_event_id",
+                        ErrorCode::InvalidLastEventId,
                         "Last-Event-ID must be an event seq",
                     )
                 })?,
@@ -73,7 +74,7 @@ pub async fn stream(
     };
     if query.after.is_some_and(|after| after < 0) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "after must be an event seq (0 or more)",
         ));
     }

@@ -12,6 +12,7 @@ mod runs;
 mod streams;
 mod usage;
 
+use crate::domain::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -131,7 +132,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(admin::set_plan),
         )
         .route("/v1/admin/reconcile", post(admin::reconcile))
-        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .fallback(|| async { ApiError::not_found(ErrorCode::RouteNotFound, "no such endpoint") })
         .layer(DefaultBodyLimit::max(crate::domain::limits::MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(error::envelope))
         .layer(request_log())
@@ -178,7 +179,7 @@ pub fn relay_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/runs/{id}/events", get(events::stream))
-        .fallback(|| async { ApiError::not_found("route_not_found", "no such endpoint") })
+        .fallback(|| async { ApiError::not_found(ErrorCode::RouteNotFound, "no such endpoint") })
         .layer(axum::middleware::map_response(error::envelope))
         .layer(request_log())
         .layer(axum::middleware::from_fn(request_id::assign))
@@ -227,7 +228,7 @@ impl PageQuery {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
             ));
         }
@@ -240,7 +241,7 @@ pub fn check_reason(reason: &str) -> Result<(), ApiError> {
     use crate::domain::limits::MAX_REASON_CHARS;
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("a reason must be at most {MAX_REASON_CHARS} characters"),
         ));
     }
@@ -250,7 +251,7 @@ pub fn check_reason(reason: &str) -> Result<(), ApiError> {
 /// A request body: a JSON object (`code` names what is wrong otherwise),
 /// without NUL characters, with whole-number floats (`3.0`) read as the
 /// integers they are (JSON does not tell them apart).
-pub fn parse_object(body: &[u8], code: &'static str) -> Result<serde_json::Value, ApiError> {
+pub fn parse_object(body: &[u8], code: ErrorCode) -> Result<serde_json::Value, ApiError> {
     fn whole_numbers(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Number(number) => {
@@ -294,7 +295,7 @@ fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
     }
     if has_nul(value) {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "strings must not contain the NUL character (\\u0000)",
         ));
     }
@@ -308,7 +309,7 @@ async fn metrics(
     operator: Result<auth::Admin, ApiError>,
 ) -> Response {
     if !state.serve_metrics {
-        return ApiError::not_found("route_not_found", "no such endpoint").into_response();
+        return ApiError::not_found(ErrorCode::RouteNotFound, "no such endpoint").into_response();
     }
     if let (Some(_), Err(error)) = (&state.admin_key, operator) {
         return error.into_response();

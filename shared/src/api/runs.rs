@@ -1,5 +1,6 @@
 //! `/v1/runs`: create (idempotent), list, show, steps, cancel.
 
+use crate::domain::ErrorCode;
 use axum::body::Bytes;
 use std::time::Duration;
 
@@ -102,7 +103,7 @@ pub fn run_json(run: &Run) -> Value {
 
 fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     raw.parse()
-        .map_err(|_| ApiError::not_found("run_not_found", format!("no run {raw}")))
+        .map_err(|_| ApiError::not_found(ErrorCode::RunNotFound, format!("no run {raw}")))
 }
 
 /// A team's run, or 404 (also for another team's run: existence is not confirmed).
@@ -113,7 +114,7 @@ pub async fn team_run(state: &AppState, team: TeamId, raw_id: &str) -> Result<Ru
         .ledger
         .get_team_run(team, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("run_not_found", format!("no run {raw_id}")))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::RunNotFound, format!("no run {raw_id}")))
 }
 
 pub async fn create(
@@ -122,21 +123,21 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let raw = parse_object(&body, "invalid_body")?;
+    let raw = parse_object(&body, ErrorCode::InvalidBody)?;
     let request: CreateRun = serde_json::from_value(raw.clone())
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))?;
     let agent = AgentName::parse(&request.agent)
-        .map_err(|message| ApiError::bad_request("invalid_agent_name", message))?;
+        .map_err(|message| ApiError::bad_request(ErrorCode::InvalidAgentName, message))?;
     if request.input.is_null() {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "input must not be null",
         ));
     }
     let metadata = request.metadata.unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
         return Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "metadata must be an object",
         ));
     }
@@ -147,7 +148,7 @@ pub async fn create(
             let problems = Webhook::problems(&url, secret.as_deref());
             if !problems.is_empty() {
                 return Err(ApiError::bad_request(
-                    "invalid_webhook",
+                    ErrorCode::InvalidWebhook,
                     problems.join("; "),
                 ));
             }
@@ -156,7 +157,7 @@ pub async fn create(
                 .tools
                 .outbound()
                 .check_url(&url)
-                .map_err(|e| ApiError::bad_request("invalid_webhook", e.to_string()))?;
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidWebhook, e.to_string()))?;
             secret.map(|secret| Webhook { url, secret })
         }
     };
@@ -164,12 +165,15 @@ pub async fn create(
         None => None,
         Some(value) => {
             let key = value.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be ASCII")
+                ApiError::bad_request(
+                    ErrorCode::InvalidIdempotencyKey,
+                    "Idempotency-Key must be ASCII",
+                )
             })?;
             let printable = key.bytes().all(|b| b.is_ascii_graphic());
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
                 return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    ErrorCode::InvalidIdempotencyKey,
                     format!(
                         "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces"
                     ),
@@ -202,33 +206,39 @@ pub async fn create(
 fn admission_error(error: AdmissionError) -> ApiError {
     let message = error.to_string();
     match error {
-        AdmissionError::UnknownAgent(_) => ApiError::bad_request("unknown_agent", message),
+        AdmissionError::UnknownAgent(_) => ApiError::bad_request(ErrorCode::UnknownAgent, message),
         AdmissionError::UnknownAgentVersion { .. } => {
-            ApiError::bad_request("unknown_agent_version", message)
+            ApiError::bad_request(ErrorCode::UnknownAgentVersion, message)
         }
         AdmissionError::Unsupported(limit) => limit.into(),
         AdmissionError::UnknownTeam => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         }
         AdmissionError::TeamDisabled(_) => {
-            ApiError::new(StatusCode::FORBIDDEN, "team_disabled", message)
+            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::TeamDisabled, message)
         }
         AdmissionError::AgentDisabled { .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, "agent_disabled", message)
+            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::AgentDisabled, message)
         }
-        AdmissionError::IdempotencyConflict { run_id } => {
-            ApiError::new(StatusCode::CONFLICT, "idempotency_key_conflict", message)
-                .with_details(json!({"run_id": run_id}))
-        }
+        AdmissionError::IdempotencyConflict { run_id } => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IdempotencyKeyConflict,
+            message,
+        )
+        .with_details(json!({"run_id": run_id})),
         AdmissionError::RateLimited { retry_after, .. } => {
-            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
+                message,
+            );
             error.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
             error
         }
         AdmissionError::ConcurrentRunLimit { limit } => {
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "concurrent_run_limit",
+                ErrorCode::ConcurrentRunLimit,
                 message,
             )
             .with_details(json!({"max_concurrent_runs": limit}));
@@ -236,15 +246,17 @@ fn admission_error(error: AdmissionError) -> ApiError {
             error
         }
         AdmissionError::NotStarted { run_id, .. } => {
-            ApiError::unavailable("orchestrator_unavailable", message)
+            ApiError::unavailable(ErrorCode::OrchestratorUnavailable, message)
                 .with_details(json!({"run_id": run_id}))
         }
-        AdmissionError::NotReady(_) => ApiError::unavailable("run_not_ready", message),
+        AdmissionError::NotReady(_) => ApiError::unavailable(ErrorCode::RunNotReady, message),
         AdmissionError::Store(error) => error.into(),
         AdmissionError::HotStore(error) => error.into(),
-        AdmissionError::Aborted(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-        }
+        AdmissionError::Aborted(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            message,
+        ),
     }
 }
 
@@ -286,7 +298,7 @@ fn query_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, Ap
             .map(|at| at.with_timezone(&Utc))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     format!("{name} must be an RFC 3339 time between 1970 and 9999"),
                 )
             })
@@ -304,12 +316,13 @@ pub async fn list(
         .as_deref()
         .map(str::parse::<RunStatus>)
         .transpose()
-        .map_err(|message| ApiError::bad_request("invalid_query", message))?;
+        .map_err(|message| ApiError::bad_request(ErrorCode::InvalidQuery, message))?;
     let agent = query
         .agent
         .as_deref()
         .map(|raw| {
-            AgentName::parse(raw).map_err(|message| ApiError::bad_request("invalid_query", message))
+            AgentName::parse(raw)
+                .map_err(|message| ApiError::bad_request(ErrorCode::InvalidQuery, message))
         })
         .transpose()?;
     let metadata = match (query.metadata_key, query.metadata_value) {
@@ -321,7 +334,7 @@ pub async fn list(
                 || key.contains('\0')
             {
                 return Err(ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "metadata_key must be 1-128 characters, without NUL",
                 ));
             }
@@ -329,7 +342,7 @@ pub async fn list(
         }
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "metadata_key and metadata_value go together",
             ))
         }
@@ -351,7 +364,7 @@ pub async fn list(
         .as_deref()
         .map(|c| {
             crate::ledger::decode_cursor(c)
-                .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
+                .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidQuery, "malformed cursor"))
         })
         .transpose()?;
     let RunPage {
@@ -392,7 +405,7 @@ pub async fn show(
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECONDS {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("wait must be between 0 and {MAX_WAIT_SECONDS} seconds"),
         ));
     }
@@ -436,12 +449,10 @@ async fn wait_for_end(state: &AppState, mut run: Run, wait: Duration) -> Result<
             }
         };
         let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), signalled).await;
-        run = state
-            .engine
-            .ledger
-            .get_run(run.id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("run_not_found", format!("no run {id}")))?;
+        run =
+            state.engine.ledger.get_run(run.id).await?.ok_or_else(|| {
+                ApiError::not_found(ErrorCode::RunNotFound, format!("no run {id}"))
+            })?;
     }
     Ok(run)
 }
@@ -459,7 +470,7 @@ pub async fn steps(
             .parse::<i32>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+            .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidQuery, "malformed cursor"))?,
     };
     let run = team_run(&state, team, &id).await?;
     let steps = state.engine.ledger.steps(run.id, after_step, limit).await?;
@@ -517,7 +528,7 @@ pub async fn output(
         "raw_output" => run.raw_output.clone().unwrap_or_default(),
         other => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("part must be output or raw_output, not {other:?}"),
             ))
         }
@@ -543,7 +554,7 @@ pub async fn tool_result(
         .find(|c| c.call_index == call_index)
         .ok_or_else(|| {
             ApiError::not_found(
-                "tool_call_not_found",
+                ErrorCode::ToolCallNotFound,
                 format!("run {id} has no tool call {call_index} in step {step_no}"),
             )
         })?;
@@ -570,9 +581,9 @@ pub async fn cancel(
     let request: CancelRequest = if body.is_empty() {
         CancelRequest::default()
     } else {
-        let raw = parse_object(&body, "invalid_body")?;
+        let raw = parse_object(&body, ErrorCode::InvalidBody)?;
         serde_json::from_value(raw)
-            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidBody, e.to_string()))?
     };
     if let Some(reason) = &request.reason {
         super::check_reason(reason)?;
@@ -584,7 +595,7 @@ pub async fn cancel(
         }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "run_already_finished",
+            ErrorCode::RunAlreadyFinished,
             format!("the run already ended as {}", run.status),
         ));
     }

@@ -1,6 +1,7 @@
 //! `/v1/usage`: what a team used and spent, per day and per run. Money is
 //! integer micro-units; a run is counted on the UTC day it was accepted.
 
+use crate::domain::ErrorCode;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +33,7 @@ fn parse_day(raw: &str, what: &str) -> Result<NaiveDate, ApiError> {
         .filter(|day| YEARS.contains(&day.year()) && raw.len() == 10)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("{what} must be a date YYYY-MM-DD between 1970-01-01 and 9999-12-31"),
             )
         })
@@ -62,13 +63,13 @@ pub async fn daily(
     };
     if from > to {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "from must not be after to",
         ));
     }
     if (to - from).num_days() as u64 >= MAX_DAYS {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("at most {MAX_DAYS} days at a time"),
         ));
     }
@@ -144,7 +145,7 @@ pub async fn statement(
             .filter(|first| YEARS.contains(&first.year()) && month.len() == 7)
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    ErrorCode::InvalidQuery,
                     "month must be YYYY-MM between 1970-01 and 9999-12",
                 )
             })?,
@@ -156,7 +157,7 @@ pub async fn statement(
     let limit = query.limit.unwrap_or(DEFAULT_STATEMENT_PAGE);
     if !(1..=MAX_STATEMENT_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("limit must be between 1 and {MAX_STATEMENT_PAGE}"),
         ));
     }
@@ -165,7 +166,7 @@ pub async fn statement(
         .as_deref()
         .map(|c| {
             crate::ledger::decode_cursor(c)
-                .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))
+                .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidQuery, "malformed cursor"))
         })
         .transpose()?;
     let charges = state
@@ -182,7 +183,7 @@ pub async fn statement(
         Some("csv") => true,
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("format must be json or csv, not {other:?}"),
             ))
         }

@@ -1,5 +1,6 @@
 //! Agent configurations: what a team stores with `PUT /v1/agents/{name}`.
 
+use super::ErrorCode;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -344,7 +345,7 @@ impl AgentSpec {
     pub fn check_limits(&self) -> Result<(), LimitExceeded> {
         if self.model.chars().count() > MAX_MODEL_CHARS {
             return Err(LimitExceeded::new(
-                "value_too_long",
+                ErrorCode::ValueTooLong,
                 "model",
                 MAX_MODEL_CHARS,
                 format!("model must be at most {MAX_MODEL_CHARS} characters"),
@@ -352,7 +353,7 @@ impl AgentSpec {
         }
         if self.instructions.chars().count() > MAX_INSTRUCTIONS_CHARS {
             return Err(LimitExceeded::new(
-                "instructions_too_long",
+                ErrorCode::InstructionsTooLong,
                 "instructions",
                 MAX_INSTRUCTIONS_CHARS,
                 format!("instructions must be at most {MAX_INSTRUCTIONS_CHARS} characters"),
@@ -360,7 +361,7 @@ impl AgentSpec {
         }
         if self.tools.len() > MAX_TOOLS {
             return Err(LimitExceeded::new(
-                "too_many_tools",
+                ErrorCode::TooManyTools,
                 "tools",
                 MAX_TOOLS,
                 format!("an agent may have at most {MAX_TOOLS} tools"),
@@ -368,7 +369,7 @@ impl AgentSpec {
         }
         if self.handoffs.len() > MAX_HANDOFFS {
             return Err(LimitExceeded::new(
-                "too_many_handoffs",
+                ErrorCode::TooManyHandoffs,
                 "handoffs",
                 MAX_HANDOFFS,
                 format!("an agent may hand off to at most {MAX_HANDOFFS} agents"),
@@ -377,7 +378,7 @@ impl AgentSpec {
         for (index, tool) in self.tools.iter().enumerate() {
             if tool.description.chars().count() > MAX_TOOL_DESCRIPTION_CHARS {
                 return Err(LimitExceeded::new(
-                    "value_too_long",
+                    ErrorCode::ValueTooLong,
                     format!("tools[{index}].description"),
                     MAX_TOOL_DESCRIPTION_CHARS,
                     format!("a tool description must be at most {MAX_TOOL_DESCRIPTION_CHARS} characters"),
@@ -423,7 +424,7 @@ impl AgentSpec {
         if let Some(temperature) = self.temperature {
             if !(0.0..=2.0).contains(&temperature) {
                 return Err(LimitExceeded::new(
-                    "value_out_of_range",
+                    ErrorCode::ValueOutOfRange,
                     "temperature",
                     2u64,
                     "must be between 0 and 2",

@@ -1,6 +1,7 @@
 //! Bounds on what a team may send (DESIGN §5). Each has its own error code;
 //! the README and the OpenAPI document list the same numbers.
 
+use super::ErrorCode;
 use serde_json::Value;
 
 /// A request body (413 `body_too_large`).
@@ -69,7 +70,7 @@ pub const PART_BYTES: usize = 1024 * 1024;
 #[error("{field}: {message}")]
 pub struct LimitExceeded {
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Where in the request (a JSON path such as `tools[3].parameters`).
     pub field: String,
     pub limit: u64,
@@ -78,7 +79,7 @@ pub struct LimitExceeded {
 
 impl LimitExceeded {
     pub fn new(
-        code: &'static str,
+        code: ErrorCode,
         field: impl Into<String>,
         limit: impl TryInto<u64>,
         message: impl Into<String>,
@@ -95,7 +96,7 @@ impl LimitExceeded {
     pub fn is_size(&self) -> bool {
         matches!(
             self.code,
-            "body_too_large" | "input_too_large" | "metadata_too_large"
+            ErrorCode::BodyTooLarge | ErrorCode::InputTooLarge | ErrorCode::MetadataTooLarge
         )
     }
 }
@@ -120,7 +121,7 @@ pub fn json_depth(value: &Value) -> usize {
 pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExceeded> {
     if json_len(input) > MAX_INPUT_BYTES {
         return Err(LimitExceeded::new(
-            "input_too_large",
+            ErrorCode::InputTooLarge,
             "input",
             MAX_INPUT_BYTES,
             format!("input must be at most {MAX_INPUT_BYTES} bytes of JSON"),
@@ -128,7 +129,7 @@ pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExc
     }
     if json_len(metadata) > MAX_METADATA_BYTES {
         return Err(LimitExceeded::new(
-            "metadata_too_large",
+            ErrorCode::MetadataTooLarge,
             "metadata",
             MAX_METADATA_BYTES,
             format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"),
@@ -137,7 +138,7 @@ pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExc
     if let Value::Object(map) = metadata {
         if map.len() > MAX_METADATA_KEYS {
             return Err(LimitExceeded::new(
-                "too_many_metadata_keys",
+                ErrorCode::TooManyMetadataKeys,
                 "metadata",
                 MAX_METADATA_KEYS,
                 format!("metadata may have at most {MAX_METADATA_KEYS} keys"),
@@ -148,7 +149,7 @@ pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExc
             .find(|k| k.is_empty() || k.chars().count() > MAX_METADATA_KEY_CHARS)
         {
             return Err(LimitExceeded::new(
-                "metadata_key_too_long",
+                ErrorCode::MetadataKeyTooLong,
                 format!("metadata.{key}"),
                 MAX_METADATA_KEY_CHARS,
                 format!("metadata keys must be 1-{MAX_METADATA_KEY_CHARS} characters"),
@@ -162,7 +163,7 @@ pub fn check_run_request(input: &Value, metadata: &Value) -> Result<(), LimitExc
 pub fn check_schema(field: &str, schema: &Value) -> Result<(), LimitExceeded> {
     if json_len(schema) > MAX_SCHEMA_BYTES {
         return Err(LimitExceeded::new(
-            "schema_too_large",
+            ErrorCode::SchemaTooLarge,
             field,
             MAX_SCHEMA_BYTES,
             format!("a schema must be at most {MAX_SCHEMA_BYTES} bytes of JSON"),
@@ -170,7 +171,7 @@ pub fn check_schema(field: &str, schema: &Value) -> Result<(), LimitExceeded> {
     }
     if json_depth(schema) > MAX_SCHEMA_DEPTH {
         return Err(LimitExceeded::new(
-            "schema_too_deep",
+            ErrorCode::SchemaTooDeep,
             field,
             MAX_SCHEMA_DEPTH,
             format!("a schema may nest at most {MAX_SCHEMA_DEPTH} levels"),
@@ -188,7 +189,7 @@ pub fn check_run_timeout(
 ) -> Result<(), LimitExceeded> {
     if u64::from(timeout_seconds) > max.as_secs() {
         return Err(LimitExceeded::new(
-            "timeout_not_supported",
+            ErrorCode::TimeoutNotSupported,
             "limits.timeout_seconds",
             max.as_secs(),
             format!(
@@ -204,7 +205,7 @@ pub fn check_run_timeout(
 pub fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), LimitExceeded> {
     if value < min || value > max {
         return Err(LimitExceeded::new(
-            "value_out_of_range",
+            ErrorCode::ValueOutOfRange,
             field,
             max,
             format!("must be between {min} and {max}"),
@@ -229,7 +230,7 @@ mod tests {
         }
         assert_eq!(
             check_schema("s", &deep).unwrap_err().code,
-            "schema_too_deep"
+            ErrorCode::SchemaTooDeep
         );
         let keys: serde_json::Map<_, _> = (0..=MAX_METADATA_KEYS)
             .map(|i| (format!("k{i}"), json!(1)))
@@ -238,14 +239,14 @@ mod tests {
             check_run_request(&json!("x"), &Value::Object(keys))
                 .unwrap_err()
                 .code,
-            "too_many_metadata_keys"
+            ErrorCode::TooManyMetadataKeys
         );
         let big = json!("x".repeat(MAX_INPUT_BYTES));
         let refused = check_run_request(&big, &json!({})).unwrap_err();
         assert!(refused.is_size());
         assert_eq!(
             check_range("n", 6, 0, 5).unwrap_err().code,
-            "value_out_of_range"
+            ErrorCode::ValueOutOfRange
         );
     }
 }

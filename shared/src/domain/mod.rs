@@ -1,6 +1,7 @@
 //! Domain types: identifiers, agent specs, runs, messages and events.
 
 pub mod agent;
+pub mod error_code;
 pub mod event;
 pub mod ids;
 pub mod limits;
@@ -9,6 +10,7 @@ pub mod run;
 pub mod team;
 
 pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec};
+pub use error_code::ErrorCode;
 pub use event::{EventType, NewEvent, RunEvent};
 pub use ids::{RunId, TeamId};
 pub use message::{ChatMessage, FunctionCall, ToolCall};

@@ -1,5 +1,6 @@
 //! Agent configurations: immutable, numbered versions per team and name.
 
+use crate::domain::ErrorCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
@@ -75,7 +76,7 @@ impl Ledger {
                         .get(0);
                     if agents >= MAX_AGENTS_PER_TEAM {
                         return Err(LimitExceeded::new(
-                            "too_many_agents",
+                            ErrorCode::TooManyAgents,
                             "name",
                             MAX_AGENTS_PER_TEAM,
                             format!("a team may have at most {MAX_AGENTS_PER_TEAM} agents"),
@@ -87,7 +88,7 @@ impl Ledger {
             };
             if next_version > MAX_VERSIONS_PER_AGENT {
                 return Err(LimitExceeded::new(
-                    "too_many_versions",
+                    ErrorCode::TooManyVersions,
                     "name",
                     MAX_VERSIONS_PER_AGENT,
                     format!("an agent may have at most {MAX_VERSIONS_PER_AGENT} versions"),
