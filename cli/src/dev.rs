@@ -83,7 +83,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (llm, _mock) = match &args.openai_base_url {
         Some(url) => {
             let mut settings = OpenAiSettings::new(url.clone());
-            settings.api_key = args.openai_api_key.clone();
+            settings.api_key = args.openai_api_key.clone().map(Into::into);
             (settings, None)
         }
         None => {
@@ -106,7 +106,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("adm_{}", uuid::Uuid::new_v4().simple()));
     let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
-    settings.admin_key = Some(admin_key.clone());
+    settings.admin_key = Some(admin_key.as_str().into());
     settings.webhooks.first_retry = Duration::from_millis(args.webhook_first_retry_ms);
     settings.outbound_allow = OutboundAllow::parse(&args.outbound_allow)
         .map_err(|e| anyhow::anyhow!("AGENTRUN_OUTBOUND_ALLOW: {e}"))?;

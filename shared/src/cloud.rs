@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
+use crate::secret::Secret;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
 use crate::webhooks::{WebhookPolicy, Webhooks};
 
@@ -52,7 +53,7 @@ pub enum CloudError {
 #[derive(Clone, Debug)]
 pub struct CloudSettings {
     /// `DATABASE_URL` (through RDS Proxy in AWS).
-    pub database_url: String,
+    pub database_url: Secret,
     /// `AGENTRUN_DB_CONNECTIONS` (default 4): connections per instance.
     pub db_connections: usize,
     /// `AGENTRUN_DB_STATEMENTS`: `cached` (default; named statements,
@@ -65,7 +66,7 @@ pub struct CloudSettings {
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`.
     pub llm: OpenAiSettings,
     /// `AGENTRUN_ADMIN_KEY`; without it the admin API is off.
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
     /// `AWS_ENDPOINT_URL`: every AWS client talks to this endpoint (an emulator).
     pub aws_endpoint: Option<String>,
     /// `HOT_TABLE`: the DynamoDB table of the hot store; without it the hot
@@ -172,14 +173,14 @@ impl CloudSettings {
             reason,
         })?;
         let mut llm = OpenAiSettings::new(llm_url);
-        llm.api_key = get("OPENAI_API_KEY");
+        llm.api_key = get("OPENAI_API_KEY").map(Secret::from);
         Ok(Self {
-            database_url,
+            database_url: Secret::new(database_url),
             db_connections,
             db_statements,
             state_machine_arn: get("STATE_MACHINE_ARN"),
             llm,
-            admin_key: get("AGENTRUN_ADMIN_KEY"),
+            admin_key: get("AGENTRUN_ADMIN_KEY").map(Secret::from),
             aws_endpoint: get("AWS_ENDPOINT_URL"),
             hot_table: get("HOT_TABLE"),
             events_table: get("EVENTS_TABLE"),
@@ -212,12 +213,12 @@ impl CloudPlatform {
         let primary: Arc<dyn HotStore> = match &settings.hot_table {
             Some(table) => Arc::new(aws.hot_store(table)),
             None => Arc::new(PgHotStore::connect(
-                &settings.database_url,
+                settings.database_url.expose(),
                 (settings.db_connections / 2).max(1),
             )?),
         };
         let ledger = Ledger::connect_with(
-            &settings.database_url,
+            settings.database_url.expose(),
             settings.db_connections,
             settings.db_statements,
         )?;
@@ -264,7 +265,10 @@ impl CloudPlatform {
         let mut state = AppState::new(
             self.engine.clone(),
             self.orchestrator()?,
-            self.settings.admin_key.as_deref().map(Arc::from),
+            self.settings
+                .admin_key
+                .as_ref()
+                .map(|k| Arc::from(k.expose())),
         );
         state.stream_url = self.settings.stream_url.as_deref().map(Arc::from);
         // Under API Gateway's 30 s limit: a longer wait answers at 25 s

@@ -19,6 +19,7 @@ use crate::ledger::{ensure_database, Ledger, StoreError};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::LlmError;
+use crate::secret::Secret;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
 use crate::webhooks::{WebhookPolicy, Webhooks};
 
@@ -30,9 +31,9 @@ const WEBHOOK_BATCH: i64 = 64;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedSettings {
-    pub database_url: String,
+    pub database_url: Secret,
     /// Where the hot store's tables are, when not with the ledger.
-    pub hot_database_url: Option<String>,
+    pub hot_database_url: Option<Secret>,
     /// PostgreSQL connections in all (ledger and hot store).
     pub max_db_connections: usize,
     pub llm: OpenAiSettings,
@@ -42,7 +43,7 @@ pub struct EmbeddedSettings {
     /// protect the provider); the database pool bounds the work on it.
     pub max_concurrent_steps: usize,
     /// The operator's key for `/v1/admin`; `None` turns the admin API off.
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
     /// How often the starter looks for accepted runs whose start was lost.
     pub starter_interval: Duration,
     /// Internal destinations HTTP tools may reach (none by default).
@@ -56,7 +57,7 @@ pub struct EmbeddedSettings {
 impl EmbeddedSettings {
     pub fn new(database_url: impl Into<String>, llm: OpenAiSettings) -> Self {
         Self {
-            database_url: database_url.into(),
+            database_url: Secret::new(database_url),
             hot_database_url: None,
             max_db_connections: 32,
             llm,
@@ -95,11 +96,12 @@ impl Embedded {
     /// Creates the database if needed, applies migrations and wires the
     /// in-process adapters. Call [`Embedded::resume`] once serving.
     pub async fn start(settings: EmbeddedSettings) -> Result<Self, EmbeddedError> {
-        ensure_database(&settings.database_url).await?;
+        let database_url = settings.database_url.expose();
+        ensure_database(database_url).await?;
         // A quarter of the connections serve the hot store, the rest the ledger.
         let hot_connections = (settings.max_db_connections / 4).max(2);
         let ledger = Ledger::connect(
-            &settings.database_url,
+            database_url,
             settings
                 .max_db_connections
                 .saturating_sub(hot_connections)
@@ -109,8 +111,8 @@ impl Embedded {
         let hot = Arc::new(PgHotStore::connect(
             settings
                 .hot_database_url
-                .as_deref()
-                .unwrap_or(&settings.database_url),
+                .as_ref()
+                .map_or(database_url, Secret::expose),
             hot_connections,
         )?);
         let engine = Engine {
@@ -133,7 +135,7 @@ impl Embedded {
             engine,
             orchestrator,
             webhooks,
-            admin_key: settings.admin_key.map(Arc::from),
+            admin_key: settings.admin_key.map(|k| Arc::from(k.expose())),
             starter_interval: settings.starter_interval,
             stream_limits: settings.stream_limits,
         })

@@ -24,6 +24,7 @@ pub mod mock_llm;
 pub mod outbound;
 pub mod policy;
 pub mod ports;
+pub mod secret;
 pub mod sse;
 pub mod sse_client;
 pub mod starter;

@@ -144,7 +144,7 @@ impl Webhooks {
             ("x-agentrun-attempt", delivery.attempt.to_string()),
             (
                 "x-agentrun-signature",
-                sign(&delivery.secret, &timestamp, &body),
+                sign(delivery.secret.expose(), &timestamp, &body),
             ),
             ("x-agentrun-timestamp", timestamp),
         ];

@@ -221,7 +221,7 @@ async fn a_hot_store_outage_mid_run_degrades_and_loses_nothing() {
         database_url,
         fast_policy(),
         HashMap::from([("steady".to_owned(), script)]),
-        |settings| settings.hot_database_url = Some(hot_url),
+        |settings| settings.hot_database_url = Some(hot_url.into()),
     )
     .await;
     app.put_agent(

@@ -201,7 +201,7 @@ async fn start_app_at(
     settings.max_db_connections = 16;
     settings.outbound_allow = outbound_allow;
     let admin_key = format!("adm_{}", uuid::Uuid::new_v4().simple());
-    settings.admin_key = Some(admin_key.clone());
+    settings.admin_key = Some(admin_key.as_str().into());
     tune(&mut settings);
     let mut platform = Embedded::start(settings)
         .await

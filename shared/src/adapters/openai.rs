@@ -1,5 +1,6 @@
 //! OpenAI-compatible Chat Completions client (`POST {base}/chat/completions`).
 
+use crate::secret::Secret;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +19,7 @@ use crate::ports::{ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
 pub struct OpenAiSettings {
     /// e.g. `https://api.openai.com/v1`
     pub base_url: String,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// One request's limit (less when the step has less time left).
     pub request_timeout: Duration,
     /// Retries on 429, 5xx, connect errors and timeouts, within the step.
@@ -76,7 +77,7 @@ impl OpenAiClient {
         timeout: Duration,
     ) -> Result<ChatResponse, LlmError> {
         let mut builder = self.http.post(&self.url).json(request).timeout(timeout);
-        if let Some(key) = &self.settings.api_key {
+        if let Some(key) = self.settings.api_key.as_ref().map(Secret::expose) {
             builder = builder.bearer_auth(key);
         }
         let response = builder.send().await.map_err(|e| {

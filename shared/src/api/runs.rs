@@ -158,7 +158,10 @@ pub async fn create(
                 .outbound()
                 .check_url(&url)
                 .map_err(|e| ApiError::bad_request(ErrorCode::InvalidWebhook, e.to_string()))?;
-            secret.map(|secret| Webhook { url, secret })
+            secret.map(|secret| Webhook {
+                url,
+                secret: secret.into(),
+            })
         }
     };
     let idempotency = match headers.get("idempotency-key") {

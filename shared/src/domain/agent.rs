@@ -1,6 +1,7 @@
 //! Agent configurations: what a team stores with `PUT /v1/agents/{name}`.
 
 use super::ErrorCode;
+use crate::secret::Secret;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -109,7 +110,7 @@ pub struct AgentSpec {
 pub struct WebhookSpec {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// In a new version: keep the secret the webhook had in the latest
     /// version (resolved when the version is stored; never stored itself).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -122,7 +123,7 @@ pub struct WebhookSpec {
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     pub url: String,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 impl Webhook {
@@ -232,7 +233,7 @@ pub enum ToolKind {
         /// `X-Agentrun-Signature: sha256=<hex HMAC of "timestamp.body">`.
         /// Write-only: the API never shows it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        secret: Option<String>,
+        secret: Option<Secret>,
         /// In a new version: keep the secret this tool had in the latest
         /// version (resolved when the version is stored; never stored itself).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -507,7 +508,11 @@ impl AgentSpec {
                 {
                     problems.push(format!("tool {:?}: url must be an http(s) URL", tool.name));
                 }
-                if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                if secret
+                    .as_ref()
+                    .map(Secret::expose)
+                    .is_some_and(|s| s.trim().is_empty())
+                {
                     problems.push(format!(
                         "tool {:?}: secret must not be empty (leave it out to send unsigned calls)",
                         tool.name
@@ -522,7 +527,8 @@ impl AgentSpec {
             // A secret to keep is resolved when the version is stored.
             let secret = webhook
                 .secret
-                .as_deref()
+                .as_ref()
+                .map(Secret::expose)
                 .or(webhook.keep_secret.then_some("kept"));
             problems.extend(Webhook::problems(&webhook.url, secret));
         }

@@ -228,7 +228,10 @@ impl ToolRunner {
                 ];
                 if let Some(secret) = secret {
                     let timestamp = Utc::now().timestamp().to_string();
-                    headers.push(("x-agentrun-signature", sign(secret, &timestamp, &body)));
+                    headers.push((
+                        "x-agentrun-signature",
+                        sign(secret.expose(), &timestamp, &body),
+                    ));
                     headers.push(("x-agentrun-timestamp", timestamp));
                 }
                 let cap = spec.max_response_bytes.unwrap_or(DEFAULT_RESPONSE_CAP);

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{Ledger, StoreError};
 use crate::domain::RunId;
+use crate::secret::Secret;
 
 /// A delivery claimed for one attempt.
 #[derive(Clone, Debug)]
@@ -23,7 +24,7 @@ pub struct DueDelivery {
     pub attempt: i32,
     pub created_at: DateTime<Utc>,
     pub url: String,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 /// How an attempt ended, and what becomes of its delivery.
@@ -72,7 +73,7 @@ fn due_from_row(row: &Row) -> DueDelivery {
         attempt: row.get("attempts"),
         created_at: row.get("created_at"),
         url: row.get::<_, Option<String>>("url").unwrap_or_default(),
-        secret: row.get::<_, Option<String>>("secret").unwrap_or_default(),
+        secret: Secret::new(row.get::<_, Option<String>>("secret").unwrap_or_default()),
     }
 }
 
