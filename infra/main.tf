@@ -57,6 +57,8 @@ locals {
       # Behind API Gateway the api function cannot hold a stream open: it
       # points /v1/runs/{id}/events at the relay.
       AGENTRUN_STREAM_URL = trimsuffix(aws_lambda_function_url.stream.function_url, "/")
+      # GET /v1/runs/{id}?wait= answers before the function times out.
+      AGENTRUN_MAX_WAIT_SECONDS = tostring(max(0, var.api_timeout - 5))
     },
     var.enable_admin_api ? {
       AGENTRUN_ADMIN_KEY_SECRET_ARN = local.admin_key_secret_arn

@@ -40,6 +40,7 @@ CONTRACT = {
     "AGENTRUN_STREAM_MAX_SECONDS": ("sse-relay",),
     "AGENTRUN_STREAM_MAX_IDLE_SECONDS": ("sse-relay",),
     "AGENTRUN_STREAM_URL": ("api",),
+    "AGENTRUN_MAX_WAIT_SECONDS": ("api",),
     "AGENTRUN_STEPS_PER_TASK": ("step",),
 }
 

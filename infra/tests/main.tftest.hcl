@@ -256,9 +256,9 @@ run "environment_contract" {
   assert {
     condition = keys(module.api.environment) == sort([
       "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
-      "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN", "AGENTRUN_STREAM_URL",
+      "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN", "AGENTRUN_STREAM_URL", "AGENTRUN_MAX_WAIT_SECONDS",
     ])
-    error_message = "The api function also gets the state machine, the admin key secret and the relay's URL."
+    error_message = "The api function also gets the state machine, the admin key secret, the relay's URL and the longest wait."
   }
 
   assert {
@@ -292,7 +292,8 @@ run "environment_contract" {
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_TOTAL == "2000" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_SECONDS == "840" &&
       module.sse_relay.environment.AGENTRUN_STREAM_MAX_IDLE_SECONDS == "120" &&
-      module.api.environment.AGENTRUN_STREAM_URL == trimsuffix(aws_lambda_function_url.stream.function_url, "/")
+      module.api.environment.AGENTRUN_STREAM_URL == trimsuffix(aws_lambda_function_url.stream.function_url, "/") &&
+      module.api.environment.AGENTRUN_MAX_WAIT_SECONDS == "25"
     )
     error_message = "Environment values must follow the variables' defaults and the created resources."
   }

@@ -23,7 +23,7 @@ use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
 use crate::engine::{CircuitSettings, Circuits, Engine, StepError, ToolRunner, ORPHAN_SLOT_GRACE};
 use crate::ledger::{Ledger, StatementMode, StoreError};
-use crate::metrics::Metrics;
+use crate::metrics::{Gauge, Metrics, RUNS_ACTIVE};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
 use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
@@ -86,6 +86,10 @@ pub struct CloudSettings {
     /// api function (buffered, cut off by API Gateway after 30 s) answers
     /// `/v1/runs/{id}/events` with a 307 to it.
     pub stream_url: Option<String>,
+    /// `AGENTRUN_MAX_WAIT_SECONDS` (25): the longest `GET /v1/runs/{id}?wait=`
+    /// holds its answer; Terraform sets it a little under the api
+    /// function's timeout.
+    pub max_wait: std::time::Duration,
     pub policy: StepPolicy,
 }
 
@@ -187,6 +191,11 @@ impl CloudSettings {
             outbound_allow,
             stream_limits,
             stream_url: get("AGENTRUN_STREAM_URL").filter(|url| !url.trim().is_empty()),
+            max_wait: std::time::Duration::from_secs(number_setting(
+                &get,
+                "AGENTRUN_MAX_WAIT_SECONDS",
+                25u64,
+            )?),
             policy: StepPolicy {
                 steps_per_task: number_setting(&get, "AGENTRUN_STEPS_PER_TASK", 1u32)?.max(1),
                 ..StepPolicy::default()
@@ -271,10 +280,20 @@ impl CloudPlatform {
                 .map(|k| Arc::from(k.expose())),
         );
         state.stream_url = self.settings.stream_url.as_deref().map(Arc::from);
-        // Under API Gateway's 30 s limit: a longer wait answers at 25 s
-        // with the run as it is, and the client asks again.
-        state.max_wait = std::time::Duration::from_secs(25);
-        Ok(router(state))
+        // Under the function's timeout: a longer wait answers with the run
+        // as it is, and the client asks again.
+        state.max_wait = self.settings.max_wait;
+        // The api function counts too (a cancel ends a run here).
+        let metrics = self.engine.metrics.clone();
+        Ok(router(state).layer(axum::middleware::map_response(
+            move |response: axum::response::Response| {
+                let metrics = metrics.clone();
+                async move {
+                    write_metrics(&metrics);
+                    response
+                }
+            },
+        )))
     }
 
     /// The SSE relay: event streams read from the events table when there is
@@ -409,6 +428,16 @@ async fn finalize_event(
                 .await
                 .map_err(FinalizeError::Reconcile)?;
             deliver_webhooks(engine).await;
+            // Once a minute, what is in flight across the deployment.
+            if let Ok((queued, running)) = engine.ledger.open_run_counts().await {
+                let gauges = [
+                    Gauge::new(RUNS_ACTIVE, queued as f64).with("status", "queued"),
+                    Gauge::new(RUNS_ACTIVE, running as f64).with("status", "running"),
+                ];
+                for line in engine.metrics.take_emf(&gauges) {
+                    println!("{line}");
+                }
+            }
             return Ok(json!({}));
         }
         Some(_) => {

@@ -146,7 +146,13 @@ struct State {
     total: Series,
     /// Since the last EMF flush.
     pending: Series,
+    /// Model names seen as labels (at most `MAX_MODEL_LABELS`).
+    models: std::collections::BTreeSet<String>,
 }
+
+/// Distinct `model` label values; later models are counted as `other`
+/// (teams name models freely, and each value is a series kept forever).
+pub const MAX_MODEL_LABELS: usize = 50;
 
 /// A gauge's value, read when the metrics are shown.
 #[derive(Clone, Debug)]
@@ -224,6 +230,22 @@ impl Metrics {
                 .or_default()
                 .observe(seconds);
         }
+    }
+
+    /// The `model` label for `model`: itself while fewer than
+    /// `MAX_MODEL_LABELS` models have been seen, else `other`.
+    pub fn model_label(&self, model: &str) -> String {
+        let Ok(mut state) = self.state.lock() else {
+            return "other".to_owned();
+        };
+        if state.models.contains(model) {
+            return model.to_owned();
+        }
+        if state.models.len() < MAX_MODEL_LABELS {
+            state.models.insert(model.to_owned());
+            return model.to_owned();
+        }
+        "other".to_owned()
     }
 
     /// A counter's value since the process started (tests, the CLI).
@@ -456,6 +478,20 @@ mod tests {
             text.matches("# TYPE agentrun_step_duration_seconds")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn model_labels_are_bounded() {
+        let metrics = Metrics::new();
+        for n in 0..MAX_MODEL_LABELS {
+            assert_eq!(metrics.model_label(&format!("m{n}")), format!("m{n}"));
+        }
+        assert_eq!(metrics.model_label("one-too-many"), "other");
+        assert_eq!(
+            metrics.model_label("m0"),
+            "m0",
+            "a model seen keeps its label"
         );
     }
 

@@ -109,9 +109,11 @@ impl Webhooks {
             };
             self.metrics
                 .count(WEBHOOK_ATTEMPTS, &[("outcome", counted)], 1);
-            self.ledger
-                .finish_webhook_attempt(delivery, &outcome)
-                .await?;
+            // One outcome that cannot be written does not cost the others
+            // theirs; its delivery is tried again once its lease is over.
+            if let Err(error) = self.ledger.finish_webhook_attempt(delivery, &outcome).await {
+                tracing::warn!(delivery_id = %delivery.id, %error, "a webhook attempt's outcome was not recorded");
+            }
         }
         Ok(pass)
     }
@@ -126,8 +128,22 @@ impl Webhooks {
     async fn attempt_here(&self, delivery: &DueDelivery) -> AttemptOutcome {
         let run = match self.ledger.get_run(delivery.run_id).await {
             Ok(Some(run)) => run,
-            Ok(None) => return self.failed(delivery, None, "the run no longer exists".into()),
-            Err(error) => return self.failed(delivery, None, format!("reading the run: {error}")),
+            Ok(None) => {
+                return failed(
+                    &self.policy,
+                    delivery,
+                    None,
+                    "the run no longer exists".into(),
+                )
+            }
+            Err(error) => {
+                return failed(
+                    &self.policy,
+                    delivery,
+                    None,
+                    format!("reading the run: {error}"),
+                )
+            }
         };
         let body = json!({
             "id": delivery.id,
@@ -155,7 +171,8 @@ impl Webhooks {
         )
         .await;
         let outcome = match sent {
-            Err(_) => self.failed(
+            Err(_) => failed(
+                &self.policy,
                 delivery,
                 None,
                 format!(
@@ -168,13 +185,14 @@ impl Webhooks {
                     status_code: i32::from(status.as_u16()),
                 }
             }
-            Ok(OutboundResponse::Answered { status, .. }) => self.failed(
+            Ok(OutboundResponse::Answered { status, .. }) => failed(
+                &self.policy,
                 delivery,
                 Some(i32::from(status.as_u16())),
                 format!("the receiver answered {status}"),
             ),
             Ok(OutboundResponse::Blocked(reason)) | Ok(OutboundResponse::Failed(reason)) => {
-                self.failed(delivery, None, reason)
+                failed(&self.policy, delivery, None, reason)
             }
         };
         match &outcome {
@@ -187,30 +205,63 @@ impl Webhooks {
         }
         outcome
     }
+}
 
-    /// A failed attempt, tried again after its backoff unless that falls
-    /// past the day the delivery has.
-    fn failed(
-        &self,
-        delivery: &DueDelivery,
-        status_code: Option<i32>,
-        error: String,
-    ) -> AttemptOutcome {
-        let retry_at = Utc::now()
-            + chrono::Duration::from_std(self.policy.backoff(delivery.attempt)).unwrap_or_default();
-        let give_up_at = delivery.created_at
-            + chrono::Duration::from_std(self.policy.give_up_after).unwrap_or_default();
-        AttemptOutcome::Failed {
-            status_code,
-            error,
-            retry_at: (retry_at <= give_up_at).then_some(retry_at),
-        }
+/// A failed attempt, tried again after its backoff unless that falls
+/// past the day the delivery has.
+fn failed(
+    policy: &WebhookPolicy,
+    delivery: &DueDelivery,
+    status_code: Option<i32>,
+    error: String,
+) -> AttemptOutcome {
+    let retry_at = Utc::now()
+        + chrono::Duration::from_std(policy.backoff(delivery.attempt)).unwrap_or_default();
+    let give_up_at =
+        delivery.created_at + chrono::Duration::from_std(policy.give_up_after).unwrap_or_default();
+    AttemptOutcome::Failed {
+        status_code,
+        error,
+        retry_at: (retry_at <= give_up_at).then_some(retry_at),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(ended_ago: chrono::Duration, attempt: i32) -> DueDelivery {
+        DueDelivery {
+            id: uuid::Uuid::new_v4(),
+            run_id: crate::domain::RunId::new(),
+            event: "run.failed".to_owned(),
+            attempt,
+            created_at: Utc::now() - ended_ago,
+            url: "https://example.com/hook".to_owned(),
+            secret: crate::secret::Secret::new("s"),
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_is_tried_again_within_the_day_and_given_up_after() {
+        let policy = WebhookPolicy::default();
+        let retried = |ended_ago: chrono::Duration, attempt: i32| match failed(
+            &policy,
+            &delivery(ended_ago, attempt),
+            Some(500),
+            "500".to_owned(),
+        ) {
+            AttemptOutcome::Failed { retry_at, .. } => retry_at,
+            AttemptOutcome::Delivered { .. } => unreachable!(),
+        };
+        let soon = retried(chrono::Duration::seconds(1), 1).expect("a fresh delivery is retried");
+        let wait = (soon - Utc::now()).num_milliseconds();
+        assert!((9_000..=11_100).contains(&wait), "first retry in {wait} ms");
+        assert!(retried(chrono::Duration::hours(22), 20).is_some());
+        // The next wait (an hour) would end past the day: given up.
+        assert!(retried(chrono::Duration::minutes(23 * 60 + 30), 20).is_none());
+        assert!(retried(chrono::Duration::hours(25), 2).is_none());
+    }
 
     #[test]
     fn backoff_doubles_from_the_first_retry_up_to_the_cap() {
@@ -236,8 +287,12 @@ mod tests {
         let policy = WebhookPolicy::default();
         let mut waited = Duration::ZERO;
         let mut attempts = 1;
-        while waited + policy.backoff(attempts) <= policy.give_up_after {
-            waited += policy.backoff(attempts);
+        loop {
+            let wait = policy.backoff(attempts);
+            if waited + wait > policy.give_up_after {
+                break;
+            }
+            waited += wait;
             attempts += 1;
         }
         assert!(

@@ -144,4 +144,38 @@ async fn metrics_move_with_a_run() {
         0.0
     );
     assert_eq!(value(&after, "agentrun_hot_store_degraded"), 0.0);
+
+    // A run ended by a cancel is counted once, under its own reason.
+    let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
+    app.put_agent("napper", agent("napping", json!({"tools": [nap]})))
+        .await;
+    app.script(
+        "napping",
+        MockScript::turns(vec![
+            MockTurn::tool("nap", json!({"ms": 20_000})),
+            MockTurn::text("late"),
+        ]),
+    );
+    let id = app.start_run("napper", json!("x")).await;
+    let (status, body) = app
+        .call_as(&app.key, "POST", &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_finished(&id, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = scrape(&app).await;
+    let ended = |samples: &HashMap<String, f64>| -> f64 {
+        samples
+            .iter()
+            .filter(|(series, _)| series.starts_with("agentrun_runs_ended_total"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let cancelled = "agentrun_runs_ended_total{status=\"cancelled\",stop_reason=\"cancelled\"}";
+    assert_eq!(value(&later, cancelled) - value(&after, cancelled), 1.0);
+    assert_eq!(
+        ended(&later) - ended(&after),
+        1.0,
+        "one run ended, counted once"
+    );
 }

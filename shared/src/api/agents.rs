@@ -45,6 +45,19 @@ pub async fn put(
         ApiError::bad_request(ErrorCode::InvalidAgentSpec, "the agent spec has problems")
             .with_details(json!({"problems": problems}))
     })?;
+    // A webhook at an internal address the operator does not allow is
+    // refused now, as a run's own is, not blocked on every delivery.
+    if let Some(webhook) = &spec.webhook {
+        state
+            .engine
+            .tools
+            .outbound()
+            .check_url(&webhook.url)
+            .map_err(|e| {
+                ApiError::bad_request(ErrorCode::InvalidAgentSpec, "the agent spec has problems")
+                    .with_details(json!({"problems": [format!("webhook.url: {e}")]}))
+            })?;
+    }
     let previous = if spec.keeps_a_secret() {
         state
             .engine

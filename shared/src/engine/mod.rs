@@ -48,7 +48,8 @@ impl Engine {
     pub async fn finalize(&self, run: RunId, terminal: Terminal) -> Result<Option<Run>, StepError> {
         let settled = self.ledger.settle_run(run, &terminal).await?;
         if let Some(settled) = &settled {
-            self.count_run_end(run, settled.stop_reason, settled.run_fee_micros);
+            self.count_run_end(run, settled.stop_reason, settled.run_fee_micros)
+                .await;
             self.feed.publish(run, settled.last_seq).await;
             tracing::info!(run_id = %run, status = %settled.status, stop_reason = %terminal.reason, "run ended");
             // The last committed step's reservation: its next step would
@@ -74,9 +75,9 @@ impl Engine {
         self.metrics.count(RUNS_STARTED, &[], 1);
     }
 
-    /// Counts a run this process ended, and (read afterwards, off the
-    /// caller's path) what it cost.
-    pub(crate) fn count_run_end(&self, id: RunId, reason: Option<StopReason>, fee: i64) {
+    /// Counts a run this process ended, and what it cost (read back from
+    /// its usage, so the count is in before a Lambda flushes its metrics).
+    pub(crate) async fn count_run_end(&self, id: RunId, reason: Option<StopReason>, fee: i64) {
         let status = reason.map_or(RunStatus::Failed, StopReason::status);
         let reason = reason.map_or("none", StopReason::as_str);
         self.metrics.count(
@@ -84,19 +85,14 @@ impl Engine {
             &[("status", status.as_str()), ("stop_reason", reason)],
             1,
         );
-        let (ledger, metrics) = (self.ledger.clone(), self.metrics.clone());
-        tokio::spawn(async move {
-            let tokens: i64 = match ledger.run_usage(id).await {
-                Ok(usage) => {
-                    crate::domain::team::exact_to_micros(usage.iter().map(|u| u.cost_exact).sum())
-                }
-                Err(error) => {
-                    tracing::debug!(run_id = %id, %error, "the run's cost is not counted");
-                    return;
-                }
-            };
-            metrics.count(COST, &[], (fee + tokens).max(0) as u64);
-        });
+        match self.ledger.run_usage(id).await {
+            Ok(usage) => {
+                let exact = usage.iter().map(|u| u.cost_exact).sum();
+                let tokens = crate::domain::team::exact_to_micros(exact);
+                self.metrics.count(COST, &[], (fee + tokens).max(0) as u64);
+            }
+            Err(error) => tracing::warn!(run_id = %id, %error, "the run's cost is not counted"),
+        }
     }
 }
 

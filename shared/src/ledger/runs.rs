@@ -275,7 +275,7 @@ impl Ledger {
                        AND ($6::text IS NULL OR agent = $6)
                        AND ($7::timestamptz IS NULL OR created_at >= $7)
                        AND ($8::timestamptz IS NULL OR created_at < $8)
-                       AND ($9::text IS NULL OR metadata->>$9 = $10)
+                       AND ($9::text IS NULL OR metadata->$9 = to_jsonb($10::text))
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ),
                 &[

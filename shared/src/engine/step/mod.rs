@@ -50,6 +50,24 @@ impl RunMemory {
     }
 }
 
+/// Records a step's wall time when it ends, or when its future is dropped
+/// before (a timeout around it, a closed task): outcome `cut`.
+struct StepTimer<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    started: std::time::Instant,
+    outcome: &'static str,
+}
+
+impl Drop for StepTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.observe(
+            STEP_SECONDS,
+            &[("outcome", self.outcome)],
+            self.started.elapsed(),
+        );
+    }
+}
+
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
     /// returns the stored outcome without calling the LLM or any tool.
@@ -75,14 +93,16 @@ impl Engine {
     ) -> Result<StepOutcome, StepError> {
         let span =
             tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
-        let started = std::time::Instant::now();
+        let mut timer = StepTimer {
+            metrics: &self.metrics,
+            started: std::time::Instant::now(),
+            outcome: "cut",
+        };
         let result = self
             .step_phases(run_id, step_no, deadline, memory)
             .instrument(span)
             .await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics
-            .observe(STEP_SECONDS, &[("outcome", outcome)], started.elapsed());
+        timer.outcome = if result.is_ok() { "ok" } else { "error" };
         result
     }
 
@@ -115,7 +135,7 @@ impl Engine {
         match committed {
             CommitResult::Committed { outcome, last_seq } => {
                 self.feed.publish(run_id, last_seq).await;
-                self.count_commit(&ready.run, &commit);
+                self.count_commit(&ready.run, &commit).await;
                 let mut messages = ready.history;
                 messages.extend(commit.messages);
                 memory.messages = Some(messages);
@@ -179,20 +199,22 @@ impl Engine {
     }
 
     /// Counts a committed step, its tokens and, when it ended the run, the end.
-    fn count_commit(&self, run: &crate::domain::Run, commit: &StepCommit) {
+    async fn count_commit(&self, run: &crate::domain::Run, commit: &StepCommit) {
         self.metrics.count(STEPS_COMMITTED, &[], 1);
         for (kind, tokens) in [
             ("input", commit.input_tokens),
             ("output", commit.output_tokens),
         ] {
+            let model = self.metrics.model_label(&commit.model);
             self.metrics.count(
                 TOKENS,
-                &[("model", commit.model.as_str()), ("kind", kind)],
+                &[("model", model.as_str()), ("kind", kind)],
                 tokens.max(0) as u64,
             );
         }
         if let Some(terminal) = &commit.terminal {
-            self.count_run_end(run.id, Some(terminal.reason), run.run_fee_micros);
+            self.count_run_end(run.id, Some(terminal.reason), run.run_fee_micros)
+                .await;
         }
     }
 

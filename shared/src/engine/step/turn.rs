@@ -107,10 +107,11 @@ impl Engine {
         };
         let asked = std::time::Instant::now();
         let answer = self.llm.complete(&request, ready.deadline).await;
+        let model = self.metrics.model_label(&request.model);
         self.metrics.observe(
             LLM_SECONDS,
             &[
-                ("model", request.model.as_str()),
+                ("model", model.as_str()),
                 ("outcome", if answer.is_ok() { "ok" } else { "error" }),
             ],
             asked.elapsed(),
