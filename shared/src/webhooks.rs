@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::join_all;
-use serde_json::json;
 
-use crate::api::run_json;
+use crate::api::views::{RunView, WebhookBody};
 use crate::engine::{sign, Engine};
 use crate::ledger::{AttemptOutcome, DueDelivery, Ledger, StoreError};
 use crate::metrics::{Metrics, WEBHOOK_ATTEMPTS};
@@ -145,13 +144,22 @@ impl Webhooks {
                 )
             }
         };
-        let body = json!({
-            "id": delivery.id,
-            "type": delivery.event,
-            "created_at": delivery.created_at,
-            "run": run_json(&run),
-        })
-        .to_string();
+        let body = match serde_json::to_string(&WebhookBody {
+            id: delivery.id,
+            kind: delivery.event.clone(),
+            created_at: delivery.created_at,
+            run: RunView::from(&run),
+        }) {
+            Ok(body) => body,
+            Err(error) => {
+                return failed(
+                    &self.policy,
+                    delivery,
+                    None,
+                    format!("the body does not serialize: {error}"),
+                )
+            }
+        };
         let timestamp = Utc::now().timestamp().to_string();
         let headers = [
             ("content-type", "application/json".to_owned()),

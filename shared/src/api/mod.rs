@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
-pub use runs::run_json;
+pub mod views;
 pub use streams::{StreamGate, StreamLimits};
 
 use crate::engine::Engine;

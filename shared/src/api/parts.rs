@@ -49,11 +49,11 @@ pub fn part(text: &str, offset: usize) -> Value {
 
 /// Keeps the leading items whose JSON fits `budget` bytes (at least one);
 /// true when some were left out.
-pub fn fit(items: &mut Vec<Value>, budget: usize) -> bool {
+pub fn fit<T: serde::Serialize>(items: &mut Vec<T>, budget: usize) -> bool {
     let mut used = 0;
     let mut keep = 0;
     for item in items.iter() {
-        used += crate::domain::limits::json_len(item) + 1;
+        used += serde_json::to_vec(item).map_or(usize::MAX, |bytes| bytes.len()) + 1;
         if keep > 0 && used > budget {
             break;
         }

@@ -15,12 +15,10 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use super::parts::{fit, part, prefix, OutputQuery, PartQuery};
+use super::views::{CostView, Page, RunView, WebhookDeliveries, WebhookView};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
-use crate::domain::limits::{
-    check_run_request, json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES,
-    MAX_RESPONSE_BYTES,
-};
+use crate::domain::limits::{check_run_request, MAX_LISTED_RESULT_BYTES, MAX_RESPONSE_BYTES};
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal, Webhook};
 use crate::ledger::{encode_cursor, RunFilter, RunPage, StepRecord};
 
@@ -46,59 +44,6 @@ struct WebhookRequest {
     url: String,
     #[serde(default)]
     secret: Option<String>,
-}
-
-/// The run as the API shows it. An output too large to show inline (with
-/// the raw output, over `MAX_INLINE_OUTPUT_BYTES`) is left out, with its
-/// size, and read in parts from the `output` link.
-pub fn run_json(run: &Run) -> Value {
-    let base = format!("/v1/runs/{}", run.id);
-    let output_bytes = run.output.as_ref().map_or(0, json_len);
-    let raw_output_bytes = run.raw_output.as_ref().map_or(0, String::len);
-    let inline = output_bytes + raw_output_bytes <= MAX_INLINE_OUTPUT_BYTES;
-    let (output, raw_output) = if inline {
-        (json!(run.output), json!(run.raw_output))
-    } else {
-        (Value::Null, Value::Null)
-    };
-    json!({
-        "id": run.id,
-        "status": run.status,
-        "agent": run.agent,
-        "version": run.version,
-        "active_agent": run.active_agent,
-        "active_version": run.active_version,
-        "stop_reason": run.stop_reason,
-        "stop_detail": run.stop_detail,
-        "input": run.input,
-        "output": output,
-        "raw_output": raw_output,
-        "output_inline": inline,
-        "output_bytes": output_bytes,
-        "raw_output_bytes": raw_output_bytes,
-        "metadata": run.metadata,
-        "webhook": run.webhook_url.as_ref().map(|url| json!({"url": url})),
-        "limits": run.limits,
-        "steps": run.next_step - 1,
-        "handoff_depth": run.handoff_depth,
-        "usage": {
-            "input_tokens": run.input_tokens,
-            "output_tokens": run.output_tokens,
-            "total_tokens": run.input_tokens + run.output_tokens,
-            "llm_calls": run.llm_calls,
-        },
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "links": {
-            "self": base,
-            "steps": format!("{base}/steps"),
-            "events": format!("{base}/events"),
-            "cancel": format!("{base}/cancel"),
-            "output": format!("{base}/output"),
-            "webhooks": format!("{base}/webhooks"),
-        },
-    })
 }
 
 fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
@@ -265,7 +210,7 @@ fn admission_error(error: AdmissionError) -> ApiError {
 
 /// 202 with the run, its location, and whether this answered a repeated key.
 fn accepted(run: &Run, replayed: bool) -> Response {
-    let mut response = (StatusCode::ACCEPTED, Json(run_json(run))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(RunView::from(run))).into_response();
     let headers = response.headers_mut();
     if let Ok(location) = format!("/v1/runs/{}", run.id).parse() {
         headers.insert("location", location);
@@ -313,7 +258,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(team): Caller,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<RunView>>, ApiError> {
     let status = query
         .status
         .as_deref()
@@ -378,7 +323,7 @@ pub async fn list(
         .ledger
         .list_runs(team, &filter, cursor, limit)
         .await?;
-    let mut data: Vec<Value> = runs.iter().map(run_json).collect();
+    let mut data: Vec<RunView> = runs.iter().map(RunView::from).collect();
     if fit(&mut data, MAX_RESPONSE_BYTES) {
         next_cursor = data
             .len()
@@ -386,7 +331,7 @@ pub async fn list(
             .and_then(|last| runs.get(last))
             .map(|last| encode_cursor(last.created_at, last.id));
     }
-    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
+    Ok(Json(Page { data, next_cursor }))
 }
 
 #[derive(Deserialize)]
@@ -404,7 +349,7 @@ pub async fn show(
     Caller(team): Caller,
     Path(id): Path<String>,
     Query(query): Query<ShowQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECONDS {
         return Err(ApiError::bad_request(
@@ -419,12 +364,12 @@ pub async fn show(
     let by_model = state.engine.ledger.run_usage(run.id).await?;
     let exact: i64 = by_model.iter().map(|u| u.cost_exact).sum();
     let token_cost = crate::domain::team::exact_to_micros(exact);
-    let mut body = run_json(&run);
-    body["usage"]["by_model"] = json!(by_model);
-    body["cost"] = json!({
-        "fee_micros": run.run_fee_micros,
-        "token_cost_micros": token_cost,
-        "total_micros": run.run_fee_micros + token_cost,
+    let mut body = RunView::from(&run);
+    body.usage.by_model = Some(by_model);
+    body.cost = Some(CostView {
+        fee_micros: run.run_fee_micros,
+        token_cost_micros: token_cost,
+        total_micros: run.run_fee_micros + token_cost,
     });
     Ok(Json(body))
 }
@@ -594,7 +539,7 @@ pub async fn cancel(
     let run = team_run(&state, team, &id).await?;
     if run.status.is_terminal() {
         if run.status == RunStatus::Cancelled {
-            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response());
+            return Ok((StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response());
         }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -613,7 +558,7 @@ pub async fn cancel(
         .await?;
     state.orchestrator.stop(run.id).await?;
     let run = team_run(&state, team, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(run_json(&run))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RunView::from(&run))).into_response())
 }
 
 /// `GET /v1/runs/{id}/webhooks`: the run's webhook delivery (queued when
@@ -622,11 +567,11 @@ pub async fn webhooks(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookDeliveries>, ApiError> {
     let run = team_run(&state, team, &id).await?;
     let deliveries = state.engine.ledger.webhook_deliveries(run.id).await?;
-    Ok(Json(json!({
-        "webhook": run.webhook_url.as_ref().map(|url| json!({"url": url})),
-        "data": deliveries,
-    })))
+    Ok(Json(WebhookDeliveries {
+        webhook: run.webhook_url.map(|url| WebhookView { url }),
+        data: deliveries,
+    }))
 }

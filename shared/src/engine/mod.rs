@@ -134,6 +134,32 @@ where
     }
 }
 
+/// Releases what `hot` holds for runs that are over in the ledger (or
+/// were never created, `orphan_grace` after their slot was taken).
+pub async fn release_finished(
+    hot: &dyn HotStore,
+    ledger: &Ledger,
+    orphan_grace: std::time::Duration,
+) -> Result<usize, StepError> {
+    let mut released = 0;
+    for holder in hot.slot_holders().await? {
+        let stale = match ledger.get_run(holder.run).await? {
+            Some(run) => run.status.is_terminal(),
+            None => {
+                (chrono::Utc::now() - holder.since)
+                    .to_std()
+                    .unwrap_or_default()
+                    > orphan_grace
+            }
+        };
+        if stale {
+            hot.release_run(holder.run).await?;
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
 /// A slot whose run is not in the ledger this long after it was taken
 /// belongs to a request that died before creating the run.
 pub const ORPHAN_SLOT_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -143,22 +169,7 @@ impl Engine {
     /// never created) but still hold a concurrent-run slot — left by a
     /// crash between the ledger write and the release. Returns how many.
     pub async fn reconcile(&self, orphan_grace: std::time::Duration) -> Result<usize, StepError> {
-        let mut released = 0;
-        for holder in self.hot.slot_holders().await? {
-            let stale = match self.ledger.get_run(holder.run).await? {
-                Some(run) => run.status.is_terminal(),
-                None => {
-                    (chrono::Utc::now() - holder.since)
-                        .to_std()
-                        .unwrap_or_default()
-                        > orphan_grace
-                }
-            };
-            if stale {
-                self.hot.release_run(holder.run).await?;
-                released += 1;
-            }
-        }
+        let released = release_finished(self.hot.as_ref(), &self.ledger, orphan_grace).await?;
         if released > 0 {
             tracing::info!(released, "released hot state of finished runs");
         }
