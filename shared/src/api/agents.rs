@@ -5,20 +5,20 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Caller;
+use super::views::{AgentVersionView, Page};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::domain::limits::check_run_timeout;
 use crate::domain::{AgentName, AgentSpec};
-use crate::ledger::AgentVersion;
 
 pub async fn put(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AgentVersionView>), ApiError> {
     let name = AgentName::parse(&name)
         .map_err(|m| ApiError::bad_request(ErrorCode::InvalidAgentName, m))?;
     let raw = parse_object(&body, ErrorCode::InvalidAgentSpec)?;
@@ -85,24 +85,14 @@ pub async fn put(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(version_json(&version))))
-}
-
-/// An agent version as the API shows it: secrets are write-only.
-fn version_json(version: &AgentVersion) -> Value {
-    json!({
-        "name": version.name,
-        "version": version.version,
-        "spec": version.spec.redacted(),
-        "created_at": version.created_at,
-    })
+    Ok((status, Json(AgentVersionView::from(&version))))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Caller(team): Caller,
     Query(page): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<AgentVersionView>>, ApiError> {
     let limit = page.size()?;
     let after = match page.cursor.as_deref() {
         None => None,
@@ -116,17 +106,17 @@ pub async fn list(
         .ledger
         .list_agents(team, after.as_ref().map(AgentName::as_str), limit)
         .await?;
-    Ok(Json(json!({
-        "data": page.agents.iter().map(version_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(Json(Page {
+        data: page.agents.iter().map(AgentVersionView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 pub async fn show(
     State(state): State<AppState>,
     Caller(team): Caller,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentVersionView>, ApiError> {
     let missing = || {
         ApiError::not_found(
             ErrorCode::AgentVersionNotFound,
@@ -140,5 +130,5 @@ pub async fn show(
         .get_agent(team, &name, Some(number))
         .await?
         .ok_or_else(missing)?;
-    Ok(Json(version_json(&found)))
+    Ok(Json(AgentVersionView::from(&found)))
 }

@@ -14,13 +14,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
-use super::parts::{fit, part, prefix, OutputQuery, PartQuery};
-use super::views::{CostView, Page, RunView, WebhookDeliveries, WebhookView};
+use super::parts::{fit, part, OutputQuery, PartQuery};
+use super::views::{CostView, Page, RunView, StepView, WebhookDeliveries, WebhookView};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
-use crate::domain::limits::{check_run_request, MAX_LISTED_RESULT_BYTES, MAX_RESPONSE_BYTES};
+use crate::domain::limits::{check_run_request, MAX_RESPONSE_BYTES};
 use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal, Webhook};
-use crate::ledger::{encode_cursor, RunFilter, RunPage, StepRecord};
+use crate::ledger::{encode_cursor, RunFilter, RunPage};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -410,7 +410,7 @@ pub async fn steps(
     Caller(team): Caller,
     Path(id): Path<String>,
     Query(page): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<StepView>>, ApiError> {
     let limit = page.size()?;
     let after_step = match page.cursor.as_deref() {
         None => 0,
@@ -422,7 +422,10 @@ pub async fn steps(
     };
     let run = team_run(&state, team, &id).await?;
     let steps = state.engine.ledger.steps(run.id, after_step, limit).await?;
-    let mut data: Vec<Value> = steps.iter().map(|step| step_json(run.id, step)).collect();
+    let mut data: Vec<StepView> = steps
+        .iter()
+        .map(|step| StepView::new(run.id, step))
+        .collect();
     let cut = fit(&mut data, MAX_RESPONSE_BYTES);
     let next_cursor = (cut || steps.len() as i64 == limit)
         .then(|| {
@@ -432,29 +435,7 @@ pub async fn steps(
                 .map(|s| s.step_no.to_string())
         })
         .flatten();
-    Ok(Json(json!({"data": data, "next_cursor": next_cursor})))
-}
-
-/// A step as the listing shows it: a tool call's result over
-/// `MAX_LISTED_RESULT_BYTES` is cut there (`result_cut`, with its size),
-/// and read whole in parts from its `result` link.
-fn step_json(run: RunId, step: &StepRecord) -> Value {
-    let mut value = json!(step);
-    if let Some(calls) = value["tool_calls"].as_array_mut() {
-        for (call, record) in calls.iter_mut().zip(&step.tool_calls) {
-            let cut = record.result.len() > MAX_LISTED_RESULT_BYTES;
-            if cut {
-                call["result"] = json!(prefix(&record.result, MAX_LISTED_RESULT_BYTES));
-            }
-            call["result_cut"] = json!(cut);
-            call["result_bytes"] = json!(record.result.len());
-            call["links"] = json!({"result": format!(
-                "/v1/runs/{run}/steps/{}/tool_calls/{}/result",
-                step.step_no, record.call_index
-            )});
-        }
-    }
-    value
+    Ok(Json(Page { data, next_cursor }))
 }
 
 /// `GET /v1/runs/{id}/output?part=output|raw_output&offset=`: the run's

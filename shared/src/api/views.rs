@@ -1,13 +1,14 @@
-//! Typed response bodies: what the API answers, as structs (the runs'
-//! bodies; the rest of the API still builds its bodies with `json!`).
+//! Typed response bodies: what the API answers, as structs (runs, steps,
+//! webhooks and agents; the rest still builds its bodies with `json!`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::limits::{json_len, MAX_INLINE_OUTPUT_BYTES};
+use super::parts::prefix;
+use crate::domain::limits::{json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES};
 use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason};
-use crate::ledger::{DeliveryRecord, ModelUsage};
+use crate::ledger::{AgentVersion, DeliveryRecord, ModelUsage, StepRecord};
 
 /// A list page: `{"data": [...], "next_cursor"}`.
 #[derive(Debug, Serialize)]
@@ -151,4 +152,117 @@ pub struct WebhookBody {
     pub kind: String,
     pub created_at: DateTime<Utc>,
     pub run: RunView,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCallLinks {
+    pub result: String,
+}
+
+/// A tool call as the steps listing shows it: a result over
+/// `MAX_LISTED_RESULT_BYTES` is cut there (`result_cut`, with its size) and
+/// read whole in parts from `links.result`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCallView {
+    pub call_index: i32,
+    pub tool_call_id: String,
+    pub name: String,
+    pub arguments: Value,
+    pub result: String,
+    pub result_cut: bool,
+    pub result_bytes: usize,
+    pub is_error: bool,
+    pub truncated: bool,
+    pub attempts: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub links: ToolCallLinks,
+}
+
+/// A committed step as `GET /v1/runs/{id}/steps` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepView {
+    pub step_no: i32,
+    pub agent: String,
+    pub agent_version: i32,
+    pub attempt: i32,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub context_trimmed: i32,
+    pub outcome: Value,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub tool_calls: Vec<ToolCallView>,
+}
+
+impl StepView {
+    pub fn new(run: RunId, step: &StepRecord) -> Self {
+        let tool_calls = step
+            .tool_calls
+            .iter()
+            .map(|call| {
+                let cut = call.result.len() > MAX_LISTED_RESULT_BYTES;
+                ToolCallView {
+                    call_index: call.call_index,
+                    tool_call_id: call.tool_call_id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    result: if cut {
+                        prefix(&call.result, MAX_LISTED_RESULT_BYTES).to_owned()
+                    } else {
+                        call.result.clone()
+                    },
+                    result_cut: cut,
+                    result_bytes: call.result.len(),
+                    is_error: call.is_error,
+                    truncated: call.truncated,
+                    attempts: call.attempts,
+                    started_at: call.started_at,
+                    finished_at: call.finished_at,
+                    links: ToolCallLinks {
+                        result: format!(
+                            "/v1/runs/{run}/steps/{}/tool_calls/{}/result",
+                            step.step_no, call.call_index
+                        ),
+                    },
+                }
+            })
+            .collect();
+        Self {
+            step_no: step.step_no,
+            agent: step.agent.clone(),
+            agent_version: step.agent_version,
+            attempt: step.attempt,
+            model: step.model.clone(),
+            input_tokens: step.input_tokens,
+            output_tokens: step.output_tokens,
+            context_trimmed: step.context_trimmed,
+            outcome: step.outcome.clone(),
+            started_at: step.started_at,
+            finished_at: step.finished_at,
+            tool_calls,
+        }
+    }
+}
+
+/// An agent version as the API shows it: secrets are write-only (each
+/// tool's and the webhook's `secret` shows as `"secret_set": true`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentVersionView {
+    pub name: String,
+    pub version: i32,
+    pub spec: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&AgentVersion> for AgentVersionView {
+    fn from(version: &AgentVersion) -> Self {
+        Self {
+            name: version.name.clone(),
+            version: version.version,
+            spec: version.spec.redacted(),
+            created_at: version.created_at,
+        }
+    }
 }
