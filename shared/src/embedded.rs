@@ -185,12 +185,29 @@ impl Embedded {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(starter_interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The starter's pass is also the database's pulse: once it works
+            // again after failing, the hot state is reconciled at once (a
+            // crash can undo releases that were acknowledged but not yet
+            // flushed), not at the next minute's reconciliation.
+            let mut database_was_down = false;
             loop {
                 every.tick().await;
-                if let Err(error) =
-                    start_stale_runs(&engine, orchestrator.as_ref(), STARTER_GRACE).await
-                {
-                    tracing::warn!(%error, "the starter failed; will try again");
+                match start_stale_runs(&engine, orchestrator.as_ref(), STARTER_GRACE).await {
+                    Ok(_) if database_was_down => {
+                        database_was_down = false;
+                        match engine.reconcile(ORPHAN_SLOT_GRACE).await {
+                            Ok(_) => {}
+                            Err(error) => {
+                                database_was_down = true;
+                                tracing::warn!(%error, "reconciliation after the outage failed; will try again");
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        database_was_down = true;
+                        tracing::warn!(%error, "the starter failed; will try again");
+                    }
                 }
             }
         });

@@ -127,6 +127,9 @@ async fn a_thirty_second_database_outage_fails_no_run() {
         HashMap::from([("steady".to_owned(), script)]),
     )
     .await;
+    // The background work of `agentrun dev`: the starter, which also
+    // reconciles the hot state once the database answers again.
+    app.platform.resume().await.unwrap();
     app.put_agent(
         "steady",
         agent(

@@ -698,7 +698,25 @@ impl TestApp {
             if held == 0 {
                 return;
             }
-            assert!(Instant::now() < until, "{held} slots still held");
+            if Instant::now() >= until {
+                let holders = self.platform.engine.hot.slot_holders().await.unwrap();
+                let mut held_by = Vec::new();
+                for holder in holders {
+                    let run = self
+                        .platform
+                        .engine
+                        .ledger
+                        .get_run(holder.run)
+                        .await
+                        .unwrap();
+                    held_by.push((
+                        holder.run,
+                        holder.since,
+                        run.map(|r| (r.status, r.finished_at)),
+                    ));
+                }
+                panic!("{held} slots still held: {held_by:?}");
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

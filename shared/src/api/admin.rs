@@ -11,11 +11,13 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Admin;
+use super::views::{IssuedKeyView, Page, Reconciled, TeamView, TokensToday};
 use super::{ApiError, AppState};
 use crate::domain::{AgentName, TeamId, TeamLimits};
+use crate::ledger::{KeyInfo, ModelPrice, Plan};
 use crate::ledger::{Team, TeamChange};
 
 /// Parses a JSON body into `T`, refusing unknown fields with a clear 400.
@@ -30,14 +32,20 @@ fn team_id(raw: &str) -> Result<TeamId, ApiError> {
         .map_err(|_| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {raw}")))
 }
 
-async fn team_json(state: &AppState, team: &Team) -> Result<Value, ApiError> {
+async fn team_view(state: &AppState, team: Team) -> Result<TeamView, ApiError> {
     let running = state.engine.hot.running_runs(team.id).await?;
     let today = chrono::Utc::now().date_naive();
     let (used, reserved) = state.engine.hot.tokens_of_day(team.id, today).await?;
-    let mut value = json!(team);
-    value["running_runs"] = json!(running);
-    value["tokens_today"] = json!({"day": today, "used": used, "reserved": reserved});
-    Ok(value)
+    Ok(TeamView {
+        team,
+        running_runs: running,
+        tokens_today: TokensToday {
+            day: today,
+            used,
+            reserved,
+            daily_budget: None,
+        },
+    })
 }
 
 #[derive(Deserialize)]
@@ -54,7 +62,7 @@ pub async fn create_team(
     State(state): State<AppState>,
     _: Admin,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TeamView>), ApiError> {
     let request: CreateTeam = parse_body(&body)?;
     let name = request.name.trim();
     if name.is_empty() || request.name.chars().count() > 100 {
@@ -82,7 +90,7 @@ pub async fn create_team(
                 format!("a team named {name:?} exists"),
             )
         })?;
-    Ok((StatusCode::CREATED, Json(team_json(&state, &team).await?)))
+    Ok((StatusCode::CREATED, Json(team_view(&state, team).await?)))
 }
 
 async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
@@ -97,26 +105,32 @@ async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     }
 }
 
-pub async fn list_teams(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn list_teams(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<Page<TeamView>>, ApiError> {
     let mut data = Vec::new();
     for team in state.engine.ledger.list_teams().await? {
-        data.push(team_json(&state, &team).await?);
+        data.push(team_view(&state, team).await?);
     }
-    Ok(Json(json!({"data": data, "next_cursor": null})))
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
 }
 
 pub async fn show_team(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamView>, ApiError> {
     let team = state
         .engine
         .ledger
         .team(team_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {id}")))?;
-    Ok(Json(team_json(&state, &team).await?))
+    Ok(Json(team_view(&state, team).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -160,7 +174,7 @@ pub async fn change_team(
     _: Admin,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamView>, ApiError> {
     let request: ChangeTeam = parse_body(&body)?;
     let reasons = request
         .reason
@@ -225,7 +239,7 @@ pub async fn change_team(
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::TeamNotFound, format!("no team {id}")))?;
     tracing::info!(team_id = %id, disabled = ?team.disabled_reason, agents_off = ?team.disabled_agents, "team changed by an operator");
-    Ok(Json(team_json(&state, &team).await?))
+    Ok(Json(team_view(&state, team).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -241,7 +255,7 @@ pub async fn issue_key(
     _: Admin,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<IssuedKeyView>), ApiError> {
     let ledger = &state.engine.ledger;
     let id = team_id(&id)?;
     let request: IssueKey = if body.is_empty() {
@@ -267,14 +281,14 @@ pub async fn issue_key(
     let key = ledger.issue_api_key(id, request.expires_at).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": key.id,
-            "team_id": id,
-            "prefix": key.prefix,
-            "key": key.secret,
-            "expires_at": request.expires_at,
-            "note": "the key is shown only now; agentrun keeps a hash",
-        })),
+        Json(IssuedKeyView {
+            id: key.id,
+            team_id: id,
+            prefix: key.prefix,
+            key: key.secret,
+            expires_at: request.expires_at,
+            note: "the key is shown only now; agentrun keeps a hash",
+        }),
     ))
 }
 
@@ -282,7 +296,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<KeyInfo>>, ApiError> {
     let id = team_id(&id)?;
     if state.engine.ledger.team(id).await?.is_none() {
         return Err(ApiError::not_found(
@@ -291,7 +305,10 @@ pub async fn list_keys(
         ));
     }
     let keys = state.engine.ledger.list_keys(id).await?;
-    Ok(Json(json!({"data": keys, "next_cursor": null})))
+    Ok(Json(Page {
+        data: keys,
+        next_cursor: None,
+    }))
 }
 
 pub async fn revoke_key(
@@ -320,7 +337,7 @@ pub async fn set_price(
     _: Admin,
     Path(model): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelPrice>, ApiError> {
     let price: SetPrice = parse_body(&body)?;
     if model.is_empty() || model.chars().count() > 200 || model.contains('\0') {
         return Err(ApiError::bad_request(
@@ -343,12 +360,18 @@ pub async fn set_price(
             price.output_micros_per_mtok,
         )
         .await?;
-    Ok(Json(json!(stored)))
+    Ok(Json(stored))
 }
 
-pub async fn list_prices(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn list_prices(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<Page<ModelPrice>>, ApiError> {
     let prices = state.engine.ledger.list_prices().await?;
-    Ok(Json(json!({"data": prices, "next_cursor": null})))
+    Ok(Json(Page {
+        data: prices,
+        next_cursor: None,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -362,7 +385,7 @@ pub async fn set_plan(
     _: Admin,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Plan>, ApiError> {
     let plan: SetPlan = parse_body(&body)?;
     if plan.run_fee_micros < 0 {
         return Err(ApiError::bad_request(
@@ -376,25 +399,36 @@ pub async fn set_plan(
             "plan names are 1-64 characters",
         ));
     }
-    Ok(Json(json!(
+    Ok(Json(
         state
             .engine
             .ledger
             .set_plan(&name, plan.run_fee_micros)
-            .await?
-    )))
+            .await?,
+    ))
 }
 
-pub async fn list_plans(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn list_plans(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<Page<Plan>>, ApiError> {
     let plans = state.engine.ledger.list_plans().await?;
-    Ok(Json(json!({"data": plans, "next_cursor": null})))
+    Ok(Json(Page {
+        data: plans,
+        next_cursor: None,
+    }))
 }
 
 /// Frees hot state left by runs that ended without releasing it (crashes).
-pub async fn reconcile(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn reconcile(
+    State(state): State<AppState>,
+    _: Admin,
+) -> Result<Json<Reconciled>, ApiError> {
     let released = state
         .engine
         .reconcile(crate::engine::ORPHAN_SLOT_GRACE)
         .await?;
-    Ok(Json(json!({"released_slots": released})))
+    Ok(Json(Reconciled {
+        released_slots: released,
+    }))
 }

@@ -68,6 +68,20 @@ fn public_message(code: ErrorCode) -> &'static str {
     }
 }
 
+/// `{"error": {"code", "message", "details", "request_id"}}`.
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Value,
+    pub request_id: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
         let request_id = super::request_id::current()
@@ -76,12 +90,14 @@ impl IntoResponse for ApiError {
             tracing::error!(code = %self.code, message = %self.message, %request_id, "request failed");
             self.message = public_message(self.code).to_owned();
         }
-        let body = json!({"error": {
-            "code": self.code,
-            "message": self.message,
-            "details": self.details,
-            "request_id": request_id,
-        }});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+                request_id,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -16,13 +16,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::auth::Caller;
 use super::runs::team_run;
 use super::streams::{StreamPermit, RESUME_AFTER};
+use super::views::StreamElsewhere;
 use super::{ApiError, AppState};
 use crate::sse::SseFrame;
 
@@ -153,10 +153,10 @@ fn elsewhere(base: &str, id: &str, after: Option<i64>) -> Response {
     }
     let mut response = (
         StatusCode::TEMPORARY_REDIRECT,
-        Json(json!({
-            "stream_url": url,
-            "message": "event streams are served at stream_url (with the same key and Last-Event-ID); this endpoint cannot hold a stream open",
-        })),
+        Json(StreamElsewhere {
+            stream_url: url.clone(),
+            message: "event streams are served at stream_url (with the same key and Last-Event-ID); this endpoint cannot hold a stream open",
+        }),
     )
         .into_response();
     if let Ok(location) = url.parse() {

@@ -20,7 +20,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 
 pub use error::ApiError;
 pub mod views;
@@ -33,6 +32,7 @@ use crate::metrics::{
 };
 use crate::ports::{EventSource, Orchestrator};
 use crate::sse::RunFollowers;
+use views::Health;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -194,10 +194,17 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(()) => {
             let hot = state.engine.hot.health().await;
             let body = if hot.reachable {
-                json!({"status": "ok"})
+                Health {
+                    status: "ok",
+                    hot_store: None,
+                    hot_store_fallbacks: None,
+                }
             } else {
-                json!({"status": "degraded", "hot_store": "unreachable",
-                       "hot_store_fallbacks": hot.fallbacks})
+                Health {
+                    status: "degraded",
+                    hot_store: Some("unreachable"),
+                    hot_store_fallbacks: Some(hot.fallbacks),
+                }
             };
             (axum::http::StatusCode::OK, Json(body)).into_response()
         }
@@ -206,7 +213,11 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "1")],
-                Json(json!({"status": "degraded"})),
+                Json(Health {
+                    status: "degraded",
+                    hot_store: None,
+                    hot_store_fallbacks: None,
+                }),
             )
                 .into_response()
         }

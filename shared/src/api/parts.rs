@@ -4,7 +4,6 @@
 //! `text` gives the whole.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::domain::limits::PART_BYTES;
 
@@ -35,16 +34,27 @@ pub fn prefix(text: &str, max: usize) -> &str {
 /// The part of `text` starting at byte `offset` (0, or an earlier part's
 /// `next_offset`). An offset past the end gives the empty last part; one
 /// inside a character starts at that character (the part says where).
-pub fn part(text: &str, offset: usize) -> Value {
+pub fn part(text: &str, offset: usize) -> TextPart {
     let offset = prefix(text, offset).len();
     let chunk = prefix(&text[offset..], PART_BYTES);
     let end = offset + chunk.len();
-    json!({
-        "offset": offset,
-        "total_bytes": text.len(),
-        "text": chunk,
-        "next_offset": (end < text.len()).then_some(end),
-    })
+    TextPart {
+        offset,
+        total_bytes: text.len(),
+        text: chunk.to_owned(),
+        next_offset: (end < text.len()).then_some(end),
+    }
+}
+
+/// One part of a long text (`GET /v1/runs/{id}/output`, a tool call's
+/// `result`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TextPart {
+    pub offset: usize,
+    pub total_bytes: usize,
+    pub text: String,
+    /// Where the next part starts; `None` for the last.
+    pub next_offset: Option<usize>,
 }
 
 /// Keeps the leading items whose JSON fits `budget` bytes (at least one);
@@ -67,6 +77,7 @@ pub fn fit<T: serde::Serialize>(items: &mut Vec<T>, budget: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parts_cover_the_text_at_character_boundaries() {
@@ -75,20 +86,17 @@ mod tests {
         let mut whole = String::new();
         loop {
             let part = part(&text, offset);
-            assert!(part["text"].as_str().unwrap().len() <= PART_BYTES);
-            whole.push_str(part["text"].as_str().unwrap());
-            match part["next_offset"].as_u64() {
-                Some(next) => offset = next as usize,
+            assert!(part.text.len() <= PART_BYTES);
+            whole.push_str(&part.text);
+            match part.next_offset {
+                Some(next) => offset = next,
                 None => break,
             }
         }
         assert_eq!(whole, text);
-        assert_eq!(super::part(&text, 1)["offset"], 0, "inside a character");
+        assert_eq!(super::part(&text, 1).offset, 0, "inside a character");
         let past = super::part(&text, text.len() + 1);
-        assert_eq!(
-            (past["text"].as_str(), past["next_offset"].as_u64()),
-            (Some(""), None)
-        );
+        assert_eq!((past.text.as_str(), past.next_offset), ("", None));
         assert_eq!(prefix("héllo", 2), "h");
     }
 

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Caller;
 use super::parts::{fit, part, OutputQuery, PartQuery};
-use super::views::{CostView, Page, RunView, StepView, WebhookDeliveries, WebhookView};
+use super::views::{
+    CostView, OutputPart, Page, ResultPart, RunView, StepView, WebhookDeliveries, WebhookView,
+};
 use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
 use crate::domain::limits::{check_run_request, MAX_RESPONSE_BYTES};
@@ -445,16 +447,17 @@ pub async fn output(
     Caller(team): Caller,
     Path(id): Path<String>,
     Query(query): Query<OutputQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OutputPart>, ApiError> {
     let run = team_run(&state, team, &id).await?;
-    let which = query.part.as_deref().unwrap_or("output");
-    let text = match which {
-        "output" => run
-            .output
-            .as_ref()
-            .map(|output| output.to_string())
-            .unwrap_or_default(),
-        "raw_output" => run.raw_output.clone().unwrap_or_default(),
+    let (which, text) = match query.part.as_deref().unwrap_or("output") {
+        "output" => (
+            "output",
+            run.output
+                .as_ref()
+                .map(|output| output.to_string())
+                .unwrap_or_default(),
+        ),
+        "raw_output" => ("raw_output", run.raw_output.clone().unwrap_or_default()),
         other => {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidQuery,
@@ -462,10 +465,11 @@ pub async fn output(
             ))
         }
     };
-    let mut body = part(&text, query.offset.unwrap_or(0));
-    body["run_id"] = json!(run.id);
-    body["part"] = json!(which);
-    Ok(Json(body))
+    Ok(Json(OutputPart {
+        run_id: run.id,
+        part: which,
+        text: part(&text, query.offset.unwrap_or(0)),
+    }))
 }
 
 /// `GET /v1/runs/{id}/steps/{step}/tool_calls/{index}/result?offset=`: one
@@ -475,7 +479,7 @@ pub async fn tool_result(
     Caller(team): Caller,
     Path((id, step_no, call_index)): Path<(String, i32, i32)>,
     Query(query): Query<PartQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResultPart>, ApiError> {
     let run = team_run(&state, team, &id).await?;
     let calls = state.engine.ledger.tool_calls(run.id, step_no).await?;
     let call = calls
@@ -487,11 +491,12 @@ pub async fn tool_result(
                 format!("run {id} has no tool call {call_index} in step {step_no}"),
             )
         })?;
-    let mut body = part(&call.result, query.offset.unwrap_or(0));
-    body["run_id"] = json!(run.id);
-    body["step_no"] = json!(step_no);
-    body["call_index"] = json!(call_index);
-    Ok(Json(body))
+    Ok(Json(ResultPart {
+        run_id: run.id,
+        step_no,
+        call_index,
+        text: part(&call.result, query.offset.unwrap_or(0)),
+    }))
 }
 
 #[derive(Deserialize, Default)]

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::Caller;
+use super::views::{DailyUsage, Statement, TokensToday, UsageDay};
 use super::{ApiError, AppState};
 use crate::domain::limits::{DEFAULT_STATEMENT_PAGE, MAX_STATEMENT_PAGE};
 use crate::ledger::UsageTotals;
@@ -49,7 +49,7 @@ pub async fn daily(
     State(state): State<AppState>,
     Caller(team): Caller,
     Query(query): Query<DailyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DailyUsage>, ApiError> {
     let today = Utc::now().date_naive();
     let to = query
         .to
@@ -92,9 +92,7 @@ pub async fn daily(
             _ => UsageTotals::default(),
         };
         totals.add(&of_day);
-        let mut entry = json!(of_day);
-        entry["day"] = json!(day);
-        days.push(entry);
+        days.push(UsageDay { day, usage: of_day });
         day = match day.succ_opt() {
             Some(next) => next,
             None => break,
@@ -108,12 +106,17 @@ pub async fn daily(
         .map(|t| t.limits.daily_token_budget)
         .unwrap_or_default();
     let (used, reserved) = state.engine.hot.tokens_of_day(team, today).await?;
-    Ok(Json(json!({
-        "data": days,
-        "totals": totals,
-        "money_unit": "micros",
-        "tokens_today": {"day": today, "used": used, "reserved": reserved, "daily_budget": budget},
-    })))
+    Ok(Json(DailyUsage {
+        data: days,
+        totals,
+        money_unit: "micros",
+        tokens_today: TokensToday {
+            day: today,
+            used,
+            reserved,
+            daily_budget: Some(budget),
+        },
+    }))
 }
 
 #[derive(Deserialize)]
@@ -242,12 +245,12 @@ pub async fn statement(
         .await?
         .iter()
         .for_each(|(_, day)| totals.add(day));
-    Ok(Json(json!({
-        "month": month,
-        "data": charges,
-        "totals": totals,
-        "money_unit": "micros",
-        "next_cursor": next_cursor,
-    }))
+    Ok(Json(Statement {
+        month: month.to_string(),
+        data: charges,
+        totals,
+        money_unit: "micros",
+        next_cursor,
+    })
     .into_response())
 }

@@ -1,14 +1,15 @@
-//! Typed response bodies: what the API answers, as structs (runs, steps,
-//! webhooks and agents; the rest still builds its bodies with `json!`).
+//! Typed response bodies: what the API answers, as structs.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::parts::prefix;
+use super::parts::{prefix, TextPart};
 use crate::domain::limits::{json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES};
-use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason};
-use crate::ledger::{AgentVersion, DeliveryRecord, ModelUsage, StepRecord};
+use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason, TeamId};
+use crate::ledger::{
+    AgentVersion, DeliveryRecord, ModelUsage, RunCharge, StepRecord, Team, UsageTotals,
+};
 
 /// A list page: `{"data": [...], "next_cursor"}`.
 #[derive(Debug, Serialize)]
@@ -265,4 +266,107 @@ impl From<&AgentVersion> for AgentVersionView {
             created_at: version.created_at,
         }
     }
+}
+
+/// Tokens of a team's UTC day in the hot store.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokensToday {
+    pub day: chrono::NaiveDate,
+    pub used: u64,
+    pub reserved: u64,
+    /// On `GET /v1/usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_budget: Option<i64>,
+}
+
+/// A team as the admin API shows it, with what it holds now.
+#[derive(Clone, Debug, Serialize)]
+pub struct TeamView {
+    #[serde(flatten)]
+    pub team: Team,
+    pub running_runs: u32,
+    pub tokens_today: TokensToday,
+}
+
+/// A new key: its secret is shown only in this answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuedKeyView {
+    pub id: uuid::Uuid,
+    pub team_id: TeamId,
+    pub prefix: String,
+    pub key: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub note: &'static str,
+}
+
+/// `POST /v1/admin/reconcile`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reconciled {
+    pub released_slots: usize,
+}
+
+/// A part of a run's output or raw output.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputPart {
+    pub run_id: RunId,
+    /// `output` or `raw_output`.
+    pub part: &'static str,
+    #[serde(flatten)]
+    pub text: TextPart,
+}
+
+/// A part of one tool call's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResultPart {
+    pub run_id: RunId,
+    pub step_no: i32,
+    pub call_index: i32,
+    #[serde(flatten)]
+    pub text: TextPart,
+}
+
+/// `307` from `/v1/runs/{id}/events` where streams are served elsewhere.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamElsewhere {
+    pub stream_url: String,
+    pub message: &'static str,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_store: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_store_fallbacks: Option<u64>,
+}
+
+/// One UTC day of a team's usage.
+#[derive(Clone, Debug, Serialize)]
+pub struct UsageDay {
+    pub day: chrono::NaiveDate,
+    #[serde(flatten)]
+    pub usage: UsageTotals,
+}
+
+/// `GET /v1/usage`: one entry per day, the totals and today's tokens.
+#[derive(Clone, Debug, Serialize)]
+pub struct DailyUsage {
+    pub data: Vec<UsageDay>,
+    pub totals: UsageTotals,
+    pub money_unit: &'static str,
+    pub tokens_today: TokensToday,
+}
+
+/// `GET /v1/usage/runs` (JSON): a page of the month's statement, with the
+/// whole month's totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct Statement {
+    pub month: String,
+    pub data: Vec<RunCharge>,
+    pub totals: UsageTotals,
+    pub money_unit: &'static str,
+    pub next_cursor: Option<String>,
 }
