@@ -154,6 +154,44 @@ struct State {
 /// (teams name models freely, and each value is a series kept forever).
 pub const MAX_MODEL_LABELS: usize = 50;
 
+/// Times something into a histogram when dropped: with the outcome set by
+/// `finish`, or `cut` when it never finished (its future was dropped: a
+/// timeout around it, a closed task).
+pub struct Timer<'a> {
+    metrics: &'a Metrics,
+    metric: Metric,
+    labels: Vec<(&'static str, String)>,
+    started: std::time::Instant,
+    outcome: &'static str,
+}
+
+impl<'a> Timer<'a> {
+    pub fn start(metrics: &'a Metrics, metric: Metric, labels: &[(&'static str, &str)]) -> Self {
+        Self {
+            metrics,
+            metric,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            started: std::time::Instant::now(),
+            outcome: "cut",
+        }
+    }
+
+    /// How it ended (`ok`, `error`), recorded when the timer is dropped.
+    pub fn finish(&mut self, outcome: &'static str) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        let mut pairs: Vec<(&'static str, &str)> =
+            self.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.push(("outcome", self.outcome));
+        self.metrics
+            .observe(self.metric, &pairs, self.started.elapsed());
+    }
+}
+
 /// A gauge's value, read when the metrics are shown.
 #[derive(Clone, Debug)]
 pub struct Gauge {

@@ -141,10 +141,13 @@ pub async fn release_finished(
     ledger: &Ledger,
     orphan_grace: std::time::Duration,
 ) -> Result<usize, StepError> {
+    let holders = hot.slot_holders().await?;
+    let ids: Vec<RunId> = holders.iter().map(|holder| holder.run).collect();
+    let statuses = ledger.run_statuses(&ids).await?;
     let mut released = 0;
-    for holder in hot.slot_holders().await? {
-        let stale = match ledger.get_run(holder.run).await? {
-            Some(run) => run.status.is_terminal(),
+    for holder in holders {
+        let stale = match statuses.get(&holder.run) {
+            Some(status) => status.is_terminal(),
             None => {
                 (chrono::Utc::now() - holder.since)
                     .to_std()

@@ -213,6 +213,32 @@ impl Ledger {
         Ok(Creation::Exists)
     }
 
+    /// The statuses of `runs` (one statement); a run not in the ledger is
+    /// left out.
+    pub async fn run_statuses(
+        &self,
+        runs: &[RunId],
+    ) -> Result<std::collections::HashMap<RunId, RunStatus>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: Vec<uuid::Uuid> = runs.iter().map(|run| run.0).collect();
+        let rows = self
+            .client()
+            .await?
+            .q("SELECT id, status FROM runs WHERE id = ANY($1)", &[&ids])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.get(1);
+                status
+                    .parse()
+                    .map(|status| (RunId(row.get(0)), status))
+                    .map_err(|e| StoreError::Corrupt(format!("run status: {e}")))
+            })
+            .collect()
+    }
+
     /// Runs not yet ended, all teams: (queued, running).
     pub async fn open_run_counts(&self) -> Result<(i64, i64), StoreError> {
         let row = self

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::{persist, Engine, StepError};
 use crate::domain::{ChatMessage, RunId, StepNext, StepOutcome, StopReason};
 use crate::ledger::{CommitResult, StepCommit};
-use crate::metrics::{STEPS_COMMITTED, STEP_SECONDS, TOKENS};
+use crate::metrics::{Timer, STEPS_COMMITTED, STEP_SECONDS, TOKENS};
 
 use guards::Opened;
 use turn::Taken;
@@ -50,24 +50,6 @@ impl RunMemory {
     }
 }
 
-/// Records a step's wall time when it ends, or when its future is dropped
-/// before (a timeout around it, a closed task): outcome `cut`.
-struct StepTimer<'a> {
-    metrics: &'a crate::metrics::Metrics,
-    started: std::time::Instant,
-    outcome: &'static str,
-}
-
-impl Drop for StepTimer<'_> {
-    fn drop(&mut self) {
-        self.metrics.observe(
-            STEP_SECONDS,
-            &[("outcome", self.outcome)],
-            self.started.elapsed(),
-        );
-    }
-}
-
 impl Engine {
     /// Executes step `step_no` of a run. If that step is already committed,
     /// returns the stored outcome without calling the LLM or any tool.
@@ -93,16 +75,12 @@ impl Engine {
     ) -> Result<StepOutcome, StepError> {
         let span =
             tracing::info_span!("step", run_id = %run_id, step_no, team_id = tracing::field::Empty);
-        let mut timer = StepTimer {
-            metrics: &self.metrics,
-            started: std::time::Instant::now(),
-            outcome: "cut",
-        };
+        let mut timer = Timer::start(&self.metrics, STEP_SECONDS, &[]);
         let result = self
             .step_phases(run_id, step_no, deadline, memory)
             .instrument(span)
             .await;
-        timer.outcome = if result.is_ok() { "ok" } else { "error" };
+        timer.finish(if result.is_ok() { "ok" } else { "error" });
         result
     }
 

@@ -6,7 +6,7 @@
 //! step's commit directly. The call's reservation is settled when the
 //! next step reserves, or when the run ends.
 
-use crate::metrics::LLM_SECONDS;
+use crate::metrics::{Timer, LLM_SECONDS};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -105,17 +105,11 @@ impl Engine {
             max_tokens: agent.spec.max_output_tokens,
             temperature: agent.spec.temperature,
         };
-        let asked = std::time::Instant::now();
-        let answer = self.llm.complete(&request, ready.deadline).await;
         let model = self.metrics.model_label(&request.model);
-        self.metrics.observe(
-            LLM_SECONDS,
-            &[
-                ("model", model.as_str()),
-                ("outcome", if answer.is_ok() { "ok" } else { "error" }),
-            ],
-            asked.elapsed(),
-        );
+        let mut timer = Timer::start(&self.metrics, LLM_SECONDS, &[("model", model.as_str())]);
+        let answer = self.llm.complete(&request, ready.deadline).await;
+        timer.finish(if answer.is_ok() { "ok" } else { "error" });
+        drop(timer);
         // Only a provider that does not answer counts against its circuit.
         match &answer {
             Err(LlmError::Unavailable(_)) => {
