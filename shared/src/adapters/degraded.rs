@@ -95,10 +95,8 @@ impl Degradable {
         true
     }
 
-    /// The store answered: leaves the degraded mode (once), gives back what
-    /// runs that finished meanwhile still hold there, and reconciles the
-    /// store with the ledger in the background (an outage that was a crash
-    /// of the store may have undone releases it had acknowledged).
+    /// The store answered: leaves the degraded mode (once) and gives back
+    /// what runs that finished meanwhile still hold there.
     async fn answered(&self) {
         let unreleased = {
             let Ok(mut state) = self.state.lock() else {
@@ -111,20 +109,6 @@ impl Degradable {
                 "the hot store answers again; back from the degraded mode");
             std::mem::take(&mut state.unreleased)
         };
-        let (primary, ledger) = (self.primary.clone(), self.ledger.clone());
-        tokio::spawn(async move {
-            let grace = crate::engine::ORPHAN_SLOT_GRACE;
-            match crate::engine::release_finished(primary.as_ref(), &ledger, grace).await {
-                Ok(0) => {}
-                Ok(released) => tracing::info!(
-                    released,
-                    "released the hot state of finished runs after the outage"
-                ),
-                Err(error) => {
-                    tracing::warn!(%error, "reconciliation after the outage failed; the periodic one will")
-                }
-            }
-        });
         for run in unreleased {
             match self.primary.release_run(run).await {
                 Ok(()) => {}
