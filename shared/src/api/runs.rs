@@ -424,18 +424,14 @@ pub async fn steps(
     };
     let run = team_run(&state, team, &id).await?;
     let steps = state.engine.ledger.steps(run.id, after_step, limit).await?;
+    let full_page = steps.len() as i64 == limit;
     let mut data: Vec<StepView> = steps
-        .iter()
+        .into_iter()
         .map(|step| StepView::new(run.id, step))
         .collect();
     let cut = fit(&mut data, MAX_RESPONSE_BYTES);
-    let next_cursor = (cut || steps.len() as i64 == limit)
-        .then(|| {
-            data.len()
-                .checked_sub(1)
-                .and_then(|last| steps.get(last))
-                .map(|s| s.step_no.to_string())
-        })
+    let next_cursor = (cut || full_page)
+        .then(|| data.last().map(|view| view.step.step_no.to_string()))
         .flatten();
     Ok(Json(Page { data, next_cursor }))
 }

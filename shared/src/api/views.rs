@@ -180,70 +180,50 @@ pub struct ToolCallView {
     pub links: ToolCallLinks,
 }
 
-/// A committed step as `GET /v1/runs/{id}/steps` shows it.
+/// A committed step as `GET /v1/runs/{id}/steps` shows it: the step's
+/// own fields, and its tool calls as the listing shows them.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepView {
-    pub step_no: i32,
-    pub agent: String,
-    pub agent_version: i32,
-    pub attempt: i32,
-    pub model: String,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub context_trimmed: i32,
-    pub outcome: Value,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub step: StepRecord,
     pub tool_calls: Vec<ToolCallView>,
 }
 
 impl StepView {
-    pub fn new(run: RunId, step: &StepRecord) -> Self {
-        let tool_calls = step
-            .tool_calls
-            .iter()
+    pub fn new(run: RunId, mut step: StepRecord) -> Self {
+        let tool_calls = std::mem::take(&mut step.tool_calls)
+            .into_iter()
             .map(|call| {
-                let cut = call.result.len() > MAX_LISTED_RESULT_BYTES;
+                let result_bytes = call.result.len();
+                let result_cut = result_bytes > MAX_LISTED_RESULT_BYTES;
+                let result = if result_cut {
+                    prefix(&call.result, MAX_LISTED_RESULT_BYTES).to_owned()
+                } else {
+                    call.result
+                };
                 ToolCallView {
-                    call_index: call.call_index,
-                    tool_call_id: call.tool_call_id.clone(),
-                    name: call.name.clone(),
-                    arguments: call.arguments.clone(),
-                    result: if cut {
-                        prefix(&call.result, MAX_LISTED_RESULT_BYTES).to_owned()
-                    } else {
-                        call.result.clone()
-                    },
-                    result_cut: cut,
-                    result_bytes: call.result.len(),
-                    is_error: call.is_error,
-                    truncated: call.truncated,
-                    attempts: call.attempts,
-                    started_at: call.started_at,
-                    finished_at: call.finished_at,
                     links: ToolCallLinks {
                         result: format!(
                             "/v1/runs/{run}/steps/{}/tool_calls/{}/result",
                             step.step_no, call.call_index
                         ),
                     },
+                    call_index: call.call_index,
+                    tool_call_id: call.tool_call_id,
+                    name: call.name,
+                    arguments: call.arguments,
+                    result,
+                    result_cut,
+                    result_bytes,
+                    is_error: call.is_error,
+                    truncated: call.truncated,
+                    attempts: call.attempts,
+                    started_at: call.started_at,
+                    finished_at: call.finished_at,
                 }
             })
             .collect();
-        Self {
-            step_no: step.step_no,
-            agent: step.agent.clone(),
-            agent_version: step.agent_version,
-            attempt: step.attempt,
-            model: step.model.clone(),
-            input_tokens: step.input_tokens,
-            output_tokens: step.output_tokens,
-            context_trimmed: step.context_trimmed,
-            outcome: step.outcome.clone(),
-            started_at: step.started_at,
-            finished_at: step.finished_at,
-            tool_calls,
-        }
+        Self { step, tool_calls }
     }
 }
 

@@ -93,7 +93,8 @@ pub enum CommitResult {
     RunEnded(StepOutcome),
 }
 
-/// A committed step as `GET /v1/runs/{id}/steps` shows it.
+/// A committed step with its tool calls (`api::views::StepView` shows it,
+/// with each call's result cut to the listing's bound).
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRecord {
     pub step_no: i32,
@@ -107,6 +108,7 @@ pub struct StepRecord {
     pub outcome: Value,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    #[serde(skip)]
     pub tool_calls: Vec<ToolCallRecord>,
 }
 
