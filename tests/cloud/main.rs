@@ -22,6 +22,18 @@ use agentrun_e2e::cloud::{spawn_cloud, spawn_cloud_with, spawn_cloud_wrapped};
 use agentrun_e2e::{agent, echo_tool, seqs, ToolReceiver};
 use serde_json::json;
 
+/// The reconciliation schedule's EventBridge event, as the finalize
+/// function receives it.
+fn scheduled_event() -> serde_json::Value {
+    json!({
+        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-11-28T12:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/agentrun-reconcile"],
+        "detail": {}
+    })
+}
+
 fn steps_entered(history: &[(String, Option<String>)]) -> usize {
     history
         .iter()
@@ -630,13 +642,7 @@ async fn the_scheduled_reconciliation_starts_a_run_whose_execution_never_started
         )
         .await
         .unwrap();
-    let scheduled = json!({
-        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
-        "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "123456789012", "time": "2026-11-28T12:00:00Z", "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/agentrun-reconcile"],
-        "detail": {}
-    });
+    let scheduled = scheduled_event();
     let engine = &app.platform.engine;
     assert_eq!(
         handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled.clone())
@@ -898,13 +904,7 @@ async fn the_finalize_function_delivers_webhooks_and_retries_them_on_its_schedul
         )
         .await
         .unwrap();
-    let scheduled = json!({
-        "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467719",
-        "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "123456789012", "time": "2026-12-02T12:00:00Z", "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/agentrun-reconcile"],
-        "detail": {}
-    });
+    let scheduled = scheduled_event();
     handle_finalize_event(engine, cloud.orchestrator.as_ref(), scheduled)
         .await
         .unwrap();

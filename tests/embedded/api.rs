@@ -300,16 +300,7 @@ async fn every_response_carries_a_request_id_and_errors_echo_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_holds_the_answer_until_the_run_ends_or_the_wait_is_over() {
     let app = spawn_app().await;
-    let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
-    app.put_agent("napper", agent("napping", json!({"tools": [nap]})))
-        .await;
-    app.script(
-        "napping",
-        agentrun::mock_llm::MockScript::turns(vec![
-            agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": 1500})),
-            agentrun::mock_llm::MockTurn::text("rested"),
-        ]),
-    );
+    app.put_napper("napper", "napping", 1500, "rested").await;
     let id = app.start_run("napper", json!("x")).await;
     let asked = std::time::Instant::now();
     let (status, run) = app.get(&format!("/v1/runs/{id}?wait=20")).await;
@@ -328,13 +319,7 @@ async fn a_wait_holds_the_answer_until_the_run_ends_or_the_wait_is_over() {
     assert_eq!(run["status"], "succeeded");
     assert!(asked.elapsed() < std::time::Duration::from_secs(1));
 
-    app.script(
-        "napping",
-        agentrun::mock_llm::MockScript::turns(vec![
-            agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": 4000})),
-            agentrun::mock_llm::MockTurn::text("rested"),
-        ]),
-    );
+    app.put_napper("napper", "napping", 4000, "rested").await;
     let id = app.start_run("napper", json!("y")).await;
     let asked = std::time::Instant::now();
     let (status, run) = app.get(&format!("/v1/runs/{id}?wait=1")).await;

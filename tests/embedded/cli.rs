@@ -91,16 +91,7 @@ async fn runs_agents_and_usage_from_the_cli() {
     assert_eq!(none["data"], json!([]));
 
     // A run that waits on a slow tool is cancelled from the CLI.
-    let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
-    app.put_agent("sleeper", agent("sleepy", json!({"tools": [nap]})))
-        .await;
-    app.script(
-        "sleepy",
-        agentrun::mock_llm::MockScript::turns(vec![
-            agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": 20_000})),
-            agentrun::mock_llm::MockTurn::text("late"),
-        ]),
-    );
+    app.put_napper("sleeper", "sleepy", 20_000, "late").await;
     let slow = app.start_run("sleeper", json!("x")).await;
     let cancelled = cli(&app, &["runs", "cancel", &slow, "--reason", "from the cli"]);
     assert_eq!(cancelled.trim(), format!("run {slow} is cancelled"));

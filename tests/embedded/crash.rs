@@ -48,16 +48,13 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let mut server = DevServer::start(&database_url, &mock.base_url(), &agents, &state, port, &[]);
     wait_healthy(&http, &server.url).await;
     let key = api_key(&state);
-    let created: Value = http
-        .post(format!("{}/v1/runs", server.url))
-        .bearer_auth(&key)
-        .json(&json!({"agent": "crashy", "input": "charge me"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = server
+        .post_run(
+            &http,
+            &key,
+            json!({"agent": "crashy", "input": "charge me"}),
+        )
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let run_uuid: uuid::Uuid = id.parse().unwrap();
 

@@ -146,16 +146,7 @@ async fn metrics_move_with_a_run() {
     assert_eq!(value(&after, "agentrun_hot_store_degraded"), 0.0);
 
     // A run ended by a cancel is counted once, under its own reason.
-    let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
-    app.put_agent("napper", agent("napping", json!({"tools": [nap]})))
-        .await;
-    app.script(
-        "napping",
-        MockScript::turns(vec![
-            MockTurn::tool("nap", json!({"ms": 20_000})),
-            MockTurn::text("late"),
-        ]),
-    );
+    app.put_napper("napper", "napping", 20_000, "late").await;
     let id = app.start_run("napper", json!("x")).await;
     let (status, body) = app
         .call_as(&app.key, "POST", &format!("/v1/runs/{id}/cancel"), None)

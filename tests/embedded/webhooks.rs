@@ -52,26 +52,22 @@ async fn a_receiver_that_fails_twice_gets_the_third_delivery_across_a_restart() 
     let http = reqwest::Client::new();
     let retry = [("AGENTRUN_WEBHOOK_FIRST_RETRY_MS", "2000")];
 
-    let mut server = DevServer::start(
-        &database_url,
-        &mock.base_url(),
-        &agents,
-        &state,
-        port,
-        &retry,
-    );
+    let start = || {
+        DevServer::start(
+            &database_url,
+            &mock.base_url(),
+            &agents,
+            &state,
+            port,
+            &retry,
+        )
+    };
+    let mut server = start();
     wait_healthy(&http, &server.url).await;
     let key = api_key(&state);
-    let created: Value = http
-        .post(format!("{}/v1/runs", server.url))
-        .bearer_auth(&key)
-        .json(&json!({"agent": "hooked", "input": "hi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = server
+        .post_run(&http, &key, json!({"agent": "hooked", "input": "hi"}))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(
         created["webhook"]["url"],
@@ -96,14 +92,7 @@ async fn a_receiver_that_fails_twice_gets_the_third_delivery_across_a_restart() 
     }
     server.kill();
 
-    let mut server = DevServer::start(
-        &database_url,
-        &mock.base_url(),
-        &agents,
-        &state,
-        port,
-        &retry,
-    );
+    let mut server = start();
     wait_healthy(&http, &server.url).await;
     let received = receiver.wait_for(3, Duration::from_secs(30)).await;
     let until = Instant::now() + Duration::from_secs(10);

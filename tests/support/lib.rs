@@ -266,6 +266,21 @@ impl TestApp {
         self.mock.state.set_script(model, script);
     }
 
+    /// An agent `name` on `model` whose first step sleeps `ms` in a
+    /// built-in tool and whose second answers `answer`.
+    pub async fn put_napper(&self, name: &str, model: &str, ms: u64, answer: &str) {
+        let nap = json!({"name": "nap", "kind": "builtin", "builtin": "sleep"});
+        self.put_agent(name, agent(model, json!({"tools": [nap]})))
+            .await;
+        self.script(
+            model,
+            MockScript::turns(vec![
+                agentrun::mock_llm::MockTurn::tool("nap", json!({"ms": ms})),
+                agentrun::mock_llm::MockTurn::text(answer),
+            ]),
+        );
+    }
+
     pub async fn put_agent(&self, name: &str, spec: Value) -> Value {
         let response = self
             .http
@@ -578,6 +593,19 @@ impl DevServer {
             child,
             url: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// POSTs a run with `key`; returns the created run.
+    pub async fn post_run(&self, http: &reqwest::Client, key: &str, body: Value) -> Value {
+        http.post(format!("{}/v1/runs", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// SIGKILL, and wait for the process to be gone.
