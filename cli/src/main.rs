@@ -51,6 +51,13 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Print the HTTP API's OpenAPI document (or write it to shared/).
+    Openapi {
+        /// Write shared/src/api/openapi.json (which /openapi.json serves)
+        /// instead of printing.
+        #[arg(long)]
+        write: bool,
+    },
     /// Measure the engine (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Operator tasks: teams, limits, kill switches, keys, prices, plans.
@@ -99,6 +106,16 @@ async fn main() -> anyhow::Result<()> {
                 let path = agentrun::asl::POLICY_PATH;
                 std::fs::write(path, agentrun::asl::render_policy(&policy))?;
                 println!("wrote {path}");
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
+        Command::Openapi { write } => {
+            let text = agentrun::api::openapi::render();
+            if write {
+                std::fs::write(agentrun::api::openapi::OPENAPI_PATH, text)?;
+                println!("wrote {}", agentrun::api::openapi::OPENAPI_PATH);
             } else {
                 print!("{text}");
             }

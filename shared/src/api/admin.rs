@@ -48,16 +48,34 @@ async fn team_view(state: &AppState, team: Team) -> Result<TeamView, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/admin/teams`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTeam {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
+    /// An existing plan; `default` without it.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     plan: Option<String>,
     #[serde(default)]
     limits: Option<TeamLimits>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/teams",
+    tag = "admin",
+    summary = "Create a team",
+    security(("admin" = [])),
+    request_body = CreateTeam,
+    responses(
+        (status = 201, description = "OK", body = TeamView),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 409, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn create_team(
     State(state): State<AppState>,
     _: Admin,
@@ -105,6 +123,17 @@ async fn ensure_plan(state: &AppState, plan: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/teams",
+    tag = "admin",
+    summary = "List teams",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "OK", body = Page<TeamView>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn list_teams(
     State(state): State<AppState>,
     _: Admin,
@@ -119,6 +148,18 @@ pub async fn list_teams(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/teams/{id}",
+    tag = "admin",
+    summary = "A team, its running runs and today's tokens",
+    security(("admin" = [])),
+    params(("id" = TeamId, Path, description = "the team")),
+    responses(
+        (status = 200, description = "OK", body = TeamView),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn show_team(
     State(state): State<AppState>,
     _: Admin,
@@ -133,27 +174,38 @@ pub async fn show_team(
     Ok(Json(team_view(&state, team).await?))
 }
 
-#[derive(Deserialize, Default)]
+/// Limits to change; fields left out (or null) stay as they are.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(as = TeamLimitsPatch)]
 #[serde(deny_unknown_fields)]
 struct LimitsPatch {
+    #[schema(minimum = 1, maximum = 100000)]
     max_concurrent_runs: Option<i32>,
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     daily_token_budget: Option<i64>,
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     runs_per_second: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000000)]
     run_burst: Option<i32>,
 }
 
-#[derive(Deserialize)]
+/// An agent's kill switch.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentSwitch {
     disabled: bool,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of `PATCH /v1/admin/teams/{id}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeTeam {
+    /// An existing plan.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     plan: Option<String>,
     #[serde(default)]
     limits: Option<LimitsPatch>,
@@ -161,14 +213,38 @@ struct ChangeTeam {
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     reason: Option<String>,
-    /// Kill switches per agent.
+    /// Kill switches per agent, by agent name.
     #[serde(default)]
+    #[schema(schema_with = agent_switches)]
     agents: BTreeMap<String, AgentSwitch>,
+}
+
+/// `{"<agent name>": AgentSwitch}`.
+fn agent_switches() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .additional_properties(Some(<AgentSwitch as utoipa::PartialSchema>::schema()))
+        .property_names(Some(super::openapi::agent_name_string()))
+        .build()
 }
 
 const DEFAULT_SWITCH_REASON: &str = "switched off by an operator";
 
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/teams/{id}",
+    tag = "admin",
+    summary = "Change a team's plan and limits; switch the team or its agents off and on",
+    security(("admin" = [])),
+    params(("id" = TeamId, Path, description = "the team")),
+    request_body = ChangeTeam,
+    responses(
+        (status = 200, description = "OK", body = TeamView),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn change_team(
     State(state): State<AppState>,
     _: Admin,
@@ -242,14 +318,30 @@ pub async fn change_team(
     Ok(Json(team_view(&state, team).await?))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /v1/admin/teams/{id}/keys` (optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueKey {
-    /// When the key stops working (RFC 3339, in the future).
+    /// When the key stops working (RFC 3339): in the future, within ten
+    /// years.
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/teams/{id}/keys",
+    tag = "admin",
+    summary = "Issue an API key (shown once)",
+    security(("admin" = [])),
+    params(("id" = TeamId, Path, description = "the team")),
+    request_body(content = Option<IssueKey>),
+    responses(
+        (status = 201, description = "OK", body = IssuedKeyView),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn issue_key(
     State(state): State<AppState>,
     _: Admin,
@@ -292,6 +384,18 @@ pub async fn issue_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/teams/{id}/keys",
+    tag = "admin",
+    summary = "A team's keys (never the secrets)",
+    security(("admin" = [])),
+    params(("id" = TeamId, Path, description = "the team")),
+    responses(
+        (status = 200, description = "OK", body = Page<KeyInfo>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     _: Admin,
@@ -311,6 +415,18 @@ pub async fn list_keys(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/keys/{key_id}",
+    tag = "admin",
+    summary = "Revoke a key, at once",
+    security(("admin" = [])),
+    params(("key_id" = uuid::Uuid, Path, description = "the key")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     _: Admin,
@@ -325,13 +441,30 @@ pub async fn revoke_key(
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /v1/admin/prices/{model}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetPrice {
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     input_micros_per_mtok: i64,
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     output_micros_per_mtok: i64,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/prices/{model}",
+    tag = "admin",
+    summary = "Set a model's price (micro-units per million tokens)",
+    security(("admin" = [])),
+    params(("model" = String, Path, min_length = 1, max_length = 200, description = "the model")),
+    request_body = SetPrice,
+    responses(
+        (status = 200, description = "OK", body = ModelPrice),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn set_price(
     State(state): State<AppState>,
     _: Admin,
@@ -363,6 +496,17 @@ pub async fn set_price(
     Ok(Json(stored))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/prices",
+    tag = "admin",
+    summary = "Model prices",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "OK", body = Page<ModelPrice>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn list_prices(
     State(state): State<AppState>,
     _: Admin,
@@ -374,12 +518,28 @@ pub async fn list_prices(
     }))
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /v1/admin/plans/{name}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetPlan {
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     run_fee_micros: i64,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/plans/{name}",
+    tag = "admin",
+    summary = "Set a plan's fee per run (micro-units)",
+    security(("admin" = [])),
+    params(("name" = String, Path, min_length = 1, max_length = 64, description = "the plan")),
+    request_body = SetPlan,
+    responses(
+        (status = 200, description = "OK", body = Plan),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn set_plan(
     State(state): State<AppState>,
     _: Admin,
@@ -408,6 +568,17 @@ pub async fn set_plan(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/plans",
+    tag = "admin",
+    summary = "Plans",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "OK", body = Page<Plan>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn list_plans(
     State(state): State<AppState>,
     _: Admin,
@@ -420,6 +591,18 @@ pub async fn list_plans(
 }
 
 /// Frees hot state left by runs that ended without releasing it (crashes).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reconcile",
+    tag = "admin",
+    summary = "Free hot state of runs that ended in a crash",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "OK", body = Reconciled),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn reconcile(
     State(state): State<AppState>,
     _: Admin,

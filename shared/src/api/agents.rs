@@ -13,6 +13,22 @@ use super::{parse_object, ApiError, AppState, PageQuery};
 use crate::domain::limits::check_run_timeout;
 use crate::domain::{AgentName, AgentSpec};
 
+/// Store a new version of an agent.
+#[utoipa::path(
+    put,
+    path = "/v1/agents/{name}",
+    tag = "agents",
+    summary = "Store a new version (an unchanged spec returns the latest version with 200)",
+    params(("name" = AgentName, Path, description = "the agent")),
+    request_body = AgentSpec,
+    responses(
+        (status = 200, description = "OK", body = AgentVersionView),
+        (status = 201, description = "Created", body = AgentVersionView),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 409, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -88,6 +104,18 @@ pub async fn put(
     Ok((status, Json(AgentVersionView::from(&version))))
 }
 
+/// The team's agents.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    summary = "Latest version of each agent",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size (default 50)"),
+        ("cursor" = Option<AgentName>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses((status = 200, description = "OK", body = Page<AgentVersionView>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -112,6 +140,18 @@ pub async fn list(
     }))
 }
 
+/// One version of an agent.
+#[utoipa::path(
+    get,
+    path = "/v1/agents/{name}/versions/{version}",
+    tag = "agents",
+    summary = "One version of an agent",
+    params(("name" = AgentName, Path, description = "the agent"), ("version" = i32, Path, minimum = 1, maximum = 2147483647)),
+    responses(
+        (status = 200, description = "OK", body = AgentVersionView),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Caller(team): Caller,

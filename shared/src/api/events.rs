@@ -26,12 +26,46 @@ use super::views::StreamElsewhere;
 use super::{ApiError, AppState};
 use crate::sse::SseFrame;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Replay from after this seq (as Last-Event-ID).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<i64>,
 }
 
+/// One Server-Sent Event of `GET /v1/runs/{id}/events`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct EventFrame {
+    /// The event's seq.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// Its type (`step.completed`, `run.succeeded`, ...).
+    event: String,
+    /// The event as JSON.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// The run's events.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/events",
+    tag = "runs",
+    summary = "The run's events as Server-Sent Events (`id: <seq>`, `event: <type>`, `data: <json>`); replays after Last-Event-ID or `after`, follows live, ends after the terminal event, at once for a finished run read from its end, or after its maximum life (10 min; resume with Last-Event-ID); 429 too_many_streams over 100 open streams per team",
+    params(
+        ("id" = crate::domain::RunId, Path, description = "the run"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$", description = "the seq of the last event received"),
+        EventsQuery,
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id` is the event seq, `event` its type, `data` the event as JSON", content_type = "text/event-stream", body = EventFrame),
+        (status = 307, description = "Streams are served by the relay at stream_url", body = StreamElsewhere),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Caller(team): Caller,

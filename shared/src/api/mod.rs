@@ -6,6 +6,7 @@ mod agents;
 mod auth;
 mod error;
 mod events;
+pub mod openapi;
 mod parts;
 pub mod request_id;
 mod runs;
@@ -189,6 +190,17 @@ pub fn relay_router(state: AppState) -> Router {
 /// `ok`; `degraded` (200) while the hot store cannot be reached (runs go on
 /// with answers from the ledger); `degraded` with 503 when the ledger does
 /// not answer. The cause is logged, never shown.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Health: ok; degraded (200) while the hot store is away; degraded (503) while the database does not answer",
+    security(()),
+    responses(
+        (status = 200, description = "OK", body = views::Health),
+        (status = 503, description = "the database does not answer", body = views::Health, headers(("Retry-After" = String))),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match state.engine.ledger.ping().await {
         Ok(()) => {
@@ -315,6 +327,17 @@ fn reject_nul(value: &serde_json::Value) -> Result<(), ApiError> {
 
 /// Prometheus text: the counters and histograms of this process and the
 /// gauges read now. The operator's key is required when one is set.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "admin",
+    summary = "Prometheus text of this process's metrics (agentrun dev; the admin key as the bearer token)",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "OK", content_type = "text/plain", body = String),
+        (status = 404, response = error::ErrorBody),
+    )
+)]
 async fn metrics(
     State(state): State<AppState>,
     operator: Result<auth::Admin, ApiError>,

@@ -8,17 +8,24 @@ use serde::Deserialize;
 use crate::domain::limits::PART_BYTES;
 
 /// Where a part starts.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PartQuery {
+    /// 0, or `next_offset` of the previous part.
+    #[param(minimum = 0, maximum = 9007199254740991_i64, default = 0)]
     pub offset: Option<usize>,
 }
 
 /// Which text of a run (`output` or `raw_output`), and where a part starts.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OutputQuery {
+    /// 0, or `next_offset` of the previous part.
+    #[param(minimum = 0, maximum = 9007199254740991_i64, default = 0)]
     pub offset: Option<usize>,
+    #[param(pattern = "^(output|raw_output)$", default = "output")]
     pub part: Option<String>,
 }
 
@@ -48,10 +55,11 @@ pub fn part(text: &str, offset: usize) -> TextPart {
 
 /// One part of a long text (`GET /v1/runs/{id}/output`, a tool call's
 /// `result`).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TextPart {
     pub offset: usize,
     pub total_bytes: usize,
+    /// At most 1 MiB; the parts' texts concatenated are the whole.
     pub text: String,
     /// Where the next part starts; `None` for the last.
     pub next_offset: Option<usize>,

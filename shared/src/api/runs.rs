@@ -26,25 +26,41 @@ use crate::ledger::{encode_cursor, RunFilter, RunPage};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/runs`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRun {
+    #[schema(value_type = AgentName)]
     agent: String,
+    /// The agent's version; the latest without it.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2147483647)]
     version: Option<i32>,
+    #[schema(schema_with = super::openapi::run_input)]
     input: Value,
     #[serde(default)]
+    #[schema(schema_with = super::openapi::run_metadata)]
     metadata: Option<Value>,
+    /// The run's own webhook; without it the agent's (if any) is used.
     #[serde(default)]
     webhook: Option<WebhookRequest>,
 }
 
-/// A run's own webhook as sent (checked before it becomes a `Webhook`).
-#[derive(Deserialize)]
+/// Where the run's end is announced: agentrun POSTs `{id, type,
+/// created_at, run}` signed with the secret (`X-Agentrun-Timestamp`,
+/// `X-Agentrun-Signature: sha256=<HMAC of timestamp.body>`), retried with
+/// backoff for up to 24 h. (Checked before it becomes a `Webhook`.)
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Webhook)]
 #[serde(deny_unknown_fields)]
 struct WebhookRequest {
+    /// An http(s) URL; internal addresses are refused unless the operator
+    /// allows them.
+    #[schema(format = "uri", pattern = "^https?://", max_length = 2048)]
     url: String,
+    /// Signs every delivery; never shown by reads.
     #[serde(default)]
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 256, pattern = r"\S", write_only)]
     secret: Option<String>,
 }
 
@@ -64,6 +80,21 @@ pub async fn team_run(state: &AppState, team: TeamId, raw_id: &str) -> Result<Ru
         .ok_or_else(|| ApiError::not_found(ErrorCode::RunNotFound, format!("no run {raw_id}")))
 }
 
+/// Start a run.
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    tag = "runs",
+    summary = "Start a run (403 team_disabled/agent_disabled; 429 rate_limited/concurrent_run_limit with Retry-After; 503 orchestrator_unavailable: the run in details.run_id is recorded and starts once the orchestrator answers, retry with the same Idempotency-Key)",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$", description = "a repeated key with the same body answers with the same run")),
+    request_body = CreateRun,
+    responses(
+        (status = 202, description = "Accepted; the same run again for a repeated Idempotency-Key and body", body = RunView),
+        (status = 403, response = super::error::ErrorBody),
+        (status = 409, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -226,16 +257,34 @@ fn accepted(run: &Run, replayed: bool) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
+    /// The agent the run was started with.
+    #[param(value_type = Option<AgentName>)]
     agent: Option<String>,
+    /// Created at or after (RFC 3339, 1970-9999); the year as written.
+    #[param(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     created_after: Option<String>,
+    /// Created before (RFC 3339, 1970-9999); the year as written.
+    #[param(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     created_before: Option<String>,
+    /// With `metadata_value`: runs whose metadata has this key with that
+    /// string value.
+    #[param(min_length = 1, max_length = 128, pattern = "^[^\\u0000]*$")]
     metadata_key: Option<String>,
+    /// With `metadata_key`.
+    #[param(pattern = "^[^\\u0000]*$")]
     metadata_value: Option<String>,
+    #[param(minimum = 1, maximum = 200, default = 50)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     cursor: Option<String>,
 }
 
@@ -256,6 +305,15 @@ fn query_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, Ap
     .transpose()
 }
 
+/// List runs.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    summary = "List runs, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Page<RunView>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -336,16 +394,31 @@ pub async fn list(
     Ok(Json(Page { data, next_cursor }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ShowQuery {
-    /// Seconds to wait for the run to end before answering.
+    /// Seconds to wait for the run to end before answering (on AWS at most
+    /// AGENTRUN_MAX_WAIT_SECONDS, 25 by default).
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
 
 /// The longest `?wait=` (seconds).
 pub const MAX_WAIT_SECONDS: u64 = 60;
 
+/// A run.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    summary = "A run",
+    params(("id" = crate::domain::RunId, Path, description = "the run"), ShowQuery),
+    responses(
+        (status = 200, description = "OK", body = RunView),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -407,6 +480,22 @@ async fn wait_for_end(state: &AppState, mut run: Run, wait: Duration) -> Result<
     Ok(run)
 }
 
+/// A run's steps.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/steps",
+    tag = "runs",
+    summary = "A run's committed steps with their tool calls (a page also ends early rather than exceed 4 MiB)",
+    params(
+        ("id" = crate::domain::RunId, Path, description = "the run"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,9}$", description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = Page<StepView>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn steps(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -438,6 +527,18 @@ pub async fn steps(
 
 /// `GET /v1/runs/{id}/output?part=output|raw_output&offset=`: the run's
 /// output (as JSON text) or raw output, in parts.
+/// A run's output in parts.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/output",
+    tag = "runs",
+    summary = "A run's output (as JSON text) or raw output, in parts of at most 1 MiB; for an output too large to show in the run (output_inline false)",
+    params(("id" = crate::domain::RunId, Path, description = "the run"), OutputQuery),
+    responses(
+        (status = 200, description = "one part", body = OutputPart),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn output(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -470,6 +571,18 @@ pub async fn output(
 
 /// `GET /v1/runs/{id}/steps/{step}/tool_calls/{index}/result?offset=`: one
 /// tool call's whole result, in parts.
+/// One tool call's result in parts.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/steps/{step_no}/tool_calls/{call_index}/result",
+    tag = "runs",
+    summary = "One tool call's whole result, in parts of at most 1 MiB (the steps listing cuts results over 32 KiB)",
+    params(("id" = crate::domain::RunId, Path, description = "the run"), ("step_no" = i32, Path, minimum = -2147483648, maximum = 2147483647), ("call_index" = i32, Path, minimum = -2147483648, maximum = 2147483647), PartQuery),
+    responses(
+        (status = 200, description = "one part", body = ResultPart),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn tool_result(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -495,13 +608,30 @@ pub async fn tool_result(
     }))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /v1/runs/{id}/cancel` (optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelRequest {
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     reason: Option<String>,
 }
 
+/// Cancel a run.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    summary = "Cancel a run",
+    params(("id" = crate::domain::RunId, Path, description = "the run")),
+    request_body(content = Option<CancelRequest>),
+    responses(
+        (status = 202, description = "OK", body = RunView),
+        (status = 404, response = super::error::ErrorBody),
+        (status = 409, response = super::error::ErrorBody),
+        (status = 413, response = super::error::ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -545,6 +675,18 @@ pub async fn cancel(
 
 /// `GET /v1/runs/{id}/webhooks`: the run's webhook delivery (queued when
 /// the run ended) with every attempt.
+/// A run's webhook delivery.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/webhooks",
+    tag = "runs",
+    summary = "A run's webhook delivery and its attempts",
+    params(("id" = crate::domain::RunId, Path, description = "the run")),
+    responses(
+        (status = 200, description = "OK", body = WebhookDeliveries),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
 pub async fn webhooks(
     State(state): State<AppState>,
     Caller(team): Caller,

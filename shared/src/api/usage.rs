@@ -17,10 +17,15 @@ use crate::ledger::UsageTotals;
 
 const MAX_DAYS: u64 = 366;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DailyQuery {
+    /// 1970-01-01 to 9999-12-31; from <= to, at most 366 days apart.
+    #[param(format = Date)]
     from: Option<String>,
+    /// 1970-01-01 to 9999-12-31; from <= to, at most 366 days apart.
+    #[param(format = Date)]
     to: Option<String>,
 }
 
@@ -45,6 +50,14 @@ fn start_of(day: NaiveDate) -> chrono::DateTime<Utc> {
 
 /// `GET /v1/usage?from=&to=`: one entry per day (inclusive range, default
 /// the last 30 days), plus totals and today's token budget.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    summary = "Per-day runs, tokens and cost (inclusive range; default the last 30 days), totals, and today's token budget",
+    params(DailyQuery),
+    responses((status = 200, description = "OK", body = DailyUsage))
+)]
 pub async fn daily(
     State(state): State<AppState>,
     Caller(team): Caller,
@@ -119,12 +132,22 @@ pub async fn daily(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatementQuery {
+    /// `YYYY-MM` (UTC); this month without it.
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")]
     month: Option<String>,
+    /// `json` or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
+    #[param(minimum = 1, maximum = 10000, default = 1000)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     cursor: Option<String>,
 }
 
@@ -135,6 +158,19 @@ const CSV_HEADER: &str = "run_id,created_at,agent,version,status,input_tokens,ou
 /// lines, at most 10,000), as JSON (`next_cursor`, and the whole month's
 /// `totals`) or (`format=csv` or `Accept: text/csv`) CSV, each page with
 /// its header line and the next page in a `Link: <…>; rel="next"` header.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/runs",
+    tag = "usage",
+    summary = "The month's statement: one line per run, oldest first, in pages (JSON, or CSV with format=csv or Accept: text/csv; a CSV page repeats the header and names the next page in a Link header)",
+    params(StatementQuery),
+    responses((
+        status = 200,
+        description = "statement",
+        content((Statement = "application/json"), (String = "text/csv")),
+        headers(("Link" = String, description = "on a CSV page that has a next one: `</v1/usage/runs?...&cursor=...>; rel=\"next\"`"))
+    ))
+)]
 pub async fn statement(
     State(state): State<AppState>,
     Caller(team): Caller,

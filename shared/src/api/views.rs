@@ -12,19 +12,19 @@ use crate::ledger::{
 };
 
 /// A list page: `{"data": [...], "next_cursor"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
 /// Where a run's end is announced (never with its secret).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     pub url: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -36,14 +36,14 @@ pub struct UsageView {
 }
 
 /// What the run costs, on `GET /v1/runs/{id}` (micro-units).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CostView {
     pub fee_micros: i64,
     pub token_cost_micros: i64,
     pub total_micros: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RunLinks {
     #[serde(rename = "self")]
     pub this: String,
@@ -57,7 +57,8 @@ pub struct RunLinks {
 /// The run as the API shows it. An output too large to show inline (with
 /// the raw output, over `MAX_INLINE_OUTPUT_BYTES`) is left out, with its
 /// size, and read in parts from the `output` link.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Run)]
 pub struct RunView {
     pub id: RunId,
     pub status: RunStatus,
@@ -67,13 +68,22 @@ pub struct RunView {
     pub active_version: i32,
     pub stop_reason: Option<StopReason>,
     pub stop_detail: Option<String>,
+    /// As it was given: text or any JSON value.
     pub input: Value,
+    /// The final answer (JSON when the agent has an output schema), once
+    /// the run has succeeded.
     pub output: Option<Value>,
+    /// The model's answer as it wrote it.
     pub raw_output: Option<String>,
+    /// False when the output and raw output together exceed 1 MiB: both
+    /// are null here and read in parts from `links.output`.
     pub output_inline: bool,
+    /// Size of the output as JSON.
     pub output_bytes: usize,
     pub raw_output_bytes: usize,
+    #[schema(value_type = Object)]
     pub metadata: Value,
+    /// Where the run's end is announced (without its secret).
     pub webhook: Option<WebhookView>,
     pub limits: RunLimits,
     pub steps: i32,
@@ -83,6 +93,7 @@ pub struct RunView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub links: RunLinks,
+    /// On `GET /v1/runs/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostView>,
 }
@@ -137,14 +148,15 @@ impl From<&Run> for RunView {
 }
 
 /// `GET /v1/runs/{id}/webhooks`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookDeliveries {
     pub webhook: Option<WebhookView>,
+    /// The run's delivery (queued when it ended), if any.
     pub data: Vec<DeliveryRecord>,
 }
 
 /// The body a webhook delivery POSTs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookBody {
     /// The delivery's id: the same on every attempt.
     pub id: uuid::Uuid,
@@ -155,7 +167,7 @@ pub struct WebhookBody {
     pub run: RunView,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolCallLinks {
     pub result: String,
 }
@@ -163,12 +175,13 @@ pub struct ToolCallLinks {
 /// A tool call as the steps listing shows it: a result over
 /// `MAX_LISTED_RESULT_BYTES` is cut there (`result_cut`, with its size) and
 /// read whole in parts from `links.result`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolCallView {
     pub call_index: i32,
     pub tool_call_id: String,
     pub name: String,
     pub arguments: Value,
+    /// Cut to 32 KiB when `result_cut`.
     pub result: String,
     pub result_cut: bool,
     pub result_bytes: usize,
@@ -182,7 +195,8 @@ pub struct ToolCallView {
 
 /// A committed step as `GET /v1/runs/{id}/steps` shows it: the step's
 /// own fields, and its tool calls as the listing shows them.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Step)]
 pub struct StepView {
     #[serde(flatten)]
     pub step: StepRecord,
@@ -229,10 +243,12 @@ impl StepView {
 
 /// An agent version as the API shows it: secrets are write-only (each
 /// tool's and the webhook's `secret` shows as `"secret_set": true`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AgentVersion)]
 pub struct AgentVersionView {
     pub name: String,
     pub version: i32,
+    #[schema(value_type = crate::domain::AgentSpec)]
     pub spec: Value,
     pub created_at: DateTime<Utc>,
 }
@@ -249,7 +265,7 @@ impl From<&AgentVersion> for AgentVersionView {
 }
 
 /// Tokens of a team's UTC day in the hot store.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TokensToday {
     pub day: chrono::NaiveDate,
     pub used: u64,
@@ -260,7 +276,8 @@ pub struct TokensToday {
 }
 
 /// A team as the admin API shows it, with what it holds now.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Team)]
 pub struct TeamView {
     #[serde(flatten)]
     pub team: Team,
@@ -269,7 +286,7 @@ pub struct TeamView {
 }
 
 /// A new key: its secret is shown only in this answer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedKeyView {
     pub id: uuid::Uuid,
     pub team_id: TeamId,
@@ -280,23 +297,24 @@ pub struct IssuedKeyView {
 }
 
 /// `POST /v1/admin/reconcile`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Reconciled {
     pub released_slots: usize,
 }
 
 /// A part of a run's output or raw output.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct OutputPart {
     pub run_id: RunId,
     /// `output` or `raw_output`.
+    #[schema(schema_with = super::openapi::output_part_name)]
     pub part: &'static str,
     #[serde(flatten)]
     pub text: TextPart,
 }
 
 /// A part of one tool call's result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultPart {
     pub run_id: RunId,
     pub step_no: i32,
@@ -306,25 +324,30 @@ pub struct ResultPart {
 }
 
 /// `307` from `/v1/runs/{id}/events` where streams are served elsewhere.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamElsewhere {
     pub stream_url: String,
     pub message: &'static str,
 }
 
 /// `GET /healthz`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` or `degraded`.
+    #[schema(schema_with = super::openapi::health_status)]
     pub status: &'static str,
+    /// `unreachable` while the hot store cannot be reached: runs go on
+    /// with answers from the ledger.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::openapi::hot_store_state)]
     pub hot_store: Option<&'static str>,
+    /// Answers the ledger gave in the hot store's place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hot_store_fallbacks: Option<u64>,
 }
 
 /// One UTC day of a team's usage.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageDay {
     pub day: chrono::NaiveDate,
     #[serde(flatten)]
@@ -332,7 +355,7 @@ pub struct UsageDay {
 }
 
 /// `GET /v1/usage`: one entry per day, the totals and today's tokens.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DailyUsage {
     pub data: Vec<UsageDay>,
     pub totals: UsageTotals,
@@ -342,7 +365,7 @@ pub struct DailyUsage {
 
 /// `GET /v1/usage/runs` (JSON): a page of the month's statement, with the
 /// whole month's totals.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Statement {
     pub month: String,
     pub data: Vec<RunCharge>,

@@ -19,10 +19,21 @@ use super::limits::{
 /// Prefix of the tools generated for handoffs: `transfer_to_<agent>`.
 pub const HANDOFF_TOOL_PREFIX: &str = "transfer_to_";
 
+/// What `AgentName::parse` accepts, as a regular expression.
+pub const AGENT_NAME_PATTERN: &str = "^[a-z][a-z0-9_-]{0,63}$";
+
 /// A validated agent name: 1–64 chars of `a-z 0-9 - _`, starting with a letter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AgentName(String);
+
+impl utoipa::PartialSchema for AgentName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::api::openapi::agent_name_string().into()
+    }
+}
+
+impl utoipa::ToSchema for AgentName {}
 
 impl AgentName {
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -68,31 +79,42 @@ impl fmt::Display for AgentName {
 }
 
 /// The body of `PUT /v1/agents/{name}`; stored as JSONB, immutable per version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Model name sent to the provider.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub model: String,
     /// The system prompt.
+    #[schema(max_length = 100000)]
     pub instructions: String,
+    /// The tools the model may call; tool names are unique.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub tools: Vec<ToolSpec>,
     /// Agents this one may hand off to (each becomes a `transfer_to_<agent>` tool).
     #[serde(default)]
+    #[schema(schema_with = crate::api::openapi::handoffs)]
     pub handoffs: Vec<AgentName>,
-    /// JSON Schema the final answer must satisfy; without it the answer is free text.
+    /// JSON Schema the final answer must satisfy (at most 64 KiB and 32
+    /// levels); without it the answer is free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub output_schema: Option<Value>,
     /// Upper bound on completion tokens per LLM call.
     #[serde(default = "default_max_output_tokens")]
+    #[schema(minimum = 1, maximum = 65536, default = default_max_output_tokens)]
     pub max_output_tokens: u32,
     /// When the estimated prompt exceeds this, the oldest tool results are abbreviated.
     #[serde(default = "default_input_token_budget")]
+    #[schema(minimum = 1, maximum = 2000000, default = default_input_token_budget)]
     pub input_token_budget: u32,
     /// Repair prompts allowed after an answer fails its schema.
     #[serde(default = "default_max_repairs")]
+    #[schema(minimum = 0, maximum = 5, default = default_max_repairs)]
     pub max_repairs: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
     /// Run-wide limits; taken from the agent a run starts with.
     #[serde(default)]
@@ -105,15 +127,21 @@ pub struct AgentSpec {
 
 /// An agent's webhook: its runs' ends are POSTed to `url`, signed like
 /// HTTP tools with `secret` (write-only: the API never shows it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
+    /// An http(s) URL; internal addresses are refused unless the operator
+    /// allows them.
+    #[schema(format = "uri", pattern = "^https?://", max_length = 2048)]
     pub url: String,
+    /// Signs every delivery; never shown by reads. Give it or `keep_secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 256, pattern = r"\S", write_only)]
     pub secret: Option<Secret>,
     /// In a new version: keep the secret the webhook had in the latest
-    /// version (resolved when the version is stored; never stored itself).
+    /// version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(write_only)]
     pub keep_secret: bool,
 }
 
@@ -171,16 +199,21 @@ fn default_max_repairs() -> u32 {
 }
 
 /// Kill switches that hold for a whole run, across handoffs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct RunLimits {
     /// LLM steps a run may take.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_steps: u32,
     /// Input plus output tokens a run may spend.
+    #[schema(minimum = 1, maximum = 100000000)]
     pub run_token_budget: u64,
     /// Handoffs a run may make.
+    #[schema(minimum = 0, maximum = 20)]
     pub max_handoff_depth: u32,
-    /// Wall-clock cap from the run's start.
+    /// Wall-clock cap from the run's start (the deployment may allow less).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_seconds: u32,
 }
 
@@ -216,6 +249,101 @@ pub struct ToolSpec {
     pub max_response_bytes: Option<usize>,
 }
 
+/// The wire shape of a tool: one object, its `kind` naming which of the
+/// kind's fields apply (`url`, `secret`, `keep_secret` for `http`;
+/// `builtin`, `config` for `builtin`). Reads show `secret_set` in place of
+/// the secret.
+impl utoipa::PartialSchema for ToolSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{SchemaFormat, SchemaType, Type};
+        use utoipa::openapi::ObjectBuilder;
+        let typed = |kind: Type| ObjectBuilder::new().schema_type(kind);
+        let nullable = |kind: Type| {
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([kind, Type::Null]))
+        };
+        ObjectBuilder::new()
+            .property(
+                "name",
+                typed(Type::String)
+                    .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
+                    .description(Some(format!("Unique in the agent; not starting with {HANDOFF_TOOL_PREFIX}"))),
+            )
+            .required("name")
+            .property(
+                "description",
+                typed(Type::String).max_length(Some(MAX_TOOL_DESCRIPTION_CHARS)),
+            )
+            .property(
+                "parameters",
+                typed(Type::Object).description(Some(
+                    "JSON Schema of the arguments; at most 64 KiB and 32 levels",
+                )),
+            )
+            .property(
+                "kind",
+                typed(Type::String).enum_values(Some(["http", "builtin"])),
+            )
+            .required("kind")
+            .property(
+                "timeout_ms",
+                typed(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_TOOL_TIMEOUT_MS))
+                    .default(Some(default_tool_timeout_ms().into()))
+                    .description(Some("Per-attempt timeout")),
+            )
+            .property(
+                "max_response_bytes",
+                nullable(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(crate::outbound::MAX_RESPONSE_CAP))
+                    .description(Some(
+                        "Bytes of the response kept (default 1048576); longer answers are stored cut and marked truncated",
+                    )),
+            )
+            .property(
+                "url",
+                typed(Type::String)
+                    .format(Some(SchemaFormat::Custom("uri".to_owned())))
+                    .pattern(Some("^https?://"))
+                    .description(Some(
+                        "http: an http(s) URL; internal addresses are refused unless the operator allows them",
+                    )),
+            )
+            .property(
+                "secret",
+                nullable(Type::String)
+                    .min_length(Some(1))
+                    .write_only(true)
+                    .description(Some(
+                        "http: signs calls (X-Agentrun-Timestamp, X-Agentrun-Signature: sha256=HMAC of timestamp.body); never shown by reads",
+                    )),
+            )
+            .property(
+                "keep_secret",
+                typed(Type::Boolean)
+                    .write_only(true)
+                    .description(Some("http: keep the secret this tool had in the latest version")),
+            )
+            .property(
+                "secret_set",
+                typed(Type::Boolean)
+                    .read_only(true)
+                    .description(Some("The tool has a secret")),
+            )
+            .property("builtin", Builtin::schema())
+            .property(
+                "config",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::AnyValue)
+                    .description(Some("builtin: its data (for lookup, the table to look in)")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ToolSpec {}
+
 fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object", "properties": {}})
 }
@@ -248,7 +376,7 @@ pub enum ToolKind {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     /// Returns its arguments.

@@ -9,7 +9,9 @@ pub mod message;
 pub mod run;
 pub mod team;
 
-pub use agent::{AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec};
+pub use agent::{
+    AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec, AGENT_NAME_PATTERN,
+};
 pub use error_code::ErrorCode;
 pub use event::{EventType, NewEvent, RunEvent};
 pub use ids::{RunId, TeamId};

@@ -3,16 +3,21 @@
 use serde::{Deserialize, Serialize};
 
 /// Limits an operator sets per team.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(default)]
 pub struct TeamLimits {
     /// Runs accepted and not yet finished, at most.
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_concurrent_runs: i32,
     /// Tokens (input + output) per UTC day across all runs.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     pub daily_token_budget: i64,
     /// Sustained rate of `POST /v1/runs`.
+    #[schema(exclusive_minimum = 0, maximum = 1000000)]
     pub runs_per_second: f64,
     /// Requests allowed in a burst above that rate.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub run_burst: i32,
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Ledger, StoreError};
 use crate::domain::{Micros, TeamId, TeamLimits};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,
@@ -35,7 +35,7 @@ pub struct TeamChange {
     pub agents: BTreeMap<String, Option<String>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: Uuid,
     pub prefix: String,

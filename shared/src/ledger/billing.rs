@@ -7,22 +7,25 @@ use super::{Ledger, StoreError};
 use crate::domain::team::exact_to_micros;
 use crate::domain::{Micros, RunId, TeamId};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelPrice {
     pub model: String,
+    #[schema(value_type = i64)]
     pub input_micros_per_mtok: Micros,
+    #[schema(value_type = i64)]
     pub output_micros_per_mtok: Micros,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     pub name: String,
+    #[schema(value_type = i64)]
     pub run_fee_micros: Micros,
 }
 
 /// One line of a statement: a run and what it cost.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RunCharge {
     pub run_id: RunId,
     pub created_at: DateTime<Utc>,
@@ -32,21 +35,27 @@ pub struct RunCharge {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub llm_calls: i32,
+    #[schema(value_type = i64)]
     pub fee_micros: Micros,
+    #[schema(value_type = i64)]
     pub token_cost_micros: Micros,
+    #[schema(value_type = i64)]
     pub cost_micros: Micros,
 }
 
 /// Runs, tokens and money summed over some runs (a day, a statement).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UsageTotals {
     pub runs: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub total_tokens: i64,
     pub llm_calls: i64,
+    #[schema(value_type = i64)]
     pub fee_micros: Micros,
+    #[schema(value_type = i64)]
     pub token_cost_micros: Micros,
+    #[schema(value_type = i64)]
     pub cost_micros: Micros,
 }
 
@@ -79,13 +88,14 @@ impl From<&RunCharge> for UsageTotals {
 }
 
 /// A run's usage of one model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelUsage {
     pub model: String,
     pub input_tokens: i64,
     pub output_tokens: i64,
     /// Exact cost in 1e-12 units; `RunCharge` rounds the run's sum once.
     #[serde(skip)]
+    #[schema(ignore)]
     pub cost_exact: i64,
 }
 

@@ -95,7 +95,7 @@ pub enum CommitResult {
 
 /// A committed step with its tool calls (`api::views::StepView` shows it,
 /// with each call's result cut to the listing's bound).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StepRecord {
     pub step_no: i32,
     pub agent: String,
@@ -105,10 +105,13 @@ pub struct StepRecord {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub context_trimmed: i32,
+    /// What the step decided (`tools`, `handoff`, `final`, ...).
+    #[schema(value_type = Object)]
     pub outcome: Value,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub tool_calls: Vec<ToolCallRecord>,
 }
 

@@ -41,23 +41,28 @@ pub enum AttemptOutcome {
 }
 
 /// One attempt, as `GET /v1/runs/{id}/webhooks` shows it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
+    #[schema(minimum = 1)]
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     /// `None` while it runs, or when the deliverer died during it.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The receiver's answer; `None` when none came.
     pub status_code: Option<i32>,
     pub error: Option<String>,
 }
 
 /// A run's delivery with its attempts.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
+    /// Also `X-Agentrun-Delivery` and the body's `id`: the same on every attempt.
     pub id: Uuid,
+    #[schema(value_type = String, pattern = "^run\\.(succeeded|failed|cancelled|timed_out)$")]
     pub event: String,
     pub url: String,
     /// `pending`, `delivered` or `failed` (given up).
+    #[schema(pattern = "^(pending|delivered|failed)$")]
     pub status: String,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
