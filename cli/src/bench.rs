@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentrun::adapters::openai::OpenAiSettings;
+use agentrun::adapters::llm_http::ProviderSettings;
 use agentrun::api::StreamLimits;
 use agentrun::domain::{AgentSpec, RunId, StepNext, TeamId};
 use agentrun::embedded::{Embedded, EmbeddedSettings};
@@ -146,7 +146,7 @@ impl Bench {
         .await?;
         let mut settings = EmbeddedSettings::new(
             args.database_url.clone(),
-            OpenAiSettings::new(mock.base_url()),
+            ProviderSettings::new(mock.base_url()),
         );
         if let Some(connections) = args.db_connections {
             settings.max_db_connections = connections;

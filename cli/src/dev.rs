@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentrun::adapters::openai::OpenAiSettings;
+use agentrun::adapters::llm_http::ProviderSettings;
 use agentrun::embedded::{load_agent_dir, Embedded, EmbeddedSettings};
 use agentrun::mock_llm::{parse_scripts, MockLlm, MockScript};
 use agentrun::outbound::OutboundAllow;
@@ -33,6 +33,12 @@ pub struct DevArgs {
     openai_base_url: Option<String>,
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     openai_api_key: Option<String>,
+    /// Agents with `provider: "anthropic"` call the Anthropic API with this
+    /// key; without it they call the mock.
+    #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
+    anthropic_api_key: Option<String>,
+    #[arg(long, env = "ANTHROPIC_BASE_URL", default_value = agentrun::adapters::anthropic::DEFAULT_BASE_URL)]
+    anthropic_base_url: String,
     /// Where `dev.env` (URL and API key) is written.
     #[arg(long, default_value = ".agentrun")]
     state_dir: PathBuf,
@@ -79,23 +85,34 @@ pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> 
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    // Keep the mock alive for the life of the server.
-    let (llm, _mock) = match &args.openai_base_url {
-        Some(url) => {
-            let mut settings = OpenAiSettings::new(url.clone());
-            settings.api_key = args.openai_api_key.clone().map(Into::into);
-            (settings, None)
-        }
-        None => {
-            let scripts = if args.mock_scripts.exists() {
-                read_scripts(&args.mock_scripts)?
-            } else {
-                HashMap::new()
-            };
-            let mock = MockLlm::start("127.0.0.1:0".parse()?, scripts).await?;
-            tracing::info!(url = %mock.base_url(), "mock LLM started");
-            (OpenAiSettings::new(mock.base_url()), Some(mock))
-        }
+    // The mock answers for each provider not given; it lives as long as
+    // the server.
+    let mock = if args.openai_base_url.is_none() || args.anthropic_api_key.is_none() {
+        let scripts = if args.mock_scripts.exists() {
+            read_scripts(&args.mock_scripts)?
+        } else {
+            HashMap::new()
+        };
+        let mock = MockLlm::start("127.0.0.1:0".parse()?, scripts).await?;
+        tracing::info!(url = %mock.base_url(), "mock LLM started");
+        Some(mock)
+    } else {
+        None
+    };
+    let mock_url = |url: fn(&MockLlm) -> String| mock.as_ref().map(url).unwrap_or_default();
+    let llm = match &args.openai_base_url {
+        Some(url) => ProviderSettings {
+            api_key: args.openai_api_key.clone().map(Into::into),
+            ..ProviderSettings::new(url.clone())
+        },
+        None => ProviderSettings::new(mock_url(MockLlm::base_url)),
+    };
+    let anthropic = match &args.anthropic_api_key {
+        Some(key) => ProviderSettings {
+            api_key: Some(key.as_str().into()),
+            ..ProviderSettings::new(args.anthropic_base_url.clone())
+        },
+        None => ProviderSettings::new(mock_url(MockLlm::anthropic_base_url)),
     };
     let env_file = args.state_dir.join("dev.env");
     let saved = read_env_file(&env_file);
@@ -105,6 +122,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .or_else(|| saved.get("AGENTRUN_ADMIN_KEY").cloned())
         .unwrap_or_else(|| format!("adm_{}", uuid::Uuid::new_v4().simple()));
     let mut settings = EmbeddedSettings::new(args.database_url.clone(), llm);
+    settings.anthropic = anthropic;
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
     settings.admin_key = Some(admin_key.as_str().into());
     settings.webhooks.first_retry = Duration::from_millis(args.webhook_first_retry_ms);

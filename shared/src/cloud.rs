@@ -11,13 +11,15 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use axum::Router;
 use serde_json::{json, Value};
 
+use crate::adapters::anthropic::{AnthropicClient, DEFAULT_BASE_URL as ANTHROPIC_BASE_URL};
 use crate::adapters::aws::{
     finalize_message, finalize_status_change, Aws, DynamoEventFeed, StepFunctionsOrchestrator,
     StepWorker,
 };
 use crate::adapters::degraded::Degradable;
 use crate::adapters::in_process::BroadcastFeed;
-use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
+use crate::adapters::llm_http::ProviderSettings;
+use crate::adapters::openai::OpenAiClient;
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{relay_router, router, AppState, StreamGate, StreamLimits};
 use crate::domain::RunId;
@@ -26,7 +28,9 @@ use crate::ledger::{Ledger, StatementMode, StoreError};
 use crate::metrics::{Gauge, Metrics, RUNS_ACTIVE};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
-use crate::ports::{EventFeed, HotStore, LlmError, Orchestrator, OrchestratorError, StartOutcome};
+use crate::ports::{
+    EventFeed, HotStore, LlmClients, LlmError, Orchestrator, OrchestratorError, StartOutcome,
+};
 use crate::secret::Secret;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
 use crate::webhooks::{WebhookPolicy, Webhooks};
@@ -64,7 +68,9 @@ pub struct CloudSettings {
     /// `STATE_MACHINE_ARN` (the api function needs it).
     pub state_machine_arn: Option<String>,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`.
-    pub llm: OpenAiSettings,
+    pub llm: ProviderSettings,
+    /// `ANTHROPIC_BASE_URL` (the public API unless set), `ANTHROPIC_API_KEY`.
+    pub anthropic: ProviderSettings,
     /// `AGENTRUN_ADMIN_KEY`; without it the admin API is off.
     pub admin_key: Option<Secret>,
     /// `AWS_ENDPOINT_URL`: every AWS client talks to this endpoint (an emulator).
@@ -111,7 +117,12 @@ fn number_setting<T: std::str::FromStr>(
 /// Settings that hold secrets. In AWS each comes from Secrets Manager
 /// (`<NAME>_SECRET_ARN`, read once at cold start), never from a plain
 /// environment variable; the plain variable is for local use.
-const SECRET_SETTINGS: [&str; 3] = ["DATABASE_URL", "OPENAI_API_KEY", "AGENTRUN_ADMIN_KEY"];
+const SECRET_SETTINGS: [&str; 4] = [
+    "DATABASE_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AGENTRUN_ADMIN_KEY",
+];
 
 impl CloudSettings {
     /// From the function's environment, with secrets read from Secrets Manager.
@@ -176,14 +187,19 @@ impl CloudSettings {
             name: "AGENTRUN_OUTBOUND_ALLOW",
             reason,
         })?;
-        let mut llm = OpenAiSettings::new(llm_url);
+        let mut llm = ProviderSettings::new(llm_url);
         llm.api_key = get("OPENAI_API_KEY").map(Secret::from);
+        let mut anthropic = ProviderSettings::new(
+            get("ANTHROPIC_BASE_URL").unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned()),
+        );
+        anthropic.api_key = get("ANTHROPIC_API_KEY").map(Secret::from);
         Ok(Self {
             database_url: Secret::new(database_url),
             db_connections,
             db_statements,
             state_machine_arn: get("STATE_MACHINE_ARN"),
             llm,
+            anthropic,
             admin_key: get("AGENTRUN_ADMIN_KEY").map(Secret::from),
             aws_endpoint: get("AWS_ENDPOINT_URL"),
             hot_table: get("HOT_TABLE"),
@@ -243,7 +259,10 @@ impl CloudPlatform {
         let engine = Engine {
             ledger,
             hot,
-            llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+            llm: LlmClients {
+                openai: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+                anthropic: Arc::new(AnthropicClient::new(settings.anthropic.clone())?),
+            },
             feed,
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::adapters::anthropic::AnthropicClient;
 use crate::adapters::degraded::Degradable;
 use crate::adapters::in_process::{BroadcastFeed, EmbeddedOrchestrator};
-use crate::adapters::openai::{OpenAiClient, OpenAiSettings};
+use crate::adapters::llm_http::ProviderSettings;
+use crate::adapters::openai::OpenAiClient;
 use crate::adapters::postgres::PgHotStore;
 use crate::api::{router, AppState, StreamGate, StreamLimits};
 use crate::domain::{AgentName, AgentSpec, TeamId};
@@ -18,7 +20,7 @@ use crate::engine::{CircuitSettings, Circuits, Engine, ToolRunner, ORPHAN_SLOT_G
 use crate::ledger::{ensure_database, Ledger, StoreError};
 use crate::outbound::OutboundAllow;
 use crate::policy::StepPolicy;
-use crate::ports::LlmError;
+use crate::ports::{LlmClients, LlmError};
 use crate::secret::Secret;
 use crate::starter::{start_stale_runs, STARTER_GRACE};
 use crate::webhooks::{WebhookPolicy, Webhooks};
@@ -36,7 +38,10 @@ pub struct EmbeddedSettings {
     pub hot_database_url: Option<Secret>,
     /// PostgreSQL connections in all (ledger and hot store).
     pub max_db_connections: usize,
-    pub llm: OpenAiSettings,
+    /// The OpenAI-compatible provider.
+    pub llm: ProviderSettings,
+    /// The Anthropic provider (its public API unless set).
+    pub anthropic: ProviderSettings,
     pub policy: StepPolicy,
     /// Steps executing at once across all runs. A step mostly waits on its
     /// provider, so this guards memory only (the provider's own rate limits
@@ -55,8 +60,9 @@ pub struct EmbeddedSettings {
 }
 
 impl EmbeddedSettings {
-    pub fn new(database_url: impl Into<String>, llm: OpenAiSettings) -> Self {
+    pub fn new(database_url: impl Into<String>, llm: ProviderSettings) -> Self {
         Self {
+            anthropic: ProviderSettings::new(crate::adapters::anthropic::DEFAULT_BASE_URL),
             database_url: Secret::new(database_url),
             hot_database_url: None,
             max_db_connections: 32,
@@ -118,7 +124,10 @@ impl Embedded {
         let engine = Engine {
             hot: Arc::new(Degradable::new(hot, ledger.clone())),
             ledger,
-            llm: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+            llm: LlmClients {
+                openai: Arc::new(OpenAiClient::new(settings.llm.clone())?),
+                anthropic: Arc::new(AnthropicClient::new(settings.anthropic.clone())?),
+            },
             feed: Arc::new(BroadcastFeed::new()),
             tools: ToolRunner::new(settings.outbound_allow.clone()),
             schemas: Default::default(),

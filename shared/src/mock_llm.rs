@@ -1,4 +1,5 @@
-//! An OpenAI-compatible Chat Completions server whose answers are scripted
+//! An OpenAI-compatible Chat Completions server, which also speaks the
+//! Anthropic Messages format (`/v1/messages`), whose answers are scripted
 //! per model name: tool calls, handoffs, final JSON, latency, 429/5xx
 //! faults and hangs. Used by `agentrun dev`, `agentrun mock-llm`, tests and
 //! benchmarks, always over real HTTP.
@@ -146,6 +147,7 @@ pub struct MockState {
     scripts: RwLock<HashMap<String, MockScript>>,
     faults_used: Mutex<HashMap<String, u32>>,
     requests: Mutex<HashMap<String, u64>>,
+    by_api: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl MockState {
@@ -160,6 +162,15 @@ impl MockState {
         self.requests
             .lock()
             .map(|r| r.get(model).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Requests received in one wire format: `chat_completions` or
+    /// `messages` (Anthropic).
+    pub fn requests_in(&self, api: &str) -> u64 {
+        self.by_api
+            .lock()
+            .map(|r| r.get(api).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -227,6 +238,11 @@ impl MockLlm {
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
+
+    /// The base URL to give an Anthropic client (which adds `/v1/messages`).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 impl Drop for MockLlm {
@@ -244,6 +260,7 @@ pub fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(complete))
         .route("/chat/completions", post(complete))
+        .route("/v1/messages", post(messages))
         .route("/_mock/scripts/{model}", put(set_script))
         .route("/_mock/stats", get(stats))
         .with_state(state)
@@ -302,14 +319,29 @@ fn error_response(status: u16, retry_after: Option<f64>) -> Response {
     response
 }
 
-async fn complete(
-    State(state): State<Arc<MockState>>,
-    Json(request): Json<CompletionRequest>,
-) -> Response {
+/// What the script answers a conversation with (before the wire format).
+struct Answer {
+    content: Option<String>,
+    /// `(id, name, arguments)`.
+    tool_calls: Vec<(String, String, Value)>,
+    usage: Usage,
+}
+
+/// Counts the request, waits the script's latency, then injects its
+/// faults or picks the scripted turn.
+async fn answer(
+    state: &MockState,
+    api: &'static str,
+    model: &str,
+    messages: &[ChatMessage],
+) -> Result<Answer, Response> {
     if let Ok(mut requests) = state.requests.lock() {
-        *requests.entry(request.model.clone()).or_insert(0) += 1;
+        *requests.entry(model.to_owned()).or_insert(0) += 1;
     }
-    let script = state.script(&request.model);
+    if let Ok(mut by_api) = state.by_api.lock() {
+        *by_api.entry(api).or_insert(0) += 1;
+    }
+    let script = state.script(model);
     let latency = match script.latency_ms {
         Latency::Fixed(ms) => ms,
         Latency::Range([low, high]) => rand::thread_rng().gen_range(low.min(high)..=high.max(low)),
@@ -318,12 +350,12 @@ async fn complete(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     if let Some(status) = script.fail_always {
-        return error_response(status, None);
+        return Err(error_response(status, None));
     }
-    if let Some(fault) = state.take_fault(&request.model, &script.faults) {
-        return error_response(fault.status, fault.retry_after);
+    if let Some(fault) = state.take_fault(model, &script.faults) {
+        return Err(error_response(fault.status, fault.retry_after));
     }
-    let index = turn_index(&request.messages);
+    let index = turn_index(messages);
     let turn = script
         .turns
         .get(index)
@@ -333,7 +365,7 @@ async fn complete(
     let (content, tool_calls) = match turn {
         MockTurn::Hang { hang_ms } => {
             tokio::time::sleep(Duration::from_millis(hang_ms)).await;
-            return error_response(504, None);
+            return Err(error_response(504, None));
         }
         MockTurn::Content { content } => (Some(content), Vec::new()),
         MockTurn::Json { json } => (Some(json.to_string()), Vec::new()),
@@ -344,38 +376,71 @@ async fn complete(
                 .enumerate()
                 .map(|(i, call)| {
                     let arguments = if call.arguments.is_null() {
-                        "{}".to_owned()
+                        json!({})
                     } else {
-                        call.arguments.to_string()
+                        call.arguments
                     };
-                    json!({
-                        "id": format!("call_{}_{index}_{i}", request.messages.len()),
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": arguments},
-                    })
+                    (
+                        format!("call_{}_{index}_{i}", messages.len()),
+                        call.name,
+                        arguments,
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
     };
     let usage = script.usage.unwrap_or_else(|| {
-        let prompt_chars: usize = request.messages.iter().map(ChatMessage::text_len).sum();
+        let prompt_chars: usize = messages.iter().map(ChatMessage::text_len).sum();
         let output_chars = content.as_deref().map_or(0, str::len)
             + tool_calls
                 .iter()
-                .map(|c| c.to_string().len())
+                .map(|(id, name, arguments)| id.len() + name.len() + arguments.to_string().len())
                 .sum::<usize>();
         Usage {
             prompt_tokens: estimate_tokens(prompt_chars),
             completion_tokens: estimate_tokens(output_chars).max(1),
         }
     });
-    let mut message = json!({"role": "assistant", "content": content});
-    let finish_reason = if tool_calls.is_empty() {
+    Ok(Answer {
+        content,
+        tool_calls,
+        usage,
+    })
+}
+
+async fn complete(
+    State(state): State<Arc<MockState>>,
+    Json(request): Json<CompletionRequest>,
+) -> Response {
+    let answer = match answer(
+        &state,
+        "chat_completions",
+        &request.model,
+        &request.messages,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let mut message = json!({"role": "assistant", "content": answer.content});
+    let finish_reason = if answer.tool_calls.is_empty() {
         "stop"
     } else {
-        message["tool_calls"] = Value::Array(tool_calls);
+        message["tool_calls"] = answer
+            .tool_calls
+            .iter()
+            .map(|(id, name, arguments)| {
+                json!({
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()},
+                })
+            })
+            .collect();
         "tool_calls"
     };
+    let usage = answer.usage;
     Json(json!({
         "id": format!("chatcmpl-mock-{}", uuid::Uuid::new_v4().simple()),
         "object": "chat.completion",
@@ -386,6 +451,118 @@ async fn complete(
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    }))
+    .into_response()
+}
+
+/// `POST /v1/messages` in the Anthropic wire format.
+#[derive(Deserialize)]
+struct MessagesRequest {
+    model: String,
+    #[serde(default)]
+    system: Option<String>,
+    messages: Vec<WireTurn>,
+}
+
+#[derive(Deserialize)]
+struct WireTurn {
+    role: String,
+    content: WireContent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Blocks(Vec<Value>),
+}
+
+/// The Anthropic turns as the conversation they carry.
+fn conversation(request: &MessagesRequest) -> Vec<ChatMessage> {
+    let mut messages = Vec::new();
+    if let Some(system) = &request.system {
+        messages.push(ChatMessage::System {
+            content: system.clone(),
+        });
+    }
+    for turn in &request.messages {
+        let blocks = match &turn.content {
+            WireContent::Text(text) => vec![json!({"type": "text", "text": text})],
+            WireContent::Blocks(blocks) => blocks.clone(),
+        };
+        let text_of = |block: &Value| block["text"].as_str().unwrap_or_default().to_owned();
+        if turn.role == "assistant" {
+            let text: String = blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .map(text_of)
+                .collect();
+            messages.push(ChatMessage::Assistant {
+                content: (!text.is_empty()).then_some(text),
+                tool_calls: blocks
+                    .iter()
+                    .filter(|b| b["type"] == "tool_use")
+                    .map(|b| crate::domain::ToolCall {
+                        id: b["id"].as_str().unwrap_or_default().to_owned(),
+                        kind: "function".to_owned(),
+                        function: crate::domain::FunctionCall {
+                            name: b["name"].as_str().unwrap_or_default().to_owned(),
+                            arguments: b["input"].to_string(),
+                        },
+                    })
+                    .collect(),
+            });
+            continue;
+        }
+        for block in &blocks {
+            messages.push(if block["type"] == "tool_result" {
+                ChatMessage::Tool {
+                    tool_call_id: block["tool_use_id"].as_str().unwrap_or_default().to_owned(),
+                    content: block["content"].as_str().unwrap_or_default().to_owned(),
+                }
+            } else {
+                ChatMessage::User {
+                    content: text_of(block),
+                }
+            });
+        }
+    }
+    messages
+}
+
+async fn messages(
+    State(state): State<Arc<MockState>>,
+    Json(request): Json<MessagesRequest>,
+) -> Response {
+    let conversation = conversation(&request);
+    let answer = match answer(&state, "messages", &request.model, &conversation).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let mut content: Vec<Value> = answer
+        .content
+        .iter()
+        .map(|text| json!({"type": "text", "text": text}))
+        .collect();
+    content.extend(answer.tool_calls.iter().map(|(id, name, arguments)| {
+        json!({"type": "tool_use", "id": id, "name": name, "input": arguments})
+    }));
+    let stop_reason = if answer.tool_calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    Json(json!({
+        "id": format!("msg_mock_{}", uuid::Uuid::new_v4().simple()),
+        "type": "message",
+        "role": "assistant",
+        "model": request.model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "usage": {
+            "input_tokens": answer.usage.prompt_tokens,
+            "output_tokens": answer.usage.completion_tokens,
         },
     }))
     .into_response()

@@ -169,7 +169,6 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
     use std::sync::Arc;
 
     use agentrun::adapters::in_process::BroadcastFeed;
-    use agentrun::adapters::openai::OpenAiClient;
     use agentrun::adapters::postgres::PgHotStore;
     use agentrun::engine::{Engine, ToolRunner};
 
@@ -182,7 +181,7 @@ async fn an_unreachable_hot_store_refuses_new_runs_with_503_and_creates_nothing(
     let engine = Engine {
         ledger: app.platform.engine.ledger.clone(),
         hot: Arc::new(PgHotStore::connect(&dead, 2).unwrap()),
-        llm: Arc::new(OpenAiClient::new(agentrun_e2e::fast_llm(app.mock.base_url())).unwrap()),
+        llm: app.platform.engine.llm.clone(),
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),

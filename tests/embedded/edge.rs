@@ -114,7 +114,6 @@ async fn nul_characters_and_out_of_range_dates_are_400s_in_the_json_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_degraded_without_driver_text() {
     use agentrun::adapters::in_process::BroadcastFeed;
-    use agentrun::adapters::openai::OpenAiClient;
     use agentrun::engine::{Engine, ToolRunner};
     use agentrun::ledger::Ledger;
 
@@ -126,7 +125,7 @@ async fn health_says_degraded_without_driver_text() {
     let engine = Engine {
         ledger: Ledger::connect(&dead, 2).unwrap(),
         hot: app.platform.engine.hot.clone(),
-        llm: Arc::new(OpenAiClient::new(agentrun_e2e::fast_llm(app.mock.base_url())).unwrap()),
+        llm: app.platform.engine.llm.clone(),
         feed: Arc::new(BroadcastFeed::new()),
         tools: ToolRunner::new(agentrun::outbound::OutboundAllow::none()),
         schemas: Default::default(),

@@ -89,3 +89,55 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let counts = agentrun_e2e::prepared_statements(&app.platform.engine.ledger).await;
     assert!(counts.iter().any(|n| *n > 0), "{counts:?}");
 }
+
+/// The same example through the Anthropic Messages API: the triage and
+/// billing agents name `provider: "anthropic"`, the billing model is
+/// overloaded once (529 with retry-after), and the run still ends with the
+/// schema-valid answer, every call made in the Messages format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs_through_the_anthropic_messages_api() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut scripts =
+        parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
+    for script in scripts.values_mut() {
+        script.latency_ms = agentrun::mock_llm::Latency::Fixed(0);
+    }
+    let billing = scripts.get_mut("mock-billing").unwrap();
+    billing.faults = vec![agentrun::mock_llm::Fault {
+        status: 529,
+        retry_after: Some(0.05),
+        times: 1,
+    }];
+    let app = spawn_app_with(scripts).await;
+    for name in ["support-triage", "billing"] {
+        let text = std::fs::read_to_string(examples.join(format!("agents/{name}.json"))).unwrap();
+        let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+        spec["provider"] = serde_json::json!("anthropic");
+        let stored = app.put_agent(name, spec).await;
+        assert_eq!(stored["spec"]["provider"], "anthropic", "{stored}");
+    }
+
+    let id = app
+        .start_run("support-triage", serde_json::json!("I was charged twice"))
+        .await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["active_agent"], "billing");
+    assert_eq!(run["output"]["refund_cents"], 4900);
+    assert_eq!(run["usage"]["llm_calls"], 4);
+    let steps = app.steps(&id).await;
+    assert_eq!(steps[0]["tool_calls"][0]["name"], "lookup_customer");
+    assert!(steps[0]["tool_calls"][0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("cus_1001"));
+    assert_eq!(steps[2]["tool_calls"][0]["name"], "list_invoices");
+    assert!(steps
+        .iter()
+        .all(|s| s["input_tokens"].as_i64().unwrap() > 0));
+
+    // Four answers and the one 529, all in the Messages format.
+    assert_eq!(app.mock.state.requests("mock-billing"), 3);
+    assert_eq!(app.mock.state.requests_in("messages"), 5);
+    assert_eq!(app.mock.state.requests_in("chat_completions"), 0);
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentrun::adapters::openai::OpenAiSettings;
+use agentrun::adapters::llm_http::ProviderSettings;
 use agentrun::domain::TeamId;
 use agentrun::embedded::{Embedded, EmbeddedSettings};
 use agentrun::mock_llm::{MockLlm, MockScript};
@@ -85,8 +85,8 @@ pub fn fast_policy() -> StepPolicy {
     }
 }
 
-pub fn fast_llm(base_url: String) -> OpenAiSettings {
-    let mut settings = OpenAiSettings::new(base_url);
+pub fn fast_llm(base_url: String) -> ProviderSettings {
+    let mut settings = ProviderSettings::new(base_url);
     settings.request_timeout = Duration::from_secs(5);
     settings.max_retries = 2;
     settings.retry_base = Duration::from_millis(20);
@@ -197,6 +197,7 @@ async fn start_app_at(
         .await
         .unwrap();
     let mut settings = EmbeddedSettings::new(database_url.clone(), fast_llm(mock.base_url()));
+    settings.anthropic = fast_llm(mock.anthropic_base_url());
     settings.policy = policy;
     settings.max_db_connections = 16;
     settings.outbound_allow = outbound_allow;

@@ -82,6 +82,9 @@ impl fmt::Display for AgentName {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
+    /// Which API the model is called through.
+    #[serde(default, skip_serializing_if = "Provider::is_default")]
+    pub provider: Provider,
     /// Model name sent to the provider.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub model: String,
@@ -123,6 +126,32 @@ pub struct AgentSpec {
     /// its own instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+}
+
+/// The API an agent's model is called through.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// OpenAI-compatible Chat Completions.
+    #[default]
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
+impl Provider {
+    pub fn is_default(&self) -> bool {
+        *self == Provider::default()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Openai => "openai",
+            Provider::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// An agent's webhook: its runs' ends are POSTed to `url`, signed like

@@ -10,7 +10,8 @@ pub mod run;
 pub mod team;
 
 pub use agent::{
-    AgentName, AgentSpec, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec, AGENT_NAME_PATTERN,
+    AgentName, AgentSpec, Provider, RunLimits, ToolKind, ToolSpec, Webhook, WebhookSpec,
+    AGENT_NAME_PATTERN,
 };
 pub use error_code::ErrorCode;
 pub use event::{EventType, NewEvent, RunEvent};

@@ -25,13 +25,13 @@ pub use tools::{sign, ToolRunner};
 use crate::domain::{Run, RunId, RunStatus, StopReason, Terminal};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, COST, RUNS_ENDED, RUNS_STARTED};
-use crate::ports::{EventFeed, HotStore, LlmClient};
+use crate::ports::{EventFeed, HotStore, LlmClients};
 
 /// Everything one step needs; built once per process and shared.
 #[derive(Clone)]
 pub struct Engine {
     pub ledger: Ledger,
-    pub llm: Arc<dyn LlmClient>,
+    pub llm: LlmClients,
     pub hot: Arc<dyn HotStore>,
     pub feed: Arc<dyn EventFeed>,
     pub tools: ToolRunner,

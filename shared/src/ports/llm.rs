@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::ChatMessage;
+use std::sync::Arc;
+
+use crate::domain::{ChatMessage, Provider};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ChatRequest {
@@ -74,6 +76,22 @@ pub enum LlmError {
     Rejected(String),
     #[error("provider sent an unreadable response: {0}")]
     InvalidResponse(String),
+}
+
+/// One client per provider; an agent names its provider.
+#[derive(Clone)]
+pub struct LlmClients {
+    pub openai: Arc<dyn LlmClient>,
+    pub anthropic: Arc<dyn LlmClient>,
+}
+
+impl LlmClients {
+    pub fn of(&self, provider: Provider) -> &dyn LlmClient {
+        match provider {
+            Provider::Openai => self.openai.as_ref(),
+            Provider::Anthropic => self.anthropic.as_ref(),
+        }
+    }
 }
 
 #[async_trait]

@@ -78,7 +78,8 @@ impl Engine {
             }
         }
         let agent = &ready.agent;
-        let circuit = Circuits::key(self.llm.endpoint(), &agent.spec.model);
+        let llm = self.llm.of(agent.spec.provider);
+        let circuit = Circuits::key(llm.endpoint(), &agent.spec.model);
         if let Gate::Open { until } = self.circuits.gate(self.hot.as_ref(), &circuit).await {
             self.hot.cancel_reservation(run_id, step_no).await?;
             let open = NewEvent::new(
@@ -107,7 +108,7 @@ impl Engine {
         };
         let model = self.metrics.model_label(&request.model);
         let mut timer = Timer::start(&self.metrics, LLM_SECONDS, &[("model", model.as_str())]);
-        let answer = self.llm.complete(&request, ready.deadline).await;
+        let answer = llm.complete(&request, ready.deadline).await;
         timer.finish(if answer.is_ok() { "ok" } else { "error" });
         drop(timer);
         // Only a provider that does not answer counts against its circuit.

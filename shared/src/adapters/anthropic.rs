@@ -1,0 +1,310 @@
+//! Anthropic Messages API client (`POST {base}/v1/messages`). The ledger's
+//! conversation (Chat Completions form) is translated on the way out: system
+//! messages become `system`, tool results become `tool_result` blocks of a
+//! user turn, and consecutive turns of one role are merged, as the API
+//! wants roles to alternate. 429 and 529 (overloaded) are "slow down", with
+//! their `retry-after`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::llm_http::{answer_body, http_client, unsent, with_retries, ProviderSettings};
+use crate::domain::{ChatMessage, FunctionCall, ToolCall};
+use crate::ports::{ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
+use crate::secret::Secret;
+
+/// The API version the client speaks (`anthropic-version`).
+pub const API_VERSION: &str = "2023-06-01";
+
+/// Where the API is when no base URL is given.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+pub struct AnthropicClient {
+    http: reqwest::Client,
+    settings: ProviderSettings,
+    url: String,
+}
+
+impl AnthropicClient {
+    pub fn new(settings: ProviderSettings) -> Result<Self, LlmError> {
+        Ok(Self {
+            http: http_client(&settings)?,
+            url: settings.url("v1/messages"),
+            settings,
+        })
+    }
+
+    async fn attempt(&self, body: &Value, timeout: Duration) -> Result<ChatResponse, LlmError> {
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header("anthropic-version", API_VERSION)
+            .json(body)
+            .timeout(timeout);
+        if let Some(key) = self.settings.api_key.as_ref().map(Secret::expose) {
+            builder = builder.header("x-api-key", key);
+        }
+        let response = builder.send().await.map_err(unsent)?;
+        parse_message(&answer_body(response, &[429, 529]).await?)
+    }
+}
+
+#[async_trait]
+impl LlmClient for AnthropicClient {
+    fn endpoint(&self) -> &str {
+        &self.settings.base_url
+    }
+
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        deadline: Instant,
+    ) -> Result<ChatResponse, LlmError> {
+        let body = messages_request(request)?;
+        with_retries(&self.settings, &request.model, deadline, |timeout| {
+            self.attempt(&body, timeout)
+        })
+        .await
+    }
+}
+
+/// One turn of the Messages API.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct Turn {
+    pub role: &'static str,
+    pub content: Vec<Value>,
+}
+
+/// The system prompt and the alternating turns of a conversation.
+pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> {
+    let mut system = Vec::new();
+    let mut turns: Vec<Turn> = Vec::new();
+    for message in messages {
+        let (role, blocks) = match message {
+            ChatMessage::System { content } => {
+                system.push(content.as_str());
+                continue;
+            }
+            ChatMessage::User { content } => {
+                ("user", vec![json!({"type": "text", "text": content})])
+            }
+            ChatMessage::Tool {
+                tool_call_id,
+                content,
+            } => (
+                "user",
+                vec![
+                    json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content}),
+                ],
+            ),
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                let mut blocks = Vec::new();
+                if let Some(text) = content.as_deref().filter(|t| !t.is_empty()) {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for call in tool_calls {
+                    let input: Value =
+                        serde_json::from_str(&call.function.arguments).map_err(|e| {
+                            LlmError::Rejected(format!(
+                                "the arguments of tool call {} are not JSON: {e}",
+                                call.id
+                            ))
+                        })?;
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.id,
+                        "name": call.function.name,
+                        "input": input,
+                    }));
+                }
+                if blocks.is_empty() {
+                    continue;
+                }
+                ("assistant", blocks)
+            }
+        };
+        match turns.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(Turn {
+                role,
+                content: blocks,
+            }),
+        }
+    }
+    Ok((system.join("\n\n"), turns))
+}
+
+fn messages_request(request: &ChatRequest) -> Result<Value, LlmError> {
+    let (system, turns) = turns(&request.messages)?;
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": turns,
+    });
+    if !system.is_empty() {
+        body["system"] = Value::String(system);
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({
+                    "name": tool.function.name,
+                    "description": tool.function.description,
+                    "input_schema": tool.function.parameters,
+                })
+            })
+            .collect();
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Vec<WireBlock>,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Default, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+fn parse_message(body: &str) -> Result<ChatResponse, LlmError> {
+    let wire: WireMessage = serde_json::from_str(body)
+        .map_err(|e| LlmError::InvalidResponse(format!("not a Messages API answer: {e}")))?;
+    let mut text = Vec::new();
+    let mut tool_calls = Vec::new();
+    for block in wire.content {
+        match block {
+            WireBlock::Text { text: part } => text.push(part),
+            WireBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                id,
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name,
+                    arguments: if input.is_null() {
+                        "{}".to_owned()
+                    } else {
+                        input.to_string()
+                    },
+                },
+            }),
+            WireBlock::Other => {}
+        }
+    }
+    Ok(ChatResponse {
+        message: ChatMessage::Assistant {
+            content: (!text.is_empty()).then(|| text.concat()),
+            tool_calls,
+        },
+        usage: Usage {
+            prompt_tokens: wire.usage.input_tokens,
+            completion_tokens: wire.usage.output_tokens,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_conversation_becomes_a_system_prompt_and_alternating_turns() {
+        let messages = vec![
+            ChatMessage::System {
+                content: "be brief".into(),
+            },
+            ChatMessage::User {
+                content: "refund me".into(),
+            },
+            ChatMessage::Assistant {
+                content: Some("looking".into()),
+                tool_calls: vec![call("c1", "lookup", r#"{"id":7}"#), call("c2", "now", "{}")],
+            },
+            ChatMessage::Tool {
+                tool_call_id: "c1".into(),
+                content: "found".into(),
+            },
+            ChatMessage::Tool {
+                tool_call_id: "c2".into(),
+                content: "noon".into(),
+            },
+        ];
+        let (system, turns) = turns(&messages).unwrap();
+        assert_eq!(system, "be brief");
+        let roles: Vec<&str> = turns.iter().map(|t| t.role).collect();
+        assert_eq!(roles, ["user", "assistant", "user"]);
+        assert_eq!(turns[1].content[1]["input"], json!({"id": 7}));
+        assert_eq!(turns[2].content.len(), 2, "both results in one user turn");
+        assert_eq!(turns[2].content[1]["tool_use_id"], "c2");
+    }
+
+    #[test]
+    fn answers_parse_into_text_and_tool_calls() {
+        let parsed = parse_message(
+            r#"{"id":"m","type":"message","role":"assistant","stop_reason":"tool_use",
+                "content":[{"type":"text","text":"checking"},
+                           {"type":"tool_use","id":"t1","name":"lookup","input":{"id":7}}],
+                "usage":{"input_tokens":12,"output_tokens":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.usage.prompt_tokens, 12);
+        match parsed.message {
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                assert_eq!(content.as_deref(), Some("checking"));
+                assert_eq!(tool_calls[0].function.arguments, r#"{"id":7}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse_message(r#"{"choices":[]}"#),
+            Err(LlmError::InvalidResponse(_))
+        ));
+    }
+}
