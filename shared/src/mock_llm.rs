@@ -270,6 +270,8 @@ pub fn router(state: Arc<MockState>) -> Router {
 struct CompletionRequest {
     model: String,
     messages: Vec<ChatMessage>,
+    #[serde(default)]
+    tools: Vec<Value>,
 }
 
 async fn set_script(
@@ -334,6 +336,7 @@ async fn answer(
     api: &'static str,
     model: &str,
     messages: &[ChatMessage],
+    tools_offered: bool,
 ) -> Result<Answer, Response> {
     if let Ok(mut requests) = state.requests.lock() {
         *requests.entry(model.to_owned()).or_insert(0) += 1;
@@ -362,6 +365,17 @@ async fn answer(
         .or(script.turns.last())
         .cloned()
         .unwrap_or_else(|| MockTurn::text("This is a reply from the agentrun mock LLM."));
+    // Offered no tools, a model cannot call one: it answers with the
+    // script's first answer instead.
+    let turn = match turn {
+        MockTurn::ToolCalls { .. } if !tools_offered => script
+            .turns
+            .iter()
+            .find(|t| matches!(t, MockTurn::Json { .. } | MockTurn::Content { .. }))
+            .cloned()
+            .unwrap_or_else(|| MockTurn::text("This is a final reply from the agentrun mock LLM.")),
+        turn => turn,
+    };
     let (content, tool_calls) = match turn {
         MockTurn::Hang { hang_ms } => {
             tokio::time::sleep(Duration::from_millis(hang_ms)).await;
@@ -417,6 +431,7 @@ async fn complete(
         "chat_completions",
         &request.model,
         &request.messages,
+        !request.tools.is_empty(),
     )
     .await
     {
@@ -463,6 +478,8 @@ struct MessagesRequest {
     #[serde(default)]
     system: Option<String>,
     messages: Vec<WireTurn>,
+    #[serde(default)]
+    tools: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -536,7 +553,15 @@ async fn messages(
     Json(request): Json<MessagesRequest>,
 ) -> Response {
     let conversation = conversation(&request);
-    let answer = match answer(&state, "messages", &request.model, &conversation).await {
+    let answer = match answer(
+        &state,
+        "messages",
+        &request.model,
+        &conversation,
+        !request.tools.is_empty(),
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(response) => return response,
     };

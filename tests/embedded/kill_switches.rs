@@ -28,7 +28,7 @@ async fn a_runaway_loop_stops_at_max_steps() {
         "looper",
         agent(
             "loop",
-            json!({"tools": [echo_tool("noop")], "limits": {"max_steps": 3}}),
+            json!({"tools": [echo_tool("noop")], "wind_down": false, "limits": {"max_steps": 3}}),
         ),
     )
     .await;
@@ -55,7 +55,7 @@ async fn the_run_token_budget_stops_before_a_call_that_could_cross_it() {
         "spender",
         agent(
             "spender",
-            json!({"tools": [echo_tool("noop")], "max_output_tokens": 200, "limits": {"run_token_budget": 1000}}),
+            json!({"tools": [echo_tool("noop")], "wind_down": false, "max_output_tokens": 200, "limits": {"run_token_budget": 1000}}),
         ),
     )
     .await;
@@ -68,6 +68,126 @@ async fn the_run_token_budget_stops_before_a_call_that_could_cross_it() {
     assert_eq!(run["usage"]["total_tokens"], 800);
     assert_eq!(app.mock.state.requests("spender"), 2);
     assert_eq!(last_event(&app, &id).await, "run.failed");
+}
+
+/// A model that calls a tool five times, then answers in the schema
+/// (which a model offered no tools answers with at once).
+fn looping_then_answering() -> MockScript {
+    let mut turns = vec![MockTurn::tool("noop", json!({})); 5];
+    turns.push(MockTurn::json(json!({"answer": "done what I could"})));
+    MockScript::turns(turns)
+}
+
+fn answering_agent(model: &str, extra: Value) -> Value {
+    let mut spec = agent(
+        model,
+        json!({
+            "tools": [echo_tool("noop")],
+            "output_schema": {"type": "object", "required": ["answer"],
+                              "properties": {"answer": {"type": "string"}}},
+        }),
+    );
+    for (key, value) in extra.as_object().unwrap() {
+        spec[key] = value.clone();
+    }
+    spec
+}
+
+/// At the last step `max_steps` allows the agent gets one turn without
+/// tools: its answer is schema-valid, so the run succeeds, wound down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_steps_the_agent_winds_down_with_a_final_answer() {
+    let app = spawn_app_with(HashMap::from([(
+        "looping".to_owned(),
+        looping_then_answering(),
+    )]))
+    .await;
+    app.put_agent(
+        "winder",
+        answering_agent("looping", json!({"limits": {"max_steps": 3}})),
+    )
+    .await;
+    app.put_agent(
+        "stopper",
+        answering_agent(
+            "looping",
+            json!({"wind_down": false, "limits": {"max_steps": 3}}),
+        ),
+    )
+    .await;
+
+    let id = app.start_run("winder", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["stop_reason"], "completed");
+    assert_eq!(run["wound_down"], true);
+    assert_eq!(run["output"]["answer"], "done what I could");
+    let steps = app.steps(&id).await;
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[1]["tool_calls"].as_array().unwrap().len(), 1);
+    assert!(steps[2]["tool_calls"].as_array().unwrap().is_empty());
+    let events = app.all_events(&id).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "run.succeeded");
+    let data: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(data["data"]["wound_down"], true);
+    // The final turn's instruction is in the conversation, before the answer.
+    let db = app.db().await;
+    let run_id: uuid::Uuid = id.parse().unwrap();
+    let messages: Vec<Value> = db
+        .query(
+            "SELECT message FROM run_messages WHERE run_id = $1 ORDER BY seq",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let instruction = &messages[messages.len() - 2];
+    assert_eq!(instruction["role"], "user");
+    assert!(instruction["content"]
+        .as_str()
+        .unwrap()
+        .contains("final turn"));
+
+    // Off, the same model ends at the limit as before.
+    let id = app.start_run("stopper", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["stop_reason"], "max_steps");
+    assert_eq!(run["wound_down"], false);
+    assert_eq!(app.steps(&id).await.len(), 3);
+}
+
+/// When the next call's reservation would cross the run's token budget,
+/// the final turn gets what the budget has left and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_its_token_budget_the_agent_winds_down() {
+    let script = MockScript {
+        usage: Some(Usage {
+            prompt_tokens: 300,
+            completion_tokens: 100,
+        }),
+        ..looping_then_answering()
+    };
+    let app = spawn_app_with(HashMap::from([("spender".to_owned(), script)])).await;
+    app.put_agent(
+        "spender",
+        answering_agent(
+            "spender",
+            json!({"max_output_tokens": 200, "limits": {"run_token_budget": 1000}}),
+        ),
+    )
+    .await;
+    let id = app.start_run("spender", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["wound_down"], true);
+    assert_eq!(run["output"]["answer"], "done what I could");
+    // Two calls with tools (800 tokens), then the final turn.
+    assert_eq!(app.mock.state.requests("spender"), 3);
+    assert_eq!(app.steps(&id).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

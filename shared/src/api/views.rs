@@ -88,6 +88,9 @@ pub struct RunView {
     pub limits: RunLimits,
     pub steps: i32,
     pub handoff_depth: i32,
+    /// The run ended with its agent's final turn without tools, at
+    /// `max_steps` or its token budget (graceful wind-down).
+    pub wound_down: bool,
     pub usage: UsageView,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -124,6 +127,7 @@ impl From<&Run> for RunView {
             limits: run.limits.clone(),
             steps: run.next_step - 1,
             handoff_depth: run.handoff_depth,
+            wound_down: run.wound_down,
             usage: UsageView {
                 input_tokens: run.input_tokens,
                 output_tokens: run.output_tokens,

@@ -119,6 +119,14 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
+    /// At the last step `limits.max_steps` allows, or when the next call
+    /// would cross the run's token budget, the model gets one final turn
+    /// without tools to give its best answer (in the output schema); the
+    /// run then succeeds with `wound_down`. Off, those limits end the run
+    /// at once.
+    #[serde(default = "default_wind_down", skip_serializing_if = "is_true")]
+    #[schema(default = true)]
+    pub wind_down: bool,
     /// Run-wide limits; taken from the agent a run starts with.
     #[serde(default)]
     pub limits: RunLimits,
@@ -217,6 +225,12 @@ impl Webhook {
     }
 }
 
+fn default_wind_down() -> bool {
+    true
+}
+fn is_true(value: &bool) -> bool {
+    *value
+}
 fn default_max_output_tokens() -> u32 {
     1024
 }

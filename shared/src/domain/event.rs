@@ -133,6 +133,9 @@ pub fn terminal_event(run: &Run, step_no: Option<i32>) -> NewEvent {
     if let Some(detail) = &run.stop_detail {
         data["detail"] = json!(detail);
     }
+    if run.wound_down {
+        data["wound_down"] = json!(true);
+    }
     if let Some(output) = &run.output {
         data["output"] = output.clone();
     }

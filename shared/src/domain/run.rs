@@ -188,6 +188,8 @@ pub struct Run {
     pub finished_at: Option<DateTime<Utc>>,
     /// Where the run's end is announced, if anywhere.
     pub webhook_url: Option<String>,
+    /// It ended with its agent's final turn without tools (wind-down).
+    pub wound_down: bool,
 }
 
 impl Run {

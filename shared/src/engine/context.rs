@@ -34,7 +34,29 @@ pub fn tool_definitions(spec: &AgentSpec) -> Vec<ToolDefinition> {
 }
 
 pub fn build_prompt(spec: &AgentSpec, history: Vec<ChatMessage>) -> Prompt {
-    let tools = tool_definitions(spec);
+    assemble(spec, history, tool_definitions(spec))
+}
+
+/// What a run's final turn (graceful wind-down) says to the model; it is
+/// kept in the conversation with the answer.
+pub fn final_turn_message(spec: &AgentSpec) -> ChatMessage {
+    let mut content = "This is your final turn: no more tool calls are possible. \
+                       Give your best final answer now, from what you know so far."
+        .to_owned();
+    if spec.output_schema.is_some() {
+        content.push_str(" Answer with JSON that matches the output schema.");
+    }
+    ChatMessage::User { content }
+}
+
+/// The prompt of a final turn: the conversation, the final-turn message,
+/// and no tools.
+pub fn build_final_prompt(spec: &AgentSpec, mut history: Vec<ChatMessage>) -> Prompt {
+    history.push(final_turn_message(spec));
+    assemble(spec, history, Vec::new())
+}
+
+fn assemble(spec: &AgentSpec, history: Vec<ChatMessage>, tools: Vec<ToolDefinition>) -> Prompt {
     let tool_chars: usize = tools
         .iter()
         .map(|t| {

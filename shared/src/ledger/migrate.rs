@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "webhooks",
         include_str!("../../../migrations/V8__webhooks.sql"),
     ),
+    (
+        9,
+        "wind_down",
+        include_str!("../../../migrations/V9__wind_down.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

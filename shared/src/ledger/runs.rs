@@ -16,7 +16,7 @@ pub(super) const RUN_COLUMNS: &str =
     stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
         handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
     run_fee_micros, created_at, started_at, deadline, finished_at,
-    webhook->>'url' AS webhook_url";
+    webhook->>'url' AS webhook_url, wound_down";
 
 pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
     let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("run {what}: {e}"));
@@ -54,6 +54,7 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
         deadline: row.get("deadline"),
         finished_at: row.get("finished_at"),
         webhook_url: row.get("webhook_url"),
+        wound_down: row.get("wound_down"),
     })
 }
 

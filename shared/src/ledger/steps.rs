@@ -76,6 +76,8 @@ pub struct StepCommit {
     pub handoff_to: Option<(String, i32)>,
     pub repairs_used: i32,
     pub terminal: Option<Terminal>,
+    /// The terminal answer came from the final turn without tools.
+    pub wound_down: bool,
     /// The next step's first attempt begins with this commit (its
     /// `step.started`): for a driver that runs it right after.
     pub begin_next: bool,
@@ -459,6 +461,7 @@ impl Ledger {
                          output = coalesce($13, output),
                          raw_output = coalesce($14, raw_output),
                          finished_at = CASE WHEN $10::text IS NULL THEN finished_at ELSE now() END,
+                         wound_down = wound_down OR $26,
                          attempt_step = CASE WHEN $25 THEN $2 + 1 ELSE attempt_step END,
                          step_attempts = CASE WHEN $25 THEN 1 ELSE step_attempts END
                      WHERE id = $1 AND status = 'running' AND next_step = $2
@@ -518,6 +521,7 @@ impl Ledger {
                     &to_json(&commit.tool_calls)?,
                     &event_steps,
                     &commit.begin_next,
+                    &commit.wound_down,
                 ],
             )
             .await?;

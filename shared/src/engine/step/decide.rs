@@ -7,7 +7,9 @@ use serde_json::json;
 use super::guards::Ready;
 use super::turn::Turn;
 use crate::domain::event::terminal_event;
+use crate::domain::Run;
 use crate::domain::{ChatMessage, EventType, NewEvent, StopReason, Terminal};
+use crate::engine::context::final_turn_message;
 use crate::engine::output::{check_output, repair_prompt};
 use crate::engine::{Engine, StepError};
 use crate::ledger::{StepCommit, ToolCallRecord};
@@ -28,7 +30,12 @@ impl Engine {
         let (run, agent, step_no) = (&ready.run, &ready.agent, ready.step_no);
         let step = Some(step_no);
         let mut events = pending_events;
-        let mut messages = vec![turn.message.clone()];
+        let final_turn = ready.final_turn;
+        let mut messages = match final_turn {
+            Some(_) => vec![final_turn_message(&agent.spec), turn.message.clone()],
+            None => vec![turn.message.clone()],
+        };
+        let mut wound_down = false;
         let mut handoff_to = None;
         let mut terminal = None;
         let mut repairs_used = run.repairs_used;
@@ -92,17 +99,29 @@ impl Engine {
             }
         }
 
-        if calls.is_empty() {
-            let content = match &turn.message {
-                ChatMessage::Assistant { content, .. } => content.clone().unwrap_or_default(),
-                _ => String::new(),
-            };
+        let (content, called_tools) = match &turn.message {
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => (content.clone().unwrap_or_default(), !tool_calls.is_empty()),
+            _ => (String::new(), false),
+        };
+        if let (Some(last), true) = (final_turn, called_tools && content.trim().is_empty()) {
+            terminal = Some(Terminal::new(
+                last.otherwise,
+                format!(
+                    "{}; the final turn without tools called tools instead of answering",
+                    limit_detail(run, last.otherwise)
+                ),
+            ));
+        } else if calls.is_empty() {
             let checked = match self.schemas.validator(run.team_id, agent).await {
                 Ok(validator) => check_output(validator.as_deref(), &content),
                 Err(problem) => Err(vec![problem]),
             };
             match checked {
                 Ok(output) => {
+                    wound_down = final_turn.is_some();
                     terminal = Some(Terminal {
                         reason: StopReason::Completed,
                         detail: None,
@@ -116,7 +135,18 @@ impl Engine {
                         step,
                         json!({"errors": problems, "repairs_used": repairs_used}),
                     ));
-                    if repairs_used < agent.spec.max_repairs as i32 {
+                    if let Some(last) = final_turn {
+                        terminal = Some(Terminal {
+                            reason: last.otherwise,
+                            detail: Some(format!(
+                                "{}; the final answer failed its output schema: {}",
+                                limit_detail(run, last.otherwise),
+                                problems.join("; ")
+                            )),
+                            output: None,
+                            raw_output: Some(content),
+                        });
+                    } else if repairs_used < agent.spec.max_repairs as i32 {
                         repairs_used += 1;
                         messages.push(ChatMessage::User {
                             content: repair_prompt(&problems),
@@ -146,6 +176,7 @@ impl Engine {
             after.input_tokens += turn.input_tokens;
             after.output_tokens += turn.output_tokens;
             after.llm_calls += 1;
+            after.wound_down = wound_down;
             after
         });
         events.push(NewEvent::new(
@@ -178,8 +209,23 @@ impl Engine {
             handoff_to,
             repairs_used,
             terminal,
+            wound_down,
             tool_calls: results,
             begin_next: false,
         })
+    }
+}
+
+/// The limit a final turn stood in for, as its stop detail says it.
+fn limit_detail(run: &Run, reason: StopReason) -> String {
+    match reason {
+        StopReason::RunTokenBudget => format!(
+            "the run reached its token budget of {}",
+            run.limits.run_token_budget
+        ),
+        _ => format!(
+            "the run reached its limit of {} steps",
+            run.limits.max_steps
+        ),
     }
 }

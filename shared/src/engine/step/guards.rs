@@ -10,7 +10,7 @@ use super::RunMemory;
 use crate::domain::{
     ChatMessage, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason, Terminal,
 };
-use crate::engine::context::{build_prompt, Prompt};
+use crate::engine::context::{build_final_prompt, build_prompt, Prompt};
 use crate::engine::{Engine, StepError};
 use crate::ledger::AgentVersion;
 use crate::ports::TokenReservation;
@@ -29,7 +29,22 @@ pub(super) struct Ready {
     /// deadline, the earlier.
     pub deadline: Instant,
     pub run_deadline: Option<Instant>,
+    /// This is the run's final turn (graceful wind-down).
+    pub final_turn: Option<FinalTurn>,
 }
+
+/// The agent's one turn without tools before a limit would end the run.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FinalTurn {
+    /// What the answer may use: the agent's limit, or what the run's
+    /// budget has left.
+    pub max_tokens: u32,
+    /// How the run ends when the final answer is not one (today's stop).
+    pub otherwise: StopReason,
+}
+
+/// A final turn with room for fewer tokens than this is not tried.
+const MIN_FINAL_TURN_TOKENS: u64 = 64;
 
 pub(super) enum Opened {
     /// Nothing to do: the step is committed, or the run has ended (now).
@@ -107,6 +122,8 @@ impl Engine {
             return self.stop(&run, stop).await.map(Opened::Finished);
         }
         if let Some(stop) = timed_out(&run).or_else(|| over_max_steps(&run, step_no)) {
+            // With wind-down the last allowed step was the final turn, so a
+            // step past it is only reached with wind-down off.
             return self.stop(&run, stop).await.map(Opened::Finished);
         }
         let run_deadline = run
@@ -131,9 +148,32 @@ impl Engine {
             Some(messages) if messages.len() as i64 == context.message_count => messages,
             _ => self.ledger.messages(run_id).await?,
         };
-        let prompt = build_prompt(&agent.spec, history.clone());
-        let reserve = prompt.estimated_tokens + u64::from(agent.spec.max_output_tokens);
-        if run.tokens_used() + reserve > run.limits.run_token_budget {
+        let mut prompt = build_prompt(&agent.spec, history.clone());
+        let mut reserve = prompt.estimated_tokens + u64::from(agent.spec.max_output_tokens);
+        let over_budget = run.tokens_used() + reserve > run.limits.run_token_budget;
+        let last_step = step_no == run.limits.max_steps as i32;
+        let mut final_turn = None;
+        if agent.spec.wind_down && (over_budget || last_step) {
+            let last = build_final_prompt(&agent.spec, history.clone());
+            let room = run
+                .limits
+                .run_token_budget
+                .saturating_sub(run.tokens_used() + last.estimated_tokens)
+                .min(u64::from(agent.spec.max_output_tokens));
+            if room >= MIN_FINAL_TURN_TOKENS {
+                final_turn = Some(FinalTurn {
+                    max_tokens: room as u32,
+                    otherwise: if over_budget {
+                        StopReason::RunTokenBudget
+                    } else {
+                        StopReason::MaxSteps
+                    },
+                });
+                reserve = last.estimated_tokens + room;
+                prompt = last;
+            }
+        }
+        if final_turn.is_none() && over_budget {
             let detail = format!(
                 "the next LLM call may use up to {reserve} tokens; {} of the run's budget of {} are spent",
                 run.tokens_used(),
@@ -206,6 +246,7 @@ impl Engine {
             prompt,
             deadline,
             run_deadline,
+            final_turn,
         })))
     }
 }

@@ -68,7 +68,11 @@ impl Engine {
         // Only an earlier attempt can have kept a turn.
         if ready.attempt > 1 {
             if let Some(turn) = self.ledger.llm_turn(run_id, step_no).await? {
-                let calls = tool_calls_of(&turn.message);
+                let calls = if ready.final_turn.is_some() {
+                    Vec::new()
+                } else {
+                    tool_calls_of(&turn.message)
+                };
                 return Ok(Taken::Turn(Box::new(Turn {
                     turn,
                     reused: true,
@@ -103,7 +107,9 @@ impl Engine {
             model: agent.spec.model.clone(),
             messages: ready.prompt.messages.clone(),
             tools: ready.prompt.tools.clone(),
-            max_tokens: agent.spec.max_output_tokens,
+            max_tokens: ready
+                .final_turn
+                .map_or(agent.spec.max_output_tokens, |last| last.max_tokens),
             temperature: agent.spec.temperature,
         };
         let model = self.metrics.model_label(&request.model);
@@ -144,7 +150,12 @@ impl Engine {
             output_tokens: response.usage.completion_tokens as i64,
             context_trimmed: ready.prompt.trimmed as i32,
         };
-        let calls = tool_calls_of(&fresh.message);
+        // A final turn's tool calls are not made: its answer ends the run.
+        let calls = if ready.final_turn.is_some() {
+            Vec::new()
+        } else {
+            tool_calls_of(&fresh.message)
+        };
         let mut events = vec![NewEvent::new(
             EventType::LlmCompleted,
             Some(step_no),
