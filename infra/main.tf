@@ -25,8 +25,8 @@ locals {
 
   # Secrets each function reads, by ARN (none of their values is ever put in
   # an environment variable).
-  secrets_all_functions = compact([var.database_url_secret_arn, var.llm_api_key_secret_arn])
-  secrets_api           = compact([var.database_url_secret_arn, var.llm_api_key_secret_arn, local.admin_key_secret_arn])
+  secrets_all_functions = compact([var.database_url_secret_arn, var.llm_api_key_secret_arn, var.anthropic_api_key_secret_arn])
+  secrets_api           = compact([var.database_url_secret_arn, var.llm_api_key_secret_arn, var.anthropic_api_key_secret_arn, local.admin_key_secret_arn])
   secrets_sse_relay     = [var.database_url_secret_arn]
 
   kms_key_arns = var.kms_key_arn == null ? [] : [var.kms_key_arn]
@@ -45,13 +45,29 @@ locals {
       EVENTS_TABLE            = module.tables.events_table_name
       AGENTRUN_OUTBOUND_ALLOW = var.outbound_allow
     },
+    # The Anthropic provider: the code uses https://api.anthropic.com when
+    # ANTHROPIC_BASE_URL is unset.
+    var.anthropic_base_url == null ? {} : {
+      ANTHROPIC_BASE_URL = var.anthropic_base_url
+    },
+  )
+
+  # The LLM keys' secrets, for api, step and finalize only. The code reads
+  # every <NAME>_SECRET_ARN in its environment at cold start and fails if it
+  # cannot: sse-relay, which never calls an LLM and whose role may read only
+  # the database secret (local.secrets_sse_relay), must not get them.
+  environment_llm_keys = merge(
     var.llm_api_key_secret_arn == null ? {} : {
       OPENAI_API_KEY_SECRET_ARN = var.llm_api_key_secret_arn
+    },
+    var.anthropic_api_key_secret_arn == null ? {} : {
+      ANTHROPIC_API_KEY_SECRET_ARN = var.anthropic_api_key_secret_arn
     },
   )
 
   environment_api = merge(
     local.environment_common,
+    local.environment_llm_keys,
     {
       STATE_MACHINE_ARN = aws_sfn_state_machine.run.arn
       # Behind API Gateway the api function cannot hold a stream open: it
@@ -67,6 +83,7 @@ locals {
 
   environment_step = merge(
     local.environment_common,
+    local.environment_llm_keys,
     {
       AGENTRUN_STEPS_PER_TASK = tostring(var.steps_per_task)
     },
@@ -74,6 +91,7 @@ locals {
 
   environment_finalize = merge(
     local.environment_common,
+    local.environment_llm_keys,
     {
       STATE_MACHINE_ARN = aws_sfn_state_machine.run.arn
     },

@@ -65,6 +65,17 @@ variable "llm_api_key_secret_arn" {
   }
 }
 
+variable "anthropic_api_key_secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the Anthropic API key (ANTHROPIC_API_KEY_SECRET_ARN); null when Anthropic is not used."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.anthropic_api_key_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.anthropic_api_key_secret_arn))
+    error_message = "anthropic_api_key_secret_arn must be null or a Secrets Manager secret ARN."
+  }
+}
+
 variable "enable_admin_api" {
   description = "Serve the admin API (teams, keys, switches). Its key is read from admin_key_secret_arn, or from a secret this module creates with a generated value."
   type        = bool
@@ -101,6 +112,17 @@ variable "llm_base_url" {
   validation {
     condition     = can(regex("^https?://[^\\s]+$", var.llm_base_url))
     error_message = "llm_base_url must be an http:// or https:// URL."
+  }
+}
+
+variable "anthropic_base_url" {
+  description = "Base URL of the Anthropic API (ANTHROPIC_BASE_URL); null leaves it unset, and the functions use https://api.anthropic.com."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.anthropic_base_url == null || can(regex("^https?://[^\\s]+$", var.anthropic_base_url))
+    error_message = "anthropic_base_url must be null or an http:// or https:// URL."
   }
 }
 

@@ -22,12 +22,18 @@ import hcl2
 
 FUNCTIONS = ("api", "step", "finalize", "sse-relay")
 ALL = FUNCTIONS
+# The functions that get the LLM keys' secrets. Not sse-relay: it never calls
+# an LLM, its role may read only the database secret, and the code reads every
+# <NAME>_SECRET_ARN in its environment at cold start (failing if it cannot).
+LLM_KEY_READERS = ("api", "step", "finalize")
 
 # (a) The environment contract: name -> functions Terraform sets it for.
 CONTRACT = {
     "DATABASE_URL_SECRET_ARN": ALL,
     "OPENAI_BASE_URL": ALL,
-    "OPENAI_API_KEY_SECRET_ARN": ALL,  # only when llm_api_key_secret_arn is set
+    "OPENAI_API_KEY_SECRET_ARN": LLM_KEY_READERS,  # only when llm_api_key_secret_arn is set
+    "ANTHROPIC_BASE_URL": ALL,  # only when anthropic_base_url is set
+    "ANTHROPIC_API_KEY_SECRET_ARN": LLM_KEY_READERS,  # only when anthropic_api_key_secret_arn is set
     "AGENTRUN_DB_CONNECTIONS": ALL,
     "AGENTRUN_DB_STATEMENTS": ALL,
     "HOT_TABLE": ALL,
@@ -46,7 +52,7 @@ CONTRACT = {
 
 # Plain-value alternatives, read only locally or against an emulator: a
 # secret's value never goes into a Lambda environment variable.
-NOT_FOR_LAMBDA = {"DATABASE_URL", "OPENAI_API_KEY", "AGENTRUN_ADMIN_KEY", "AWS_ENDPOINT_URL"}
+NOT_FOR_LAMBDA = {"DATABASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AGENTRUN_ADMIN_KEY", "AWS_ENDPOINT_URL"}
 
 # (b) SDK operation -> IAM actions it needs. TransactWriteItems is authorized
 # per item (there is no dynamodb:TransactWriteItems action).
@@ -106,9 +112,9 @@ RESOURCE_EXPRESSIONS = {
 # Secrets each function may read (checked whether or not the code reads
 # secrets yet: the ARNs are in its environment).
 SECRETS = {
-    "api": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn", "local.admin_key_secret_arn"],
-    "step": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn"],
-    "finalize": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn"],
+    "api": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn", "var.anthropic_api_key_secret_arn", "local.admin_key_secret_arn"],
+    "step": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn", "var.anthropic_api_key_secret_arn"],
+    "finalize": ["var.database_url_secret_arn", "var.llm_api_key_secret_arn", "var.anthropic_api_key_secret_arn"],
     "sse-relay": ["var.database_url_secret_arn"],
 }
 
@@ -206,6 +212,18 @@ def env_keys(expression, local_values, seen=None):
             seen.add(name)
             keys |= env_keys(local_values[name], local_values, seen)
     return keys
+
+
+def env_secret_references(expression, local_values, seen=None):
+    """(NAME_SECRET_ARN, reference) pairs an environment expression can set, following local.* references."""
+    seen = seen or set()
+    text = expression if isinstance(expression, str) else repr(expression)
+    pairs = set(re.findall(r"\b([A-Z][A-Z0-9_]*_SECRET_ARN)\s*=\s*((?:var|local)\.\w+)", text))
+    for name in re.findall(r"\blocal\.(\w+)", text):
+        if name in local_values and name not in seen:
+            seen.add(name)
+            pairs |= env_secret_references(local_values[name], local_values, seen)
+    return pairs
 
 
 def main():
@@ -352,6 +370,23 @@ def main():
             checks.check(reference in readable, f"{function} may not read the secret {reference}")
         for reference in {r for refs in SECRETS.values() for r in refs} - set(wanted):
             checks.check(reference not in readable, f"{function} may read the secret {reference}, which it does not need")
+
+    # Every secret ARN Terraform puts in a function's environment is one its
+    # role may read: the code reads them all at cold start, and one it may not
+    # read stops the function (AccessDenied) before it handles anything.
+    for function, body in functions.items():
+        readable = " ".join(r for a, r in granted.get(function, []) if a == "secretsmanager:GetSecretValue")
+        references = env_secret_references(body.get("environment", ""), local_values)
+        names = {name for name in set_by_terraform.get(function, set()) if name.endswith("_SECRET_ARN")}
+        checks.check(
+            {name for name, _ in references} == names,
+            f"{function}: cannot tell which secret each of {sorted(names)} names: set them as NAME = var.x or local.x",
+        )
+        for name, reference in sorted(references):
+            checks.check(
+                re.search(r"(?<![\w.])" + re.escape(reference) + r"\b", readable) is not None,
+                f"{function} gets {name} = {reference}, a secret its role may not read (secretsmanager:GetSecretValue)",
+            )
 
     for function, needs in SERVICE_GRANTS.items():
         for kind, actions in needs:

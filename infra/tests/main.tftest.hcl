@@ -250,7 +250,7 @@ run "environment_contract" {
       "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
       "AGENTRUN_STEPS_PER_TASK",
     ])
-    error_message = "The step function gets the common settings and its steps per task (no LLM key secret unless one is given)."
+    error_message = "The step function gets the common settings and its steps per task (no LLM key secret and no Anthropic setting unless one is given)."
   }
 
   assert {
@@ -370,10 +370,32 @@ run "optional_llm_key_no_admin_api_and_alarm_topic" {
 
   assert {
     condition = alltrue([
-      for env in [module.api.environment, module.step.environment, module.finalize.environment, module.sse_relay.environment] :
+      for env in [module.api.environment, module.step.environment, module.finalize.environment] :
       env.OPENAI_API_KEY_SECRET_ARN == var.llm_api_key_secret_arn
     ])
-    error_message = "Every function gets the LLM key secret's ARN when one is given."
+    error_message = "The api, step and finalize functions get the LLM key secret's ARN when one is given."
+  }
+
+  assert {
+    condition     = !contains(keys(module.sse_relay.environment), "OPENAI_API_KEY_SECRET_ARN")
+    error_message = "The sse-relay function never gets the LLM key secret's ARN: it calls no LLM and its role may read only the database secret."
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for function in [
+        { env = module.api.environment, policy = data.aws_iam_policy_document.api },
+        { env = module.step.environment, policy = data.aws_iam_policy_document.step },
+        { env = module.finalize.environment, policy = data.aws_iam_policy_document.finalize },
+        { env = module.sse_relay.environment, policy = data.aws_iam_policy_document.sse_relay },
+        ] : [
+        for name, arn in function.env : anytrue([
+          for statement in function.policy.statement :
+          statement.effect != "Deny" && contains(statement.actions, "secretsmanager:GetSecretValue") && contains(statement.resources, arn)
+        ]) if endswith(name, "_SECRET_ARN")
+      ]
+    ]))
+    error_message = "Every <NAME>_SECRET_ARN in a function's environment must be a secret its role may read: the code reads them all at cold start and fails on AccessDenied."
   }
 
   assert {
@@ -389,6 +411,150 @@ run "optional_llm_key_no_admin_api_and_alarm_topic" {
   assert {
     condition     = length(aws_lambda_invocation.migrate) == 0
     error_message = "run_migrations = false invokes nothing."
+  }
+}
+
+run "anthropic_provider_beside_openai" {
+  command = apply
+
+  variables {
+    llm_api_key_secret_arn       = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:openai-key-AbCdEf"
+    anthropic_api_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:anthropic-key-AbCdEf"
+    anthropic_base_url           = "https://anthropic.internal.example.com"
+  }
+
+  assert {
+    condition = keys(module.step.environment) == sort([
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "OPENAI_API_KEY_SECRET_ARN", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY_SECRET_ARN",
+      "AGENTRUN_STEPS_PER_TASK",
+    ])
+    error_message = "With both providers' settings given, the step function gets both keys' secret ARNs and the Anthropic base URL."
+  }
+
+  assert {
+    condition = keys(module.api.environment) == sort([
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "OPENAI_API_KEY_SECRET_ARN", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY_SECRET_ARN",
+      "STATE_MACHINE_ARN", "AGENTRUN_ADMIN_KEY_SECRET_ARN", "AGENTRUN_STREAM_URL", "AGENTRUN_MAX_WAIT_SECONDS",
+    ])
+    error_message = "With both providers' settings given, the api function gets both keys' secret ARNs and the Anthropic base URL."
+  }
+
+  assert {
+    condition = keys(module.finalize.environment) == sort([
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "OPENAI_API_KEY_SECRET_ARN", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY_SECRET_ARN",
+      "STATE_MACHINE_ARN",
+    ])
+    error_message = "With both providers' settings given, the finalize function gets both keys' secret ARNs and the Anthropic base URL."
+  }
+
+  assert {
+    condition = keys(module.sse_relay.environment) == sort([
+      "DATABASE_URL_SECRET_ARN", "OPENAI_BASE_URL", "AGENTRUN_DB_CONNECTIONS", "AGENTRUN_DB_STATEMENTS", "HOT_TABLE", "EVENTS_TABLE", "AGENTRUN_OUTBOUND_ALLOW",
+      "ANTHROPIC_BASE_URL",
+      "AGENTRUN_STREAM_MAX_PER_TEAM", "AGENTRUN_STREAM_MAX_TOTAL", "AGENTRUN_STREAM_MAX_SECONDS", "AGENTRUN_STREAM_MAX_IDLE_SECONDS",
+    ])
+    error_message = "With both providers' settings given, the sse-relay function gets the Anthropic base URL but neither key's secret ARN (it calls no LLM; its role may read only the database secret)."
+  }
+
+  assert {
+    condition = alltrue([
+      for env in [module.api.environment, module.step.environment, module.finalize.environment] :
+      env.ANTHROPIC_API_KEY_SECRET_ARN == var.anthropic_api_key_secret_arn &&
+      env.ANTHROPIC_BASE_URL == var.anthropic_base_url &&
+      env.OPENAI_API_KEY_SECRET_ARN == var.llm_api_key_secret_arn
+    ])
+    error_message = "The api, step and finalize functions get the Anthropic key secret's ARN and base URL when they are given, beside the OpenAI key secret's ARN."
+  }
+
+  assert {
+    condition = (
+      module.sse_relay.environment.ANTHROPIC_BASE_URL == var.anthropic_base_url &&
+      !contains(keys(module.sse_relay.environment), "ANTHROPIC_API_KEY_SECRET_ARN") &&
+      !contains(keys(module.sse_relay.environment), "OPENAI_API_KEY_SECRET_ARN")
+    )
+    error_message = "The sse-relay function gets the Anthropic base URL but never an LLM key secret's ARN."
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for function in [
+        { env = module.api.environment, policy = data.aws_iam_policy_document.api },
+        { env = module.step.environment, policy = data.aws_iam_policy_document.step },
+        { env = module.finalize.environment, policy = data.aws_iam_policy_document.finalize },
+        { env = module.sse_relay.environment, policy = data.aws_iam_policy_document.sse_relay },
+        ] : [
+        for name, arn in function.env : anytrue([
+          for statement in function.policy.statement :
+          statement.effect != "Deny" && contains(statement.actions, "secretsmanager:GetSecretValue") && contains(statement.resources, arn)
+        ]) if endswith(name, "_SECRET_ARN")
+      ]
+    ]))
+    error_message = "Every <NAME>_SECRET_ARN in a function's environment must be a secret its role may read: the code reads them all at cold start and fails on AccessDenied."
+  }
+
+  assert {
+    condition = alltrue([
+      for policy in [data.aws_iam_policy_document.api, data.aws_iam_policy_document.step, data.aws_iam_policy_document.finalize] :
+      anytrue([
+        for statement in policy.statement :
+        contains(statement.actions, "secretsmanager:GetSecretValue") && contains(statement.resources, var.anthropic_api_key_secret_arn)
+      ])
+    ])
+    error_message = "The api, step and finalize roles may read the Anthropic key secret (secretsmanager:GetSecretValue on its ARN)."
+  }
+
+  assert {
+    condition = alltrue([
+      for policy in [data.aws_iam_policy_document.api, data.aws_iam_policy_document.step, data.aws_iam_policy_document.finalize] :
+      anytrue([
+        for statement in policy.statement :
+        contains(statement.actions, "secretsmanager:GetSecretValue") && contains(statement.resources, var.llm_api_key_secret_arn)
+      ])
+    ])
+    error_message = "The api, step and finalize roles may still read the OpenAI key secret beside the Anthropic one."
+  }
+}
+
+run "anthropic_key_without_base_url" {
+  command = plan
+
+  variables {
+    anthropic_api_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:anthropic-key-AbCdEf"
+    enable_admin_api             = false
+    run_migrations               = false
+  }
+
+  assert {
+    condition = alltrue([
+      for env in [module.api.environment, module.step.environment, module.finalize.environment] :
+      env.ANTHROPIC_API_KEY_SECRET_ARN == var.anthropic_api_key_secret_arn &&
+      !contains(keys(env), "ANTHROPIC_BASE_URL") &&
+      !contains(keys(env), "OPENAI_API_KEY_SECRET_ARN")
+    ])
+    error_message = "Each Anthropic setting is set on its own: the key secret's ARN without ANTHROPIC_BASE_URL (the code then uses https://api.anthropic.com) and without the OpenAI key."
+  }
+
+  assert {
+    condition = (
+      !contains(keys(module.sse_relay.environment), "ANTHROPIC_API_KEY_SECRET_ARN") &&
+      !contains(keys(module.sse_relay.environment), "ANTHROPIC_BASE_URL") &&
+      !contains(keys(module.sse_relay.environment), "OPENAI_API_KEY_SECRET_ARN")
+    )
+    error_message = "The sse-relay function never gets the Anthropic key secret's ARN."
+  }
+
+  assert {
+    condition = alltrue([
+      for policy in [data.aws_iam_policy_document.api, data.aws_iam_policy_document.step, data.aws_iam_policy_document.finalize] :
+      anytrue([
+        for statement in policy.statement :
+        contains(statement.actions, "secretsmanager:GetSecretValue") && contains(statement.resources, var.anthropic_api_key_secret_arn)
+      ])
+    ])
+    error_message = "The api, step and finalize roles may read the Anthropic key secret when it is the only LLM key."
   }
 }
 
@@ -499,6 +665,17 @@ run "refuses_a_database_url_secret_that_is_not_an_arn" {
   }
 
   expect_failures = [var.database_url_secret_arn]
+}
+
+run "refuses_bad_anthropic_settings" {
+  command = plan
+
+  variables {
+    anthropic_base_url           = "api.anthropic.com"
+    anthropic_api_key_secret_arn = "sk-ant-not-an-arn"
+  }
+
+  expect_failures = [var.anthropic_base_url, var.anthropic_api_key_secret_arn]
 }
 
 run "refuses_unknown_log_settings" {

@@ -170,11 +170,13 @@ resource "aws_sns_topic_subscription" "alarm_email" {
 module "agentrun" {
   source = "../.."
 
-  name                    = var.name
-  database_url_secret_arn = module.database.database_url_secret_arn
-  llm_api_key_secret_arn  = var.llm_api_key_secret_arn
-  llm_base_url            = var.llm_base_url
-  artifacts_dir           = var.artifacts_dir
+  name                         = var.name
+  database_url_secret_arn      = module.database.database_url_secret_arn
+  llm_api_key_secret_arn       = var.llm_api_key_secret_arn
+  llm_base_url                 = var.llm_base_url
+  anthropic_api_key_secret_arn = var.anthropic_api_key_secret_arn
+  anthropic_base_url           = var.anthropic_base_url
+  artifacts_dir                = var.artifacts_dir
 
   subnet_ids         = module.network.private_subnet_ids
   security_group_ids = [module.network.function_security_group_id]

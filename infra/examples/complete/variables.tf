@@ -22,6 +22,18 @@ variable "llm_base_url" {
   default     = "https://api.openai.com/v1"
 }
 
+variable "anthropic_api_key_secret_arn" {
+  description = "ARN of an existing Secrets Manager secret holding the Anthropic API key; null when Anthropic is not used."
+  type        = string
+  default     = null
+}
+
+variable "anthropic_base_url" {
+  description = "Base URL of the Anthropic API; null means https://api.anthropic.com."
+  type        = string
+  default     = null
+}
+
 variable "artifacts_dir" {
   description = "Directory of the cargo lambda zips (<function>/bootstrap.zip); null means the repository's target/lambda."
   type        = string
