@@ -16,6 +16,7 @@ mod metrics;
 mod outbound;
 mod repair;
 mod sse;
+mod summarization;
 mod tls;
 mod tools;
 mod usage;

@@ -419,12 +419,7 @@ impl TestApp {
     }
 
     pub async fn db(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
+        connect(&self.database_url).await
     }
 
     /// Committed steps of a run.
@@ -479,6 +474,15 @@ impl EventStream {
 }
 
 /// Seq numbers of parsed events.
+/// A plain connection to `database_url`.
+pub async fn connect(database_url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 pub fn seqs(events: &[ParsedEvent]) -> Vec<i64> {
     events
         .iter()

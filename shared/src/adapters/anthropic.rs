@@ -85,7 +85,7 @@ pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> 
     let mut turns: Vec<Turn> = Vec::new();
     for message in messages {
         let (role, blocks) = match message {
-            ChatMessage::System { content } => {
+            ChatMessage::System { content } | ChatMessage::Summary { content, .. } => {
                 system.push(content.as_str());
                 continue;
             }

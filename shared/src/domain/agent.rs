@@ -88,6 +88,11 @@ pub struct AgentSpec {
     /// Model name sent to the provider.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub model: String,
+    /// The model that summarizes the oldest turns when a prompt would
+    /// exceed `input_token_budget` (the agent's own model unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub summarizer_model: Option<String>,
     /// The system prompt.
     #[schema(max_length = 100000)]
     pub instructions: String,
@@ -636,6 +641,15 @@ impl AgentSpec {
         let mut problems = Vec::new();
         if self.model.trim().is_empty() {
             problems.push("model must not be empty".to_owned());
+        }
+        if self
+            .summarizer_model
+            .as_ref()
+            .is_some_and(|model| model.trim().is_empty() || model.chars().count() > MAX_MODEL_CHARS)
+        {
+            problems.push(format!(
+                "summarizer_model must be 1-{MAX_MODEL_CHARS} characters, not all blank"
+            ));
         }
         let mut names = HashSet::new();
         for tool in &self.tools {

@@ -20,6 +20,8 @@ pub enum EventType {
     LlmCompleted,
     #[serde(rename = "llm.circuit_open")]
     LlmCircuitOpen,
+    #[serde(rename = "context.summarized")]
+    ContextSummarized,
     #[serde(rename = "tool.started")]
     ToolStarted,
     #[serde(rename = "tool.completed")]
@@ -48,6 +50,7 @@ impl EventType {
             EventType::StepStarted => "step.started",
             EventType::LlmCompleted => "llm.completed",
             EventType::LlmCircuitOpen => "llm.circuit_open",
+            EventType::ContextSummarized => "context.summarized",
             EventType::ToolStarted => "tool.started",
             EventType::ToolCompleted => "tool.completed",
             EventType::Handoff => "handoff",

@@ -22,13 +22,21 @@ pub enum ChatMessage {
         tool_call_id: String,
         content: String,
     },
+    /// A summary of the conversation's first `covers` messages, which the
+    /// prompt shows in their place (never sent to a provider as such).
+    Summary {
+        content: String,
+        covers: usize,
+    },
 }
 
 impl ChatMessage {
     /// Characters of text the message carries, for token estimates.
     pub fn text_len(&self) -> usize {
         match self {
-            ChatMessage::System { content } | ChatMessage::User { content } => content.len(),
+            ChatMessage::System { content }
+            | ChatMessage::User { content }
+            | ChatMessage::Summary { content, .. } => content.len(),
             ChatMessage::Tool { content, .. } => content.len() + 16,
             ChatMessage::Assistant {
                 content,

@@ -1,5 +1,7 @@
-//! Builds the prompt for a step and keeps it inside the agent's input budget
-//! by abbreviating the oldest tool results first.
+//! Builds the prompt for a step and keeps it inside the agent's input budget:
+//! the conversation's latest summary stands in for the messages it covers
+//! (see `engine::summary`), and, when that is not enough, the oldest tool
+//! results are abbreviated.
 
 use crate::domain::message::estimate_tokens;
 use crate::domain::{AgentSpec, ChatMessage};
@@ -10,8 +12,43 @@ pub struct Prompt {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolDefinition>,
     pub estimated_tokens: u64,
+    /// The estimate before any tool result was abbreviated.
+    pub untrimmed_tokens: u64,
     /// How many tool results were abbreviated to fit.
     pub trimmed: usize,
+}
+
+/// What the prompt shows of a summary.
+fn summary_text(content: &str) -> String {
+    format!("Summary of the earlier conversation:\n{content}")
+}
+
+/// The conversation as the model sees it: after the latest summary's
+/// first `covers` messages, with the summary in their place.
+pub fn visible(history: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    let latest = history
+        .iter()
+        .rposition(|m| matches!(m, ChatMessage::Summary { .. }));
+    let Some(at) = latest else {
+        return history;
+    };
+    let (content, covers) = match &history[at] {
+        ChatMessage::Summary { content, covers } => (content.clone(), *covers),
+        _ => return history,
+    };
+    let mut shown = vec![ChatMessage::System {
+        content: summary_text(&content),
+    }];
+    shown.extend(
+        history
+            .into_iter()
+            .enumerate()
+            .filter(|(index, message)| {
+                *index >= covers && !matches!(message, ChatMessage::Summary { .. })
+            })
+            .map(|(_, message)| message),
+    );
+    shown
 }
 
 /// Tool results longer than this are candidates for abbreviation.
@@ -69,8 +106,9 @@ fn assemble(spec: &AgentSpec, history: Vec<ChatMessage>, tools: Vec<ToolDefiniti
     messages.push(ChatMessage::System {
         content: spec.instructions.clone(),
     });
-    messages.extend(history);
+    messages.extend(visible(history));
     let mut chars: usize = tool_chars + messages.iter().map(ChatMessage::text_len).sum::<usize>();
+    let untrimmed_tokens = estimate_tokens(chars);
     let budget_chars = spec.input_token_budget as usize * 4;
     let mut trimmed = 0;
     for message in messages.iter_mut() {
@@ -98,6 +136,7 @@ fn assemble(spec: &AgentSpec, history: Vec<ChatMessage>, tools: Vec<ToolDefiniti
         messages,
         tools,
         estimated_tokens: estimate_tokens(chars),
+        untrimmed_tokens,
         trimmed,
     }
 }

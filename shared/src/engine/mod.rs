@@ -6,6 +6,7 @@ mod context;
 mod error;
 mod output;
 mod step;
+mod summary;
 mod tools;
 
 use std::future::Future;

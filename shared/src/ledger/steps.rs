@@ -351,6 +351,71 @@ impl Ledger {
         Ok((stored, None))
     }
 
+    /// Keeps a summary made by step `step_no` as the conversation's next
+    /// message (none for a summary not kept), with its call's tokens on the
+    /// run (and their cost) and its event — unless the conversation has
+    /// moved past `message_count` messages or the run is no longer at that
+    /// step (`None`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save_summary(
+        &self,
+        run: RunId,
+        step_no: i32,
+        agent: &str,
+        summary: Option<&ChatMessage>,
+        message_count: i32,
+        model: &str,
+        tokens: (i64, i64),
+        event: &NewEvent,
+    ) -> Result<Option<i64>, StoreError> {
+        let message = summary.map(to_json).transpose()?;
+        let (types, data) = event_columns(std::slice::from_ref(event));
+        let rows = self
+            .client()
+            .await?
+            .q(
+                "WITH r AS (
+                     UPDATE runs SET
+                         input_tokens = input_tokens + $4,
+                         output_tokens = output_tokens + $5,
+                         llm_calls = llm_calls + 1,
+                         message_count = message_count + CASE WHEN $8::jsonb IS NULL THEN 0 ELSE 1 END,
+                         last_seq = last_seq + 1
+                     WHERE id = $1 AND status = 'running' AND next_step = $2 AND message_count = $6
+                     RETURNING last_seq, message_count),
+                 m AS (
+                     INSERT INTO run_messages (run_id, seq, step_no, agent, message)
+                     SELECT $1, r.message_count, $2, $7, $8 FROM r WHERE $8::jsonb IS NOT NULL),
+                 u AS (
+                     INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
+                     SELECT $1, $3, $4, $5,
+                            $4 * coalesce(p.input_micros_per_mtok, 0) + $5 * coalesce(p.output_micros_per_mtok, 0)
+                     FROM r LEFT JOIN model_prices p ON p.model = $3
+                     ON CONFLICT (run_id, model) DO UPDATE SET
+                         input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
+                         output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
+                         cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact)
+                 INSERT INTO run_events (run_id, seq, type, step_no, data)
+                 SELECT $1, r.last_seq, e.type, $2, e.data
+                 FROM r, unnest($9::text[], $10::jsonb[]) AS e(type, data)
+                 RETURNING seq",
+                &[
+                    &run.0,
+                    &step_no,
+                    &model,
+                    &tokens.0,
+                    &tokens.1,
+                    &message_count,
+                    &agent,
+                    &message,
+                    &types,
+                    &data,
+                ],
+            )
+            .await?;
+        Ok(rows.first().map(|row| row.get::<_, i64>(0)))
+    }
+
     pub async fn tool_calls(
         &self,
         run: RunId,

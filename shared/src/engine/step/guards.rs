@@ -144,10 +144,19 @@ impl Engine {
                 )
             })?;
         // The driver's copy of the conversation, when the ledger has no more.
-        let history = match memory.messages.take() {
+        let mut history = match memory.messages.take() {
             Some(messages) if messages.len() as i64 == context.message_count => messages,
             _ => self.ledger.messages(run_id).await?,
         };
+        self.summarize_if_needed(
+            &mut run,
+            &agent,
+            step_no,
+            context.daily_token_budget,
+            &mut history,
+            deadline,
+        )
+        .await?;
         let mut prompt = build_prompt(&agent.spec, history.clone());
         let mut reserve = prompt.estimated_tokens + u64::from(agent.spec.max_output_tokens);
         let over_budget = run.tokens_used() + reserve > run.limits.run_token_budget;
