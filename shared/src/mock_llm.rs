@@ -272,6 +272,8 @@ struct CompletionRequest {
     messages: Vec<ChatMessage>,
     #[serde(default)]
     tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Value,
 }
 
 async fn set_script(
@@ -319,6 +321,13 @@ fn error_response(status: u16, retry_after: Option<f64>) -> Response {
         }
     }
     response
+}
+
+/// Whether a request lets the model call a tool: it defines some and does
+/// not say `none` (`"none"` in Chat Completions, `{"type": "none"}` in
+/// Messages).
+fn may_call_tools(tools: &[Value], tool_choice: &Value) -> bool {
+    !tools.is_empty() && tool_choice != "none" && tool_choice["type"] != "none"
 }
 
 /// What the script answers a conversation with (before the wire format).
@@ -431,7 +440,7 @@ async fn complete(
         "chat_completions",
         &request.model,
         &request.messages,
-        !request.tools.is_empty(),
+        may_call_tools(&request.tools, &request.tool_choice),
     )
     .await
     {
@@ -480,6 +489,8 @@ struct MessagesRequest {
     messages: Vec<WireTurn>,
     #[serde(default)]
     tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Value,
 }
 
 #[derive(Deserialize)]
@@ -548,17 +559,49 @@ fn conversation(request: &MessagesRequest) -> Vec<ChatMessage> {
     messages
 }
 
+fn invalid_request(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})),
+    )
+        .into_response()
+}
+
 async fn messages(
     State(state): State<Arc<MockState>>,
     Json(request): Json<MessagesRequest>,
 ) -> Response {
+    // As the API does: tool blocks need tools defined, and the turns
+    // begin with a user turn.
+    let blocks = request
+        .messages
+        .iter()
+        .flat_map(|turn| match &turn.content {
+            WireContent::Blocks(blocks) => blocks.clone(),
+            WireContent::Text(_) => Vec::new(),
+        });
+    let tool_blocks = blocks
+        .filter(|b| b["type"] == "tool_use" || b["type"] == "tool_result")
+        .count();
+    if request.tools.is_empty() && tool_blocks > 0 {
+        return invalid_request(
+            "requests which include tool_use or tool_result blocks must define tools",
+        );
+    }
+    if request
+        .messages
+        .first()
+        .is_none_or(|turn| turn.role != "user")
+    {
+        return invalid_request("the first message must use the user role");
+    }
     let conversation = conversation(&request);
     let answer = match answer(
         &state,
         "messages",
         &request.model,
         &conversation,
-        !request.tools.is_empty(),
+        may_call_tools(&request.tools, &request.tool_choice),
     )
     .await
     {

@@ -151,6 +151,17 @@ async fn at_max_steps_the_agent_winds_down_with_a_final_answer() {
         .unwrap()
         .contains("final turn"));
 
+    // Through the Anthropic API (whose mock refuses tool blocks without
+    // tools): the final turn keeps the tools defined, none callable.
+    let mut anthropic = answering_agent("looping", json!({"limits": {"max_steps": 3}}));
+    anthropic["provider"] = json!("anthropic");
+    app.put_agent("anthropic-winder", anthropic).await;
+    let id = app.start_run("anthropic-winder", json!("go")).await;
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["wound_down"], true);
+    assert_eq!(app.mock.state.requests_in("messages"), 3);
+
     // Off, the same model ends at the limit as before.
     let id = app.start_run("stopper", json!("go")).await;
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;

@@ -32,9 +32,14 @@ fn summarizer() -> MockScript {
 }
 
 fn echo_agent(max_steps: u32) -> Value {
+    echo_agent_on("openai", max_steps)
+}
+
+fn echo_agent_on(provider: &str, max_steps: u32) -> Value {
     agent(
         "echoer",
         json!({
+            "provider": provider,
             "summarizer_model": "summarizer",
             "input_token_budget": BUDGET,
             "tools": [{"name": "echo", "kind": "builtin", "builtin": "echo"}],
@@ -58,12 +63,23 @@ fn summarized(events: &[ParsedEvent]) -> Vec<Value> {
 /// metered with the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_run_stays_under_its_input_budget_through_summaries() {
+    long_run_through_summaries("openai").await;
+}
+
+/// The same through the Anthropic Messages API, whose mock refuses what
+/// the API refuses (tool blocks without tools, a first turn not the user's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_anthropic_run_stays_under_its_input_budget_through_summaries() {
+    long_run_through_summaries("anthropic").await;
+}
+
+async fn long_run_through_summaries(provider: &str) {
     let app = spawn_app_with(HashMap::from([
         ("echoer".to_owned(), echoing(0)),
         ("summarizer".to_owned(), summarizer()),
     ]))
     .await;
-    app.put_agent("echoer", echo_agent(30)).await;
+    app.put_agent("echoer", echo_agent_on(provider, 30)).await;
     let id = app.start_run("echoer", json!("echo blobs")).await;
     let run = app.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -105,6 +121,12 @@ async fn a_long_run_stays_under_its_input_budget_through_summaries() {
         .map(|s| s["input_tokens"].as_i64().unwrap() + s["output_tokens"].as_i64().unwrap())
         .sum();
     assert!(run["usage"]["total_tokens"].as_i64().unwrap() > step_tokens);
+    let api = if provider == "anthropic" {
+        "messages"
+    } else {
+        "chat_completions"
+    };
+    assert_eq!(app.mock.state.requests_in(api), 30 + made);
 }
 
 /// `agentrun dev` is killed right after a step kept its summary, while the

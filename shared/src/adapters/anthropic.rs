@@ -89,9 +89,7 @@ pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> 
                 system.push(content.as_str());
                 continue;
             }
-            ChatMessage::User { content } => {
-                ("user", vec![json!({"type": "text", "text": content})])
-            }
+            ChatMessage::User { content } => ("user", vec![text_block(content)]),
             ChatMessage::Tool {
                 tool_call_id,
                 content,
@@ -138,7 +136,27 @@ pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> 
             }),
         }
     }
+    // The turns begin with a user turn: the API wants one first.
+    if turns.first().is_none_or(|turn| turn.role != "user") {
+        turns.insert(
+            0,
+            Turn {
+                role: "user",
+                content: vec![text_block("")],
+            },
+        );
+    }
     Ok((system.join("\n\n"), turns))
+}
+
+/// A text block; the API refuses empty ones, so an empty text says so.
+fn text_block(text: &str) -> Value {
+    let text = if text.trim().is_empty() {
+        "(empty)"
+    } else {
+        text
+    };
+    json!({"type": "text", "text": text})
 }
 
 fn messages_request(request: &ChatRequest) -> Result<Value, LlmError> {
@@ -153,6 +171,9 @@ fn messages_request(request: &ChatRequest) -> Result<Value, LlmError> {
     }
     if let Some(temperature) = request.temperature {
         body["temperature"] = json!(temperature);
+    }
+    if request.tool_choice == Some("none") {
+        body["tool_choice"] = json!({"type": "none"});
     }
     if !request.tools.is_empty() {
         body["tools"] = request
@@ -280,6 +301,22 @@ mod tests {
         assert_eq!(turns[1].content[1]["input"], json!({"id": 7}));
         assert_eq!(turns[2].content.len(), 2, "both results in one user turn");
         assert_eq!(turns[2].content[1]["tool_use_id"], "c2");
+    }
+
+    #[test]
+    fn the_turns_begin_with_a_user_turn_and_no_text_is_empty() {
+        let messages = vec![
+            ChatMessage::Assistant {
+                content: Some("where was I".into()),
+                tool_calls: Vec::new(),
+            },
+            ChatMessage::User { content: "".into() },
+        ];
+        let (_, shown) = turns(&messages).unwrap();
+        assert_eq!(shown[0].role, "user");
+        assert_eq!(shown[1].role, "assistant");
+        assert_eq!(shown[2].content[0]["text"], "(empty)");
+        assert_eq!(turns(&[]).unwrap().1[0].role, "user");
     }
 
     #[test]

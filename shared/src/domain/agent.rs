@@ -642,6 +642,9 @@ impl AgentSpec {
         if self.model.trim().is_empty() {
             problems.push("model must not be empty".to_owned());
         }
+        if self.provider == Provider::Anthropic && self.temperature.is_some_and(|t| t > 1.0) {
+            problems.push("temperature must be between 0 and 1 for provider anthropic".to_owned());
+        }
         if self
             .summarizer_model
             .as_ref()

@@ -36,7 +36,8 @@ pub fn visible(history: Vec<ChatMessage>) -> Vec<ChatMessage> {
         ChatMessage::Summary { content, covers } => (content.clone(), *covers),
         _ => return history,
     };
-    let mut shown = vec![ChatMessage::System {
+    // A user message: some providers want the turns to begin with one.
+    let mut shown = vec![ChatMessage::User {
         content: summary_text(&content),
     }];
     shown.extend(
@@ -86,11 +87,12 @@ pub fn final_turn_message(spec: &AgentSpec) -> ChatMessage {
     ChatMessage::User { content }
 }
 
-/// The prompt of a final turn: the conversation, the final-turn message,
-/// and no tools.
+/// The prompt of a final turn: the conversation and the final-turn
+/// message. The tools stay defined (providers refuse a conversation with
+/// tool calls but no tools) and the call says none may be called.
 pub fn build_final_prompt(spec: &AgentSpec, mut history: Vec<ChatMessage>) -> Prompt {
     history.push(final_turn_message(spec));
-    assemble(spec, history, Vec::new())
+    assemble(spec, history, tool_definitions(spec))
 }
 
 fn assemble(spec: &AgentSpec, history: Vec<ChatMessage>, tools: Vec<ToolDefinition>) -> Prompt {

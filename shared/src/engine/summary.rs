@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use super::context::build_prompt;
 use crate::domain::message::estimate_tokens;
 use crate::domain::{ChatMessage, EventType, NewEvent, Run};
-use crate::engine::{Engine, StepError};
+use crate::engine::{Circuits, Engine, Gate, StepError};
 use crate::ledger::AgentVersion;
-use crate::ports::{ChatRequest, TokenReservation};
+use crate::ports::{ChatRequest, LlmError, TokenReservation};
 
 /// What the summarizer is told.
 const SUMMARIZER_INSTRUCTIONS: &str = "You summarize a conversation between a user, an assistant \
@@ -32,11 +32,20 @@ const SUMMARY_MAX_TOKENS: u32 = 1024;
 /// Characters of one message the summarizer sees at most.
 const SUMMARIZED_MESSAGE_CHARS: usize = 2_000;
 
-/// The summary of a step's prompt, keyed in the hot store's reservations
-/// apart from the step's own call.
-fn summary_key(step_no: i32) -> i32 {
-    -step_no
+/// A summary call's key among the run's token reservations: apart from the
+/// steps' own calls (negative), and one per length of the conversation it
+/// summarizes, so a retry of the same summary keeps its reservation and
+/// another summary gets its own.
+fn summary_key(message_count: usize) -> i32 {
+    -(message_count.min(i32::MAX as usize) as i32)
 }
+
+/// The summary call may take at most this share of what is left of the
+/// step, so the step's own call keeps its time.
+const SUMMARY_SHARE_OF_STEP: u32 = 2;
+
+/// Less time than this left in the step: no summary.
+const MIN_SUMMARY_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The latest summary: its text and how many messages it covers.
 fn latest(history: &[ChatMessage]) -> Option<(&str, usize)> {
@@ -154,6 +163,7 @@ impl Engine {
             tools: Vec::new(),
             max_tokens: SUMMARY_MAX_TOKENS.min(spec.max_output_tokens),
             temperature: None,
+            tool_choice: None,
         };
         let chars: usize = request.messages.iter().map(ChatMessage::text_len).sum();
         let reserve = estimate_tokens(chars) + u64::from(request.max_tokens);
@@ -164,7 +174,18 @@ impl Engine {
             );
             return Ok(());
         }
-        let key = summary_key(step_no);
+        let llm = self.llm.of(spec.provider);
+        let circuit = Circuits::key(llm.endpoint(), &model);
+        if let Gate::Open { .. } = self.circuits.gate(self.hot.as_ref(), &circuit).await {
+            tracing::info!(%model, "the summarizer's circuit is open; trimming instead");
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < MIN_SUMMARY_TIME {
+            return Ok(());
+        }
+        let summary_deadline = Instant::now() + left / SUMMARY_SHARE_OF_STEP;
+        let key = summary_key(history.len());
         let reservation = TokenReservation {
             team: run.team_id,
             run: run.id,
@@ -179,11 +200,13 @@ impl Engine {
             );
             return Ok(());
         }
-        let answer = self
-            .llm
-            .of(spec.provider)
-            .complete(&request, deadline)
-            .await;
+        let answer = llm.complete(&request, summary_deadline).await;
+        match &answer {
+            Err(LlmError::Unavailable(_)) => {
+                self.circuits.failed(self.hot.as_ref(), &circuit).await
+            }
+            _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
+        }
         let response = match answer {
             Ok(response) => response,
             Err(error) => {

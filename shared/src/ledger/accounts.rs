@@ -12,6 +12,7 @@ use super::{Ledger, StoreError};
 use crate::domain::{Micros, TeamId, TeamLimits};
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TeamRecord)]
 pub struct Team {
     pub id: TeamId,
     pub name: String,

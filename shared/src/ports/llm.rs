@@ -19,6 +19,10 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// `Some("none")`: the tools are shown (the conversation refers to
+    /// them) but may not be called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<&'static str>,
 }
 
 /// A tool as the provider sees it.

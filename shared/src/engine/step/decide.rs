@@ -25,12 +25,12 @@ impl Engine {
             turn,
             calls,
             pending_events,
+            final_turn,
             ..
         } = *turn;
         let (run, agent, step_no) = (&ready.run, &ready.agent, ready.step_no);
         let step = Some(step_no);
         let mut events = pending_events;
-        let final_turn = ready.final_turn;
         let mut messages = match final_turn {
             Some(_) => vec![final_turn_message(&agent.spec), turn.message.clone()],
             None => vec![turn.message.clone()],

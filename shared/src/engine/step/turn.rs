@@ -10,7 +10,7 @@ use crate::metrics::{Timer, LLM_SECONDS};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::guards::{timed_out, Ready};
+use super::guards::{timed_out, FinalTurn, Ready};
 use super::tools::tool_started_events;
 use crate::domain::agent::Builtin;
 use crate::domain::{ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
@@ -30,6 +30,9 @@ pub(super) struct Turn {
     /// `llm.completed` and `tool.started` of a turn not kept on its own: they
     /// go out with the commit.
     pub pending_events: Vec<NewEvent>,
+    /// The turn was the run's final one (wind-down). A kept turn never is:
+    /// a final turn's calls are not made, so it is not kept before them.
+    pub final_turn: Option<FinalTurn>,
 }
 
 pub(super) enum Taken {
@@ -68,16 +71,13 @@ impl Engine {
         // Only an earlier attempt can have kept a turn.
         if ready.attempt > 1 {
             if let Some(turn) = self.ledger.llm_turn(run_id, step_no).await? {
-                let calls = if ready.final_turn.is_some() {
-                    Vec::new()
-                } else {
-                    tool_calls_of(&turn.message)
-                };
+                let calls = tool_calls_of(&turn.message);
                 return Ok(Taken::Turn(Box::new(Turn {
                     turn,
                     reused: true,
                     calls,
                     pending_events: Vec::new(),
+                    final_turn: None,
                 })));
             }
         }
@@ -111,6 +111,7 @@ impl Engine {
                 .final_turn
                 .map_or(agent.spec.max_output_tokens, |last| last.max_tokens),
             temperature: agent.spec.temperature,
+            tool_choice: ready.final_turn.map(|_| "none"),
         };
         let model = self.metrics.model_label(&request.model);
         let mut timer = Timer::start(&self.metrics, LLM_SECONDS, &[("model", model.as_str())]);
@@ -191,6 +192,7 @@ impl Engine {
             reused: false,
             calls,
             pending_events,
+            final_turn: ready.final_turn,
         })))
     }
 }
