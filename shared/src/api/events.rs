@@ -56,7 +56,7 @@ struct EventFrame {
     tag = "runs",
     summary = "The run's events as Server-Sent Events (`id: <seq>`, `event: <type>`, `data: <json>`); replays after Last-Event-ID or `after`, follows live, ends after the terminal event, at once for a finished run read from its end, or after its maximum life (10 min; resume with Last-Event-ID); 429 too_many_streams over 100 open streams per team",
     params(
-        ("id" = crate::domain::RunId, Path, description = "the run"),
+        super::runs::RunPath,
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,18}$", description = "the seq of the last event received"),
         EventsQuery,
     ),

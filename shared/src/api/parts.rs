@@ -29,14 +29,7 @@ pub struct OutputQuery {
     pub part: Option<String>,
 }
 
-/// The longest start of `text` of at most `max` bytes.
-pub fn prefix(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
+pub use crate::domain::limits::prefix;
 
 /// The part of `text` starting at byte `offset` (0, or an earlier part's
 /// `next_offset`). An offset past the end gives the empty last part; one

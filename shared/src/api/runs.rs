@@ -64,6 +64,15 @@ struct WebhookRequest {
     secret: Option<String>,
 }
 
+/// The run a `/v1/runs/{id}/...` route names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct RunPath {
+    /// The run.
+    id: crate::domain::RunId,
+}
+
 fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(ErrorCode::RunNotFound, format!("no run {raw}")))
@@ -413,7 +422,7 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
     path = "/v1/runs/{id}",
     tag = "runs",
     summary = "A run",
-    params(("id" = crate::domain::RunId, Path, description = "the run"), ShowQuery),
+    params(RunPath, ShowQuery),
     responses(
         (status = 200, description = "OK", body = RunView),
         (status = 404, response = super::error::ErrorBody),
@@ -487,7 +496,7 @@ async fn wait_for_end(state: &AppState, mut run: Run, wait: Duration) -> Result<
     tag = "runs",
     summary = "A run's committed steps with their tool calls (a page also ends early rather than exceed 4 MiB)",
     params(
-        ("id" = crate::domain::RunId, Path, description = "the run"),
+        RunPath,
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size (default 50)"),
         ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,9}$", description = "next_cursor of the previous page"),
     ),
@@ -527,13 +536,12 @@ pub async fn steps(
 
 /// `GET /v1/runs/{id}/output?part=output|raw_output&offset=`: the run's
 /// output (as JSON text) or raw output, in parts.
-/// A run's output in parts.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}/output",
     tag = "runs",
     summary = "A run's output (as JSON text) or raw output, in parts of at most 1 MiB; for an output too large to show in the run (output_inline false)",
-    params(("id" = crate::domain::RunId, Path, description = "the run"), OutputQuery),
+    params(RunPath, OutputQuery),
     responses(
         (status = 200, description = "one part", body = OutputPart),
         (status = 404, response = super::error::ErrorBody),
@@ -571,13 +579,12 @@ pub async fn output(
 
 /// `GET /v1/runs/{id}/steps/{step}/tool_calls/{index}/result?offset=`: one
 /// tool call's whole result, in parts.
-/// One tool call's result in parts.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}/steps/{step_no}/tool_calls/{call_index}/result",
     tag = "runs",
     summary = "One tool call's whole result, in parts of at most 1 MiB (the steps listing cuts results over 32 KiB)",
-    params(("id" = crate::domain::RunId, Path, description = "the run"), ("step_no" = i32, Path, minimum = -2147483648, maximum = 2147483647), ("call_index" = i32, Path, minimum = -2147483648, maximum = 2147483647), PartQuery),
+    params(RunPath, ("step_no" = i32, Path, minimum = -2147483648, maximum = 2147483647), ("call_index" = i32, Path, minimum = -2147483648, maximum = 2147483647), PartQuery),
     responses(
         (status = 200, description = "one part", body = ResultPart),
         (status = 404, response = super::error::ErrorBody),
@@ -623,7 +630,7 @@ struct CancelRequest {
     path = "/v1/runs/{id}/cancel",
     tag = "runs",
     summary = "Cancel a run",
-    params(("id" = crate::domain::RunId, Path, description = "the run")),
+    params(RunPath),
     request_body(content = Option<CancelRequest>),
     responses(
         (status = 202, description = "OK", body = RunView),
@@ -675,13 +682,12 @@ pub async fn cancel(
 
 /// `GET /v1/runs/{id}/webhooks`: the run's webhook delivery (queued when
 /// the run ended) with every attempt.
-/// A run's webhook delivery.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}/webhooks",
     tag = "runs",
     summary = "A run's webhook delivery and its attempts",
-    params(("id" = crate::domain::RunId, Path, description = "the run")),
+    params(RunPath),
     responses(
         (status = 200, description = "OK", body = WebhookDeliveries),
         (status = 404, response = super::error::ErrorBody),

@@ -4,6 +4,16 @@
 use super::ErrorCode;
 use serde_json::Value;
 
+/// The longest start of `text` of at most `max` bytes (cut at a character
+/// boundary).
+pub fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A request body (413 `body_too_large`).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A run's `input`, as JSON (413 `input_too_large`).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::ports::{CircuitState, HotStore};
+use crate::ports::{CircuitState, HotStore, LlmError};
 
 /// A process reads the shared state of a circuit at most this often.
 pub const SHARED_READ_EVERY: Duration = Duration::from_secs(2);
@@ -166,6 +166,15 @@ impl Circuits {
     }
 
     /// A call to `key` failed (the provider is down or does not answer).
+    /// Counts an LLM answer against its circuit: only a provider that does
+    /// not answer counts as a failure.
+    pub async fn record<T>(&self, hot: &dyn HotStore, key: &str, answer: &Result<T, LlmError>) {
+        match answer {
+            Err(LlmError::Unavailable(_)) => self.failed(hot, key).await,
+            _ => self.succeeded(hot, key).await,
+        }
+    }
+
     pub async fn failed(&self, hot: &dyn HotStore, key: &str) {
         let settings = self.settings;
         let opened = self.with(key, |local| {

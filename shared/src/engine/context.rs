@@ -3,6 +3,7 @@
 //! (see `engine::summary`), and, when that is not enough, the oldest tool
 //! results are abbreviated.
 
+use crate::domain::limits::prefix;
 use crate::domain::message::estimate_tokens;
 use crate::domain::{AgentSpec, ChatMessage};
 use crate::ports::ToolDefinition;
@@ -120,13 +121,9 @@ fn assemble(spec: &AgentSpec, history: Vec<ChatMessage>, tools: Vec<ToolDefiniti
         if let ChatMessage::Tool { content, .. } = message {
             if content.len() > KEEP_CHARS {
                 let cut = content.len() - KEEP_CHARS;
-                let mut keep = KEEP_CHARS;
-                while !content.is_char_boundary(keep) {
-                    keep -= 1;
-                }
                 let abbreviated = format!(
                     "{}… [abbreviated by agentrun: {cut} characters omitted to fit the context window]",
-                    &content[..keep]
+                    prefix(content, KEEP_CHARS)
                 );
                 chars = chars - content.len() + abbreviated.len();
                 *content = abbreviated;

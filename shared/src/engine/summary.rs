@@ -13,12 +13,13 @@ use chrono::Utc;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::context::build_prompt;
+use super::context::{build_prompt, Prompt};
+use crate::domain::limits::prefix;
 use crate::domain::message::estimate_tokens;
 use crate::domain::{ChatMessage, EventType, NewEvent, Run};
 use crate::engine::{Circuits, Engine, Gate, StepError};
 use crate::ledger::AgentVersion;
-use crate::ports::{ChatRequest, LlmError, TokenReservation};
+use crate::ports::{ChatRequest, TokenReservation};
 
 /// What the summarizer is told.
 const SUMMARIZER_INSTRUCTIONS: &str = "You summarize a conversation between a user, an assistant \
@@ -77,14 +78,11 @@ fn covers(history: &[ChatMessage], budget_tokens: u64) -> Option<usize> {
 }
 
 fn cut(text: &str) -> String {
-    if text.len() <= SUMMARIZED_MESSAGE_CHARS {
+    let kept = prefix(text, SUMMARIZED_MESSAGE_CHARS);
+    if kept.len() == text.len() {
         return text.to_owned();
     }
-    let mut end = SUMMARIZED_MESSAGE_CHARS;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [{} more characters]", &text[..end], text.len() - end)
+    format!("{kept}… [{} more characters]", text.len() - kept.len())
 }
 
 /// The text the summarizer reads: the latest summary, then the messages
@@ -124,27 +122,25 @@ fn transcript(history: &[ChatMessage], covers: usize) -> String {
 }
 
 impl Engine {
-    /// Summarizes the oldest turns of `history` when its prompt would
-    /// exceed the agent's budget, keeping the summary in the ledger and at
-    /// the end of `history` (and its tokens on `run`, as the ledger has
-    /// them). Any failure leaves both as they were.
-    pub(super) async fn summarize_if_needed(
+    /// Summarizes the oldest turns of `history`, whose prompt (`before`
+    /// tokens) exceeds the agent's budget, keeping the summary in the
+    /// ledger and at the end of `history` (and its tokens on `run`, as the
+    /// ledger has them); gives the prompt with the summary. Any failure
+    /// leaves both as they were (`None`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn summarize(
         &self,
         run: &mut Run,
         agent: &AgentVersion,
         step_no: i32,
         daily_budget: u64,
         history: &mut Vec<ChatMessage>,
+        before: u64,
         deadline: Instant,
-    ) -> Result<(), StepError> {
+    ) -> Result<Option<Prompt>, StepError> {
         let spec = &agent.spec;
-        let budget = u64::from(spec.input_token_budget);
-        let before = build_prompt(spec, history.clone()).untrimmed_tokens;
-        if before <= budget {
-            return Ok(());
-        }
-        let Some(covers) = covers(history, budget) else {
-            return Ok(());
+        let Some(covers) = covers(history, u64::from(spec.input_token_budget)) else {
+            return Ok(None);
         };
         let model = spec
             .summarizer_model
@@ -172,17 +168,17 @@ impl Engine {
                 reserve,
                 "no room in the run's budget to summarize; trimming instead"
             );
-            return Ok(());
+            return Ok(None);
         }
         let llm = self.llm.of(spec.provider);
         let circuit = Circuits::key(llm.endpoint(), &model);
         if let Gate::Open { .. } = self.circuits.gate(self.hot.as_ref(), &circuit).await {
             tracing::info!(%model, "the summarizer's circuit is open; trimming instead");
-            return Ok(());
+            return Ok(None);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left < MIN_SUMMARY_TIME {
-            return Ok(());
+            return Ok(None);
         }
         let summary_deadline = Instant::now() + left / SUMMARY_SHARE_OF_STEP;
         let key = summary_key(history.len());
@@ -198,21 +194,18 @@ impl Engine {
                 reserve,
                 "no room in the team's day to summarize; trimming instead"
             );
-            return Ok(());
+            return Ok(None);
         }
         let answer = llm.complete(&request, summary_deadline).await;
-        match &answer {
-            Err(LlmError::Unavailable(_)) => {
-                self.circuits.failed(self.hot.as_ref(), &circuit).await
-            }
-            _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
-        }
+        self.circuits
+            .record(self.hot.as_ref(), &circuit, &answer)
+            .await;
         let response = match answer {
             Ok(response) => response,
             Err(error) => {
                 self.hot.cancel_reservation(run.id, key).await?;
                 tracing::warn!(%error, %model, "summarizing failed; trimming instead");
-                return Ok(());
+                return Ok(None);
             }
         };
         let (input, output) = (
@@ -229,13 +222,14 @@ impl Engine {
             } if !text.trim().is_empty() => text,
             _ => {
                 tracing::warn!(%model, "the summarizer answered without text; trimming instead");
-                return Ok(());
+                return Ok(None);
             }
         };
         let summary = ChatMessage::Summary { content, covers };
         let mut summarized = history.clone();
         summarized.push(summary.clone());
-        let after = build_prompt(spec, summarized.clone()).untrimmed_tokens;
+        let shown = build_prompt(spec, summarized.clone());
+        let after = shown.untrimmed_tokens;
         // A summary no shorter than what it replaces is not kept (its call
         // is still metered); trimming takes over.
         let kept = after < before;
@@ -265,17 +259,19 @@ impl Engine {
                 &event,
             )
             .await?;
-        if let Some(seq) = saved {
-            self.feed.publish(run.id, seq).await;
-            if kept {
-                *history = summarized;
-            }
-            run.input_tokens += input;
-            run.output_tokens += output;
-            run.llm_calls += 1;
-            run.last_seq = seq;
+        let Some(seq) = saved else {
+            return Ok(None);
+        };
+        self.feed.publish(run.id, seq).await;
+        run.input_tokens += input;
+        run.output_tokens += output;
+        run.llm_calls += 1;
+        run.last_seq = seq;
+        if !kept {
+            return Ok(None);
         }
-        Ok(())
+        *history = summarized;
+        Ok(Some(shown))
     }
 }
 

@@ -249,7 +249,7 @@ impl ToolRunner {
                         } else {
                             Attempt::Failed(format!(
                                 "tool endpoint answered {status}: {}",
-                                truncate(&body.text, 500)
+                                crate::domain::limits::prefix(&body.text, 500)
                             ))
                         }
                     }
@@ -257,14 +257,6 @@ impl ToolRunner {
             }
         }
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// `sha256=<hex HMAC-SHA256 of "timestamp.body">`: a receiver checks the

@@ -9,6 +9,37 @@ use super::runs::{run_from_row, RUN_COLUMNS};
 use super::{Ledger, StoreError};
 use crate::domain::{ChatMessage, NewEvent, Run, RunId, StepNext, StepOutcome, Terminal};
 
+/// How an LLM call's tokens are added to the run's usage by model, priced
+/// at the model's price: the body of a CTE after `r` (the run's update),
+/// given the parameters that hold the model and the input and output
+/// tokens (`$1` is the run).
+macro_rules! usage_upsert {
+    ($model:literal, $input:literal, $output:literal) => {
+        concat!(
+            "INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
+                     SELECT $1, ",
+            $model,
+            ", ",
+            $input,
+            ", ",
+            $output,
+            ",
+                            ",
+            $input,
+            " * coalesce(p.input_micros_per_mtok, 0) + ",
+            $output,
+            " * coalesce(p.output_micros_per_mtok, 0)
+                     FROM r LEFT JOIN model_prices p ON p.model = ",
+            $model,
+            "
+                     ON CONFLICT (run_id, model) DO UPDATE SET
+                         input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
+                         output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
+                         cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact"
+        )
+    };
+}
+
 /// The LLM's answer in a step, kept so a retried attempt reuses it.
 #[derive(Clone, Debug)]
 pub struct LlmTurn {
@@ -374,7 +405,8 @@ impl Ledger {
             .client()
             .await?
             .q(
-                "WITH r AS (
+                concat!(
+                    "WITH r AS (
                      UPDATE runs SET
                          input_tokens = input_tokens + $4,
                          output_tokens = output_tokens + $5,
@@ -386,19 +418,12 @@ impl Ledger {
                  m AS (
                      INSERT INTO run_messages (run_id, seq, step_no, agent, message)
                      SELECT $1, r.message_count, $2, $7, $8 FROM r WHERE $8::jsonb IS NOT NULL),
-                 u AS (
-                     INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
-                     SELECT $1, $3, $4, $5,
-                            $4 * coalesce(p.input_micros_per_mtok, 0) + $5 * coalesce(p.output_micros_per_mtok, 0)
-                     FROM r LEFT JOIN model_prices p ON p.model = $3
-                     ON CONFLICT (run_id, model) DO UPDATE SET
-                         input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
-                         output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
-                         cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact)
+                 u AS (", usage_upsert!("$3", "$4", "$5"), ")
                  INSERT INTO run_events (run_id, seq, type, step_no, data)
                  SELECT $1, r.last_seq, e.type, $2, e.data
                  FROM r, unnest($9::text[], $10::jsonb[]) AS e(type, data)
-                 RETURNING seq",
+                 RETURNING seq"
+                ),
                 &[
                     &run.0,
                     &step_no,
@@ -508,7 +533,8 @@ impl Ledger {
             .client()
             .await?
             .q(
-                "WITH r AS (
+                concat!(
+                    "WITH r AS (
                      UPDATE runs SET
                          next_step = $2 + 1,
                          input_tokens = input_tokens + $3,
@@ -547,19 +573,12 @@ impl Ledger {
                          is_error boolean, truncated boolean, attempts int, started_at timestamptz,
                          finished_at timestamptz)
                      ON CONFLICT DO NOTHING),
-                 u AS (
-                     INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
-                     SELECT $1, $18, $3, $4,
-                            $3 * coalesce(p.input_micros_per_mtok, 0) + $4 * coalesce(p.output_micros_per_mtok, 0)
-                     FROM r LEFT JOIN model_prices p ON p.model = $18
-                     ON CONFLICT (run_id, model) DO UPDATE SET
-                         input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
-                         output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
-                         cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact)
+                 u AS (", usage_upsert!("$18", "$3", "$4"), ")
                  INSERT INTO run_events (run_id, seq, type, step_no, data)
                  SELECT $1, r.last_seq - cardinality($6::text[]) + e.ord, e.type, e.step_no, e.data
                  FROM r, unnest($6::text[], $22::jsonb[], $24::int[]) WITH ORDINALITY AS e(type, data, step_no, ord)
-                 RETURNING seq",
+                 RETURNING seq"
+                ),
                 &[
                     &run.0,
                     &commit.step_no,

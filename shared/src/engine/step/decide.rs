@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::guards::Ready;
+use super::guards::{max_steps_detail, Ready};
 use super::turn::Turn;
 use crate::domain::event::terminal_event;
 use crate::domain::Run;
@@ -223,9 +223,6 @@ fn limit_detail(run: &Run, reason: StopReason) -> String {
             "the run reached its token budget of {}",
             run.limits.run_token_budget
         ),
-        _ => format!(
-            "the run reached its limit of {} steps",
-            run.limits.max_steps
-        ),
+        _ => max_steps_detail(run),
     }
 }

@@ -148,16 +148,23 @@ impl Engine {
             Some(messages) if messages.len() as i64 == context.message_count => messages,
             _ => self.ledger.messages(run_id).await?,
         };
-        self.summarize_if_needed(
-            &mut run,
-            &agent,
-            step_no,
-            context.daily_token_budget,
-            &mut history,
-            deadline,
-        )
-        .await?;
         let mut prompt = build_prompt(&agent.spec, history.clone());
+        if prompt.untrimmed_tokens > u64::from(agent.spec.input_token_budget) {
+            let summarized = self
+                .summarize(
+                    &mut run,
+                    &agent,
+                    step_no,
+                    context.daily_token_budget,
+                    &mut history,
+                    prompt.untrimmed_tokens,
+                    deadline,
+                )
+                .await?;
+            if let Some(summarized) = summarized {
+                prompt = summarized;
+            }
+        }
         let mut reserve = prompt.estimated_tokens + u64::from(agent.spec.max_output_tokens);
         let over_budget = run.tokens_used() + reserve > run.limits.run_token_budget;
         let last_step = step_no == run.limits.max_steps as i32;
@@ -261,13 +268,13 @@ impl Engine {
 }
 
 fn over_max_steps(run: &Run, step_no: i32) -> Option<Terminal> {
-    (step_no > run.limits.max_steps as i32).then(|| {
-        Terminal::new(
-            StopReason::MaxSteps,
-            format!(
-                "the run reached its limit of {} steps",
-                run.limits.max_steps
-            ),
-        )
-    })
+    (step_no > run.limits.max_steps as i32)
+        .then(|| Terminal::new(StopReason::MaxSteps, max_steps_detail(run)))
+}
+
+pub(super) fn max_steps_detail(run: &Run) -> String {
+    format!(
+        "the run reached its limit of {} steps",
+        run.limits.max_steps
+    )
 }

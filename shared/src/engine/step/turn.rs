@@ -16,7 +16,7 @@ use crate::domain::agent::Builtin;
 use crate::domain::{ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
 use crate::engine::{persist, Circuits, Engine, Gate, StepError};
 use crate::ledger::{AgentVersion, LlmTurn};
-use crate::ports::{ChatRequest, LlmError};
+use crate::ports::ChatRequest;
 
 /// An LLM call that fails this close to the run's deadline ends the run
 /// there rather than being tried again.
@@ -118,13 +118,9 @@ impl Engine {
         let answer = llm.complete(&request, ready.deadline).await;
         timer.finish(if answer.is_ok() { "ok" } else { "error" });
         drop(timer);
-        // Only a provider that does not answer counts against its circuit.
-        match &answer {
-            Err(LlmError::Unavailable(_)) => {
-                self.circuits.failed(self.hot.as_ref(), &circuit).await
-            }
-            _ => self.circuits.succeeded(self.hot.as_ref(), &circuit).await,
-        }
+        self.circuits
+            .record(self.hot.as_ref(), &circuit, &answer)
+            .await;
         let response = match answer {
             Ok(response) => response,
             Err(error) => {
