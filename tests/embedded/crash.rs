@@ -58,26 +58,16 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let id = created["id"].as_str().unwrap().to_owned();
     let run_uuid: uuid::Uuid = id.parse().unwrap();
 
-    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let done: i64 = db
-            .query_one(
-                "SELECT count(*) FROM tool_calls WHERE run_id = $1 AND step_no = 1",
-                &[&run_uuid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if done == 1 {
-            break;
-        }
-        assert!(Instant::now() < until, "the first tool call never finished");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let db = agentrun_e2e::connect(&database_url).await;
+    agentrun_e2e::wait_for_count(
+        &db,
+        "SELECT count(*) FROM tool_calls WHERE run_id = $1 AND step_no = 1",
+        &id,
+        1,
+        Duration::from_secs(20),
+        "the first tool call never finished",
+    )
+    .await;
     server.kill();
     let steps: i64 = db
         .query_one(
@@ -95,6 +85,8 @@ async fn a_killed_server_resumes_the_run_without_repeating_anything() {
     let mut server = DevServer::start(&database_url, &mock.base_url(), &agents, &state, port, &[]);
     wait_healthy(&http, &server.url).await;
     assert_eq!(api_key(&state), key, "the restarted server keeps the key");
+    // Polled, not long-polled: the slot is given back just after the run
+    // ends, and the server is killed as soon as the run is seen ended.
     let until = Instant::now() + Duration::from_secs(30);
     let run = loop {
         let run: Value = http

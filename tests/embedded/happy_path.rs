@@ -1,20 +1,27 @@
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentrun::embedded::load_agent_dir;
-use agentrun::mock_llm::parse_scripts;
+use agentrun::mock_llm::{parse_scripts, MockScript};
 use agentrun_e2e::{seqs, spawn_app_with, types};
 
-/// The shipped example: triage → lookup tool → handoff → billing → invoice
-/// tool → schema-valid answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
+/// The shipped examples and their mock scripts, without latency.
+fn example_scripts() -> (PathBuf, HashMap<String, MockScript>) {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut scripts =
         parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
     for script in scripts.values_mut() {
         script.latency_ms = agentrun::mock_llm::Latency::Fixed(0);
     }
+    (examples, scripts)
+}
+
+/// The shipped example: triage → lookup tool → handoff → billing → invoice
+/// tool → schema-valid answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
+    let (examples, scripts) = example_scripts();
     let app = spawn_app_with(scripts).await;
     let loaded = load_agent_dir(
         &app.platform.engine.ledger,
@@ -96,12 +103,7 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
 /// schema-valid answer, every call made in the Messages format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_runs_through_the_anthropic_messages_api() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut scripts =
-        parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
-    for script in scripts.values_mut() {
-        script.latency_ms = agentrun::mock_llm::Latency::Fixed(0);
-    }
+    let (examples, mut scripts) = example_scripts();
     let billing = scripts.get_mut("mock-billing").unwrap();
     billing.faults = vec![agentrun::mock_llm::Fault {
         status: 529,

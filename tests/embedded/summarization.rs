@@ -3,14 +3,21 @@
 //! once, even across a crash.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentrun::mock_llm::{Latency, MockLlm, MockScript, MockTurn};
 use agentrun::sse_client::ParsedEvent;
-use agentrun_e2e::{agent, api_key, fresh_database, spawn_app_with, wait_healthy, DevServer};
+use agentrun_e2e::{
+    agent, api_key, count_for_run, fresh_database, spawn_app_with, wait_for_count, wait_healthy,
+    DevServer,
+};
 use serde_json::{json, Value};
 
 const BUDGET: u64 = 1_500;
+
+/// A run's summaries.
+const SUMMARIZED: &str =
+    "SELECT count(*) FROM run_events WHERE run_id = $1 AND type = 'context.summarized'";
 
 /// A model that echoes about 400 tokens at every step, and answers in the
 /// schema when offered no tools (its final turn).
@@ -165,22 +172,15 @@ async fn a_crash_right_after_a_summary_reuses_it() {
     let id = created["id"].as_str().unwrap().to_owned();
     let db = agentrun_e2e::connect(&database_url).await;
     let run_id: uuid::Uuid = id.parse().unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let kept: i64 = db
-            .query_one(
-                "SELECT count(*) FROM run_events WHERE run_id = $1 AND type = 'context.summarized'",
-                &[&run_id],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if kept == 1 {
-            break;
-        }
-        assert!(Instant::now() < until, "no summary was made");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_count(
+        &db,
+        SUMMARIZED,
+        &id,
+        1,
+        Duration::from_secs(30),
+        "no summary was made",
+    )
+    .await;
     let summarized_step: i32 = db
         .query_one(
             "SELECT step_no FROM run_events WHERE run_id = $1 AND type = 'context.summarized'",
@@ -203,23 +203,9 @@ async fn a_crash_right_after_a_summary_reuses_it() {
 
     let mut server = start();
     wait_healthy(&http, &server.url).await;
-    let until = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let run: Value = http
-            .get(format!("{}/v1/runs/{id}", server.url))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if run["finished_at"].is_string() {
-            break run;
-        }
-        assert!(Instant::now() < until, "the run did not finish: {run}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let run = server
+        .wait_finished(&http, &key, &id, Duration::from_secs(60))
+        .await;
     server.kill();
     assert_eq!(run["status"], "succeeded", "{run}");
     let for_step: i64 = db
@@ -232,14 +218,7 @@ async fn a_crash_right_after_a_summary_reuses_it() {
         .unwrap()
         .get(0);
     assert_eq!(for_step, 1, "the step summarized twice");
-    let all: i64 = db
-        .query_one(
-            "SELECT count(*) FROM run_events WHERE run_id = $1 AND type = 'context.summarized'",
-            &[&run_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let all = count_for_run(&db, SUMMARIZED, &id).await;
     assert_eq!(mock.state.requests("summarizer"), all as u64);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -446,8 +446,7 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str, run_id: &str) -> i64 {
-        let id: uuid::Uuid = run_id.parse().unwrap();
-        self.db().await.query_one(sql, &[&id]).await.unwrap().get(0)
+        count_for_run(&self.db().await, sql, run_id).await
     }
 }
 
@@ -481,6 +480,29 @@ pub async fn connect(database_url: &str) -> tokio_postgres::Client {
         .unwrap();
     tokio::spawn(connection);
     client
+}
+
+/// `sql`'s count, with the run's id as `$1`.
+pub async fn count_for_run(db: &tokio_postgres::Client, sql: &str, run_id: &str) -> i64 {
+    let id: uuid::Uuid = run_id.parse().unwrap();
+    db.query_one(sql, &[&id]).await.unwrap().get(0)
+}
+
+/// Waits until `sql`'s count for the run is `wanted`; panics with `what`
+/// after `within`.
+pub async fn wait_for_count(
+    db: &tokio_postgres::Client,
+    sql: &str,
+    run_id: &str,
+    wanted: i64,
+    within: Duration,
+    what: &str,
+) {
+    let until = Instant::now() + within;
+    while count_for_run(db, sql, run_id).await != wanted {
+        assert!(Instant::now() < until, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub fn seqs(events: &[ParsedEvent]) -> Vec<i64> {
@@ -611,6 +633,36 @@ impl DevServer {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Long-polls (`?wait=`) until the run is terminal.
+    pub async fn wait_finished(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        id: &str,
+        within: Duration,
+    ) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let run: Value = http
+                .get(format!("{}/v1/runs/{id}?wait=5", self.url))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let status = run["status"].as_str().unwrap_or_default().to_owned();
+            if !["queued", "running"].contains(&status.as_str()) {
+                return run;
+            }
+            assert!(
+                Instant::now() < until,
+                "run {id} still {status} after {within:?}: {run}"
+            );
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.
