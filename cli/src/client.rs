@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use agentrun::domain::event::LLM_DELTA;
 use agentrun::sse_client::SseParser;
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
@@ -131,11 +132,14 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
         let mut stream = response.error_for_status()?.bytes_stream();
         let mut parser = SseParser::default();
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut writing = false;
         loop {
             let chunk = tokio::select! {
                 chunk = stream.next() => chunk,
                 _ = ticks.tick() => {
-                    progress.show();
+                    if !writing {
+                        progress.show();
+                    }
                     continue;
                 }
             };
@@ -143,6 +147,19 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
             for event in parser.push(&chunk?) {
                 let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
                 progress.clear();
+                if event.event == LLM_DELTA {
+                    // The model's text as it writes, on one line per turn.
+                    if !writing {
+                        print!("     step {:>2}  {LLM_DELTA:<15} ", data["step_no"]);
+                        writing = true;
+                    }
+                    print!("{}", data["text"].as_str().unwrap_or_default());
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                    continue;
+                }
+                if std::mem::take(&mut writing) {
+                    println!();
+                }
                 println!("{}", describe(&event.event, &data));
                 progress.saw(&event.event, &data);
                 if event.id.is_some() {

@@ -2,7 +2,9 @@
 //! Anthropic Messages format (`/v1/messages`), whose answers are scripted
 //! per model name: tool calls, handoffs, final JSON, latency, 429/5xx
 //! faults and hangs. Used by `agentrun dev`, `agentrun mock-llm`, tests and
-//! benchmarks, always over real HTTP.
+//! benchmarks, always over real HTTP. A request with `stream: true` is
+//! answered as the provider streams (Server-Sent Events, text in pieces of
+//! a few characters, `chunk_delay_ms` apart).
 //!
 //! Which scripted turn answers a request is derived from the conversation
 //! itself: the number of assistant messages since the last handoff
@@ -45,6 +47,9 @@ pub struct MockScript {
     /// Fixed token counts; otherwise about four characters a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// A streamed answer waits this long between its events.
+    #[serde(default)]
+    pub chunk_delay_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,7 +171,7 @@ impl MockState {
     }
 
     /// Requests received in one wire format: `chat_completions` or
-    /// `messages` (Anthropic).
+    /// `messages` (Anthropic); `streamed`: those asking for a streamed answer.
     pub fn requests_in(&self, api: &str) -> u64 {
         self.by_api
             .lock()
@@ -274,6 +279,8 @@ struct CompletionRequest {
     tools: Vec<Value>,
     #[serde(default)]
     tool_choice: Value,
+    #[serde(default)]
+    stream: bool,
 }
 
 async fn set_script(
@@ -336,9 +343,139 @@ struct Answer {
     /// `(id, name, arguments)`.
     tool_calls: Vec<(String, String, Value)>,
     usage: Usage,
+    /// Between the events of a streamed answer.
+    chunk_delay: Duration,
 }
 
-/// Counts the request, waits the script's latency, then injects its
+/// Characters in one streamed piece of text.
+const PIECE_CHARS: usize = 8;
+
+/// `text` in pieces of a few characters, as a provider streams it.
+fn pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(PIECE_CHARS)
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+/// A streamed answer: its Server-Sent Events, `delay` apart.
+fn event_stream(frames: Vec<String>, delay: Duration) -> Response {
+    let body = futures_util::stream::unfold(
+        (frames.into_iter(), true),
+        move |(mut frames, first)| async move {
+            let frame = frames.next()?;
+            if !first && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(frame), (frames, false)))
+        },
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One Chat Completions chunk as an SSE frame.
+fn chunk_frame(choices: Value, usage: Option<Value>) -> String {
+    let mut chunk = json!({"object": "chat.completion.chunk", "choices": choices});
+    if let Some(usage) = usage {
+        chunk["usage"] = usage;
+    }
+    format!("data: {chunk}\n\n")
+}
+
+/// The answer as Chat Completions streams it: text pieces, each tool call
+/// (its arguments in two pieces), the finish reason, usage, `[DONE]`.
+fn completion_chunks(answer: &Answer, finish_reason: &str, usage: Value) -> Vec<String> {
+    let delta = |delta: Value| json!([{"index": 0, "delta": delta, "finish_reason": null}]);
+    let mut frames: Vec<String> = answer
+        .content
+        .as_deref()
+        .map(pieces)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|piece| chunk_frame(delta(json!({"content": piece})), None))
+        .collect();
+    for (index, (id, name, arguments)) in answer.tool_calls.iter().enumerate() {
+        let arguments = pieces(&arguments.to_string());
+        let (head, tail) = arguments.split_at(arguments.len() / 2);
+        for (at, part) in [head.concat(), tail.concat()].into_iter().enumerate() {
+            let mut call = json!({"index": index, "function": {"arguments": part}});
+            if at == 0 {
+                call["id"] = json!(id);
+                call["type"] = json!("function");
+                call["function"]["name"] = json!(name);
+            }
+            frames.push(chunk_frame(delta(json!({"tool_calls": [call]})), None));
+        }
+    }
+    frames.push(chunk_frame(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish_reason}]),
+        None,
+    ));
+    frames.push(chunk_frame(json!([]), Some(usage)));
+    frames.push("data: [DONE]\n\n".to_owned());
+    frames
+}
+
+/// The answer as the Messages API streams it.
+fn message_events(answer: &Answer, message: Value) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut start = message.clone();
+    start["content"] = json!([]);
+    start["usage"]["output_tokens"] = json!(1);
+    let mut frames = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": start}),
+    )];
+    let mut index = 0;
+    if let Some(text) = &answer.content {
+        frames.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        ));
+        for piece in pieces(text) {
+            frames.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+        frames.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        index += 1;
+    }
+    for (id, name, arguments) in &answer.tool_calls {
+        frames.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        ));
+        for piece in pieces(&arguments.to_string()) {
+            frames.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        frames.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        index += 1;
+    }
+    frames.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]}, "usage": {"output_tokens": message["usage"]["output_tokens"]}}),
+    ));
+    frames.push(event("message_stop", json!({"type": "message_stop"})));
+    frames
+}
+
+/// Counts the request (per model, per API, and as `streamed` when it asks
+/// for a streamed answer), waits the script's latency, then injects its
 /// faults or picks the scripted turn.
 async fn answer(
     state: &MockState,
@@ -346,12 +483,16 @@ async fn answer(
     model: &str,
     messages: &[ChatMessage],
     tools_offered: bool,
+    streamed: bool,
 ) -> Result<Answer, Response> {
     if let Ok(mut requests) = state.requests.lock() {
         *requests.entry(model.to_owned()).or_insert(0) += 1;
     }
     if let Ok(mut by_api) = state.by_api.lock() {
         *by_api.entry(api).or_insert(0) += 1;
+        if streamed {
+            *by_api.entry("streamed").or_insert(0) += 1;
+        }
     }
     let script = state.script(model);
     let latency = match script.latency_ms {
@@ -428,6 +569,7 @@ async fn answer(
         content,
         tool_calls,
         usage,
+        chunk_delay: Duration::from_millis(script.chunk_delay_ms),
     })
 }
 
@@ -441,6 +583,7 @@ async fn complete(
         &request.model,
         &request.messages,
         may_call_tools(&request.tools, &request.tool_choice),
+        request.stream,
     )
     .await
     {
@@ -464,18 +607,24 @@ async fn complete(
             .collect();
         "tool_calls"
     };
-    let usage = answer.usage;
+    let usage = json!({
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+        "total_tokens": answer.usage.prompt_tokens + answer.usage.completion_tokens,
+    });
+    if request.stream {
+        return event_stream(
+            completion_chunks(&answer, finish_reason, usage),
+            answer.chunk_delay,
+        );
+    }
     Json(json!({
         "id": format!("chatcmpl-mock-{}", uuid::Uuid::new_v4().simple()),
         "object": "chat.completion",
         "created": chrono::Utc::now().timestamp(),
         "model": request.model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        },
+        "usage": usage,
     }))
     .into_response()
 }
@@ -491,6 +640,8 @@ struct MessagesRequest {
     tools: Vec<Value>,
     #[serde(default)]
     tool_choice: Value,
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Deserialize)]
@@ -602,6 +753,7 @@ async fn messages(
         &request.model,
         &conversation,
         may_call_tools(&request.tools, &request.tool_choice),
+        request.stream,
     )
     .await
     {
@@ -621,7 +773,7 @@ async fn messages(
     } else {
         "tool_use"
     };
-    Json(json!({
+    let message = json!({
         "id": format!("msg_mock_{}", uuid::Uuid::new_v4().simple()),
         "type": "message",
         "role": "assistant",
@@ -632,8 +784,11 @@ async fn messages(
             "input_tokens": answer.usage.prompt_tokens,
             "output_tokens": answer.usage.completion_tokens,
         },
-    }))
-    .into_response()
+    });
+    if request.stream {
+        return event_stream(message_events(&answer, message), answer.chunk_delay);
+    }
+    Json(message).into_response()
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! one reader, not one per stream, and one task routes the feed's signals
 //! to the followers of the runs they name, so a signal wakes one follower,
 //! not all of them. The HTTP layer and the relay only format frames.
+//!
+//! A subscriber also gets the run's text deltas live from the feed (never
+//! replayed), up to the `llm.completed` of their step: a delta that comes
+//! after the event that completes its turn is not sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -13,7 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::domain::{RunEvent, RunId};
+use crate::domain::event::LLM_DELTA;
+use crate::domain::{EventType, RunEvent, RunId, TextDelta};
 use crate::ports::{EventFeed, EventSource};
 
 /// Page size for reading events.
@@ -23,13 +28,16 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// Consecutive read failures after which a follower gives up.
 const MAX_READ_FAILURES: u32 = 30;
 
-/// One SSE frame: `id: <seq>`, `event: <type>`, `data: <json>`.
+/// One SSE frame of a durable event: `id: <seq>`, `event: <type>`,
+/// `data: <json>`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseFrame {
     pub id: i64,
     pub event: String,
     pub data: String,
     pub terminal: bool,
+    /// The step whose LLM turn this event completes (`llm.completed`).
+    pub completes_turn: Option<i32>,
 }
 
 impl From<&RunEvent> for SseFrame {
@@ -39,6 +47,45 @@ impl From<&RunEvent> for SseFrame {
             event: event.kind.clone(),
             data: serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned()),
             terminal: event.is_terminal(),
+            completes_turn: event
+                .step_no
+                .filter(|_| event.kind == EventType::LlmCompleted.as_str()),
+        }
+    }
+}
+
+/// What a stream sends: a durable event, or an ephemeral text delta
+/// (`event: llm.delta`, no `id:`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamFrame {
+    Event(Arc<SseFrame>),
+    Delta(Arc<TextDelta>),
+}
+
+impl StreamFrame {
+    /// The SSE event name.
+    pub fn event(&self) -> &str {
+        match self {
+            StreamFrame::Event(frame) => &frame.event,
+            StreamFrame::Delta(_) => LLM_DELTA,
+        }
+    }
+
+    /// The SSE data.
+    pub fn data(&self) -> String {
+        match self {
+            StreamFrame::Event(frame) => frame.data.clone(),
+            StreamFrame::Delta(delta) => {
+                serde_json::to_string(delta.as_ref()).unwrap_or_else(|_| "{}".to_owned())
+            }
+        }
+    }
+
+    /// The event's seq; a delta has none.
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            StreamFrame::Event(frame) => Some(frame.id),
+            StreamFrame::Delta(_) => None,
         }
     }
 }
@@ -105,18 +152,20 @@ impl RunFollowers {
             .unwrap_or(0)
     }
 
-    /// Streams a run's events with `seq > after`. Frames arrive on the
-    /// returned channel; dropping the receiver ends this subscription only.
+    /// Streams a run's events with `seq > after`, and its deltas from now
+    /// on. Frames arrive on the returned channel; dropping the receiver
+    /// ends this subscription only.
     pub fn subscribe(
         self: &Arc<Self>,
         run: RunId,
         after: i64,
-    ) -> mpsc::Receiver<Result<Arc<SseFrame>, String>> {
+    ) -> mpsc::Receiver<Result<StreamFrame, String>> {
         let (tx, rx) = mpsc::channel(64);
+        let deltas = self.feed.subscribe_deltas(run);
         let follower = self.follower(run, after);
         let source = self.source.clone();
         tokio::spawn(async move {
-            relay(follower, source, after, tx).await;
+            relay(follower, source, after, deltas, tx).await;
         });
         rx
     }
@@ -287,16 +336,21 @@ async fn follow(
 }
 
 /// One subscriber: what precedes the follower's window is read once from
-/// the source, then frames come from the follower as it reads them.
+/// the source, then frames come from the follower as it reads them, and
+/// deltas as the feed hands them over.
 async fn relay(
     follower: Arc<Follower>,
     source: Arc<dyn EventSource>,
     after: i64,
-    tx: mpsc::Sender<Result<Arc<SseFrame>, String>>,
+    mut deltas: broadcast::Receiver<Arc<TextDelta>>,
+    tx: mpsc::Sender<Result<StreamFrame, String>>,
 ) {
-    let mut last = after;
-    while last < follower.base {
-        let events = match source.events_after(follower.run, last, PAGE).await {
+    let mut sent = Sent {
+        last: after,
+        turns_done: 0,
+    };
+    while sent.last < follower.base {
+        let events = match source.events_after(follower.run, sent.last, PAGE).await {
             Ok(events) => events,
             Err(error) => {
                 let _ = tx
@@ -305,25 +359,22 @@ async fn relay(
                 return;
             }
         };
-        let before = last;
+        let before = sent.last;
         for event in events.iter().take_while(|e| e.seq <= follower.base) {
-            let frame = Arc::new(SseFrame::from(event));
-            if tx.send(Ok(frame.clone())).await.is_err() || frame.terminal {
+            if !sent.event(&tx, Arc::new(SseFrame::from(event))).await {
                 return;
             }
-            last = frame.id;
         }
-        if last == before || (events.len() as i64) < PAGE {
+        if sent.last == before || (events.len() as i64) < PAGE {
             break;
         }
     }
     let mut news = follower.news.subscribe();
+    let mut deltas_open = true;
     loop {
-        let (frames, failed) = follower.since(last);
+        let (frames, failed) = follower.since(sent.last);
         for frame in frames {
-            last = frame.id;
-            let terminal = frame.terminal;
-            if tx.send(Ok(frame)).await.is_err() || terminal {
+            if !sent.event(&tx, frame).await {
                 return;
             }
         }
@@ -333,7 +384,42 @@ async fn relay(
         }
         tokio::select! {
             changed = news.changed() => if changed.is_err() { return },
+            delta = deltas.recv(), if deltas_open => match delta {
+                Ok(delta) if delta.step_no > sent.turns_done => {
+                    if tx.send(Ok(StreamFrame::Delta(delta))).await.is_err() {
+                        return;
+                    }
+                }
+                // Late for its turn, or missed by a slow reader: deltas are
+                // best effort.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => deltas_open = false,
+            },
             () = tx.closed() => return,
         }
+    }
+}
+
+/// Where a subscriber is: the last seq sent, and the newest step whose
+/// turn a sent event completed.
+struct Sent {
+    last: i64,
+    turns_done: i32,
+}
+
+impl Sent {
+    /// Sends a durable frame; false when the stream is over (the
+    /// subscriber left, or this was the terminal event).
+    async fn event(
+        &mut self,
+        tx: &mpsc::Sender<Result<StreamFrame, String>>,
+        frame: Arc<SseFrame>,
+    ) -> bool {
+        self.last = frame.id;
+        if let Some(step) = frame.completes_turn {
+            self.turns_done = self.turns_done.max(step);
+        }
+        let terminal = frame.terminal;
+        tx.send(Ok(StreamFrame::Event(frame))).await.is_ok() && !terminal
     }
 }

@@ -465,7 +465,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
         seen.push(frame);
     }
     drop(first); // the client went away mid-run
-    let last = seen.last().unwrap().id;
+    let last = seen.last().unwrap().id().unwrap();
     let mut second = followers.subscribe(run, last);
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), second.recv())
         .await
@@ -473,9 +473,9 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     {
         seen.push(frame.unwrap());
     }
-    let streamed: Vec<i64> = seen.iter().map(|f| f.id).collect();
+    let streamed: Vec<i64> = seen.iter().filter_map(|f| f.id()).collect();
     assert_eq!(streamed, (1..=streamed.len() as i64).collect::<Vec<_>>());
-    assert_eq!(seen.last().unwrap().event, "run.succeeded");
+    assert_eq!(seen.last().unwrap().event(), "run.succeeded");
     assert_eq!(
         app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
             .await,

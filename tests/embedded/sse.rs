@@ -335,3 +335,176 @@ async fn the_buffered_api_points_event_streams_at_the_relay() {
         .unwrap();
     assert_eq!(foreign.status(), 404, "another team's run is not confirmed");
 }
+
+/// What the streaming agent's model writes in its last turn.
+fn streamed_answer() -> String {
+    "The refund of order 1234 was approved; the customer gets 42 dollars back \
+     within five working days, and a confirmation email is on its way. "
+        .repeat(3)
+}
+
+/// A streaming agent on `provider`: a tool call, then a long text answer
+/// that the mock streams in pieces 30 ms apart.
+async fn app_with_streaming_run(provider: &str) -> (TestApp, String) {
+    let script = MockScript {
+        turns: vec![
+            MockTurn::tool("noop", json!({"n": 1})),
+            MockTurn::text(&streamed_answer()),
+        ],
+        latency_ms: Latency::Fixed(100),
+        chunk_delay_ms: 30,
+        ..MockScript::default()
+    };
+    let app = spawn_app_with(HashMap::from([("writer".to_owned(), script)])).await;
+    app.put_agent(
+        "writer",
+        agent(
+            "writer",
+            json!({"tools": [echo_tool("noop")], "stream": true, "provider": provider}),
+        ),
+    )
+    .await;
+    let id = app.start_run("writer", json!("go")).await;
+    (app, id)
+}
+
+fn delta_of(event: &agentrun::sse_client::ParsedEvent) -> (i64, usize, String) {
+    assert!(event.id.is_none(), "a delta has no id: {event:?}");
+    let data: Value = serde_json::from_str(&event.data).unwrap();
+    (
+        data["step_no"].as_i64().unwrap(),
+        data["offset"].as_u64().unwrap() as usize,
+        data["text"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn durable(events: &[agentrun::sse_client::ParsedEvent]) -> Vec<agentrun::sse_client::ParsedEvent> {
+    events
+        .iter()
+        .filter(|e| e.event != "llm.delta")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_agents_text_arrives_as_deltas_before_llm_completed() {
+    for provider in ["openai", "anthropic"] {
+        let (app, id) = app_with_streaming_run(provider).await;
+        let events = app.all_events(&id).await;
+        let completed_at = events
+            .iter()
+            .rposition(|e| e.event == "llm.completed")
+            .expect("the last turn completed");
+        let deltas: Vec<_> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.event == "llm.delta")
+            .collect();
+        assert!(
+            deltas.len() >= 2,
+            "{provider}: {} deltas in {:?}",
+            deltas.len(),
+            agentrun_e2e::types(&events)
+        );
+        assert!(
+            deltas.iter().all(|(at, _)| *at < completed_at),
+            "{provider}: every delta comes before llm.completed"
+        );
+        // The pieces, in order and without a gap, are the turn's text.
+        let mut text = String::new();
+        for (_, event) in &deltas {
+            let (step, offset, piece) = delta_of(event);
+            assert_eq!(step, 2, "{provider}: only the text turn writes text");
+            assert_eq!(
+                offset,
+                text.chars().count(),
+                "{provider}: no gap, no repeat"
+            );
+            text.push_str(&piece);
+        }
+        assert_eq!(text, streamed_answer(), "{provider}");
+        let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"], json!(streamed_answer()), "{run}");
+        // Deltas are not events of the ledger, and every call streamed.
+        assert_eq!(seqs(&durable(&events)), db_seqs(&app, &id).await);
+        assert_eq!(
+            app.count(
+                "SELECT count(*) FROM run_events WHERE run_id = $1 AND type = 'llm.delta'",
+                &id
+            )
+            .await,
+            0
+        );
+        let api = if provider == "openai" {
+            "chat_completions"
+        } else {
+            "messages"
+        };
+        assert_eq!(app.mock.state.requests_in(api), 2, "{provider}");
+        assert_eq!(app.mock.state.requests_in("streamed"), 2, "{provider}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_last_event_id_gets_no_delta_and_no_event_twice() {
+    let (app, id) = app_with_streaming_run("openai").await;
+    let mut first = app.open_events(&id, None).await;
+    let mut before = Vec::new();
+    while before
+        .iter()
+        .filter(|e: &&agentrun::sse_client::ParsedEvent| e.event == "llm.delta")
+        .count()
+        < 2
+    {
+        before.push(first.next(Duration::from_secs(10)).await.unwrap());
+    }
+    drop(first); // the client goes away while the model writes
+    let last: i64 = durable(&before)
+        .last()
+        .unwrap()
+        .id
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut second = app.open_events(&id, Some(last)).await;
+    let mut after = Vec::new();
+    while let Some(event) = second.next(Duration::from_secs(20)).await {
+        after.push(event);
+    }
+    // Durable events: each once, in order, from both streams together.
+    let all: Vec<i64> = seqs(&durable(&before))
+        .into_iter()
+        .chain(seqs(&durable(&after)))
+        .collect();
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    assert_eq!(all, db_seqs(&app, &id).await);
+    // Deltas: the second stream goes on from where the text was, never
+    // sending again what the first had.
+    let first_deltas: Vec<_> = before
+        .iter()
+        .filter(|e| e.event == "llm.delta")
+        .map(delta_of)
+        .collect();
+    let second_deltas: Vec<_> = after
+        .iter()
+        .filter(|e| e.event == "llm.delta")
+        .map(delta_of)
+        .collect();
+    let (_, offset, piece) = first_deltas.last().unwrap();
+    let seen_to = offset + piece.chars().count();
+    assert!(!second_deltas.is_empty(), "the model was still writing");
+    assert!(
+        second_deltas
+            .iter()
+            .all(|(_, offset, _)| *offset >= seen_to),
+        "{first_deltas:?} then {second_deltas:?}"
+    );
+    let completed_at = after
+        .iter()
+        .rposition(|e| e.event == "llm.completed")
+        .unwrap();
+    assert!(after[completed_at..].iter().all(|e| e.event != "llm.delta"));
+    assert_eq!(after.last().unwrap().event, "run.succeeded");
+}

@@ -3,7 +3,9 @@
 //! messages become `system`, tool results become `tool_result` blocks of a
 //! user turn, and consecutive turns of one role are merged, as the API
 //! wants roles to alternate. 429 and 529 (overloaded) are "slow down", with
-//! their `retry-after`.
+//! their `retry-after`. A streamed answer (`stream: true`) is put together
+//! from its `content_block_*` events, with usage from `message_start` and
+//! `message_delta`.
 
 use std::time::Duration;
 
@@ -12,16 +14,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::llm_http::{answer_body, http_client, unsent, with_retries, ProviderSettings};
+use super::llm_http::{
+    answer_body, http_client, read_stream, unsent, with_retries, ProviderSettings,
+};
 use crate::domain::{ChatMessage, FunctionCall, ToolCall};
-use crate::ports::{ChatRequest, ChatResponse, LlmClient, LlmError, Usage};
+use crate::ports::{ChatRequest, ChatResponse, LlmClient, LlmError, TextDeltas, Usage};
 use crate::secret::Secret;
+use crate::sse_client::ParsedEvent;
 
 /// The API version the client speaks (`anthropic-version`).
 pub const API_VERSION: &str = "2023-06-01";
 
 /// Where the API is when no base URL is given.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+
+/// "Slow down": rate limited, or overloaded.
+const BUSY: &[u16] = &[429, 529];
 
 pub struct AnthropicClient {
     http: reqwest::Client,
@@ -38,7 +46,12 @@ impl AnthropicClient {
         })
     }
 
-    async fn attempt(&self, body: &Value, timeout: Duration) -> Result<ChatResponse, LlmError> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        timeout: Duration,
+        deltas: Option<&dyn TextDeltas>,
+    ) -> Result<ChatResponse, LlmError> {
         let mut builder = self
             .http
             .post(&self.url)
@@ -49,7 +62,14 @@ impl AnthropicClient {
             builder = builder.header("x-api-key", key);
         }
         let response = builder.send().await.map_err(unsent)?;
-        parse_message(&answer_body(response, &[429, 529]).await?)
+        match deltas {
+            Some(deltas) => {
+                let mut answer = StreamedMessage::default();
+                read_stream(response, BUSY, deltas, |event| answer.apply(&event)).await?;
+                answer.finish()
+            }
+            None => parse_message(&answer_body(response, BUSY).await?),
+        }
     }
 }
 
@@ -63,10 +83,14 @@ impl LlmClient for AnthropicClient {
         &self,
         request: &ChatRequest,
         deadline: Instant,
+        deltas: Option<&dyn TextDeltas>,
     ) -> Result<ChatResponse, LlmError> {
-        let body = messages_request(request)?;
+        let mut body = messages_request(request)?;
+        if deltas.is_some() {
+            body["stream"] = Value::Bool(true);
+        }
         with_retries(&self.settings, &request.model, deadline, |timeout| {
-            self.attempt(&body, timeout)
+            self.attempt(&body, timeout, deltas)
         })
         .await
     }
@@ -257,6 +281,131 @@ fn parse_message(body: &str) -> Result<ChatResponse, LlmError> {
     })
 }
 
+/// A streamed message as its events arrive.
+#[derive(Default)]
+struct StreamedMessage {
+    blocks: Vec<StreamedBlock>,
+    usage: Usage,
+    stopped: bool,
+}
+
+enum StreamedBlock {
+    Text(String),
+    /// The input arrives as pieces of JSON text.
+    ToolUse {
+        id: String,
+        name: String,
+        input: String,
+    },
+    Other,
+}
+
+impl StreamedMessage {
+    /// Takes one event in; returns the text it adds.
+    fn apply(&mut self, event: &ParsedEvent) -> Result<Option<String>, LlmError> {
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| LlmError::InvalidResponse(format!("not a message event: {e}")))?;
+        let tokens = |value: &Value| value.as_u64();
+        match event.event.as_str() {
+            "message_start" => {
+                let usage = &data["message"]["usage"];
+                self.usage.prompt_tokens = tokens(&usage["input_tokens"]).unwrap_or(0);
+                self.usage.completion_tokens = tokens(&usage["output_tokens"]).unwrap_or(0);
+            }
+            "content_block_start" => {
+                let block = &data["content_block"];
+                let text = |key: &str| block[key].as_str().unwrap_or_default().to_owned();
+                self.blocks.push(match block["type"].as_str() {
+                    Some("text") => StreamedBlock::Text(text("text")),
+                    Some("tool_use") => StreamedBlock::ToolUse {
+                        id: text("id"),
+                        name: text("name"),
+                        input: String::new(),
+                    },
+                    _ => StreamedBlock::Other,
+                });
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().unwrap_or(u64::MAX);
+                let block = usize::try_from(index)
+                    .ok()
+                    .and_then(|index| self.blocks.get_mut(index))
+                    .ok_or_else(|| {
+                        LlmError::InvalidResponse(format!("a delta for block {index}, not started"))
+                    })?;
+                let delta = &data["delta"];
+                let piece = |key: &str| delta[key].as_str().unwrap_or_default();
+                match (block, delta["type"].as_str()) {
+                    (StreamedBlock::Text(text), Some("text_delta")) => {
+                        text.push_str(piece("text"));
+                        return Ok(Some(piece("text").to_owned()));
+                    }
+                    (StreamedBlock::ToolUse { input, .. }, Some("input_json_delta")) => {
+                        input.push_str(piece("partial_json"));
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(output) = tokens(&data["usage"]["output_tokens"]) {
+                    self.usage.completion_tokens = output;
+                }
+            }
+            "message_stop" => self.stopped = true,
+            "error" => {
+                let kind = data["error"]["type"].as_str().unwrap_or_default();
+                return Err(
+                    if kind == "overloaded_error" || kind == "rate_limit_error" {
+                        LlmError::RateLimited { retry_after: None }
+                    } else {
+                        LlmError::Unavailable(format!(
+                            "the provider broke off its answer: {}",
+                            data["error"]
+                        ))
+                    },
+                );
+            }
+            _ => {} // ping, content_block_stop
+        }
+        Ok(None)
+    }
+
+    fn finish(self) -> Result<ChatResponse, LlmError> {
+        if !self.stopped {
+            return Err(LlmError::Unavailable(
+                "the streamed answer ended before message_stop".to_owned(),
+            ));
+        }
+        let mut text = Vec::new();
+        let mut tool_calls = Vec::new();
+        for block in self.blocks {
+            match block {
+                StreamedBlock::Text(part) => text.push(part),
+                StreamedBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                    id,
+                    kind: "function".to_owned(),
+                    function: FunctionCall {
+                        name,
+                        arguments: if input.trim().is_empty() {
+                            "{}".to_owned()
+                        } else {
+                            input
+                        },
+                    },
+                }),
+                StreamedBlock::Other => {}
+            }
+        }
+        Ok(ChatResponse {
+            message: ChatMessage::Assistant {
+                content: (!text.is_empty()).then(|| text.concat()),
+                tool_calls,
+            },
+            usage: self.usage,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +491,98 @@ mod tests {
         assert!(matches!(
             parse_message(r#"{"choices":[]}"#),
             Err(LlmError::InvalidResponse(_))
+        ));
+    }
+
+    #[test]
+    fn streamed_events_add_up_to_text_tool_calls_and_usage() {
+        let events = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":20,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            ("ping", r#"{"type":"ping"}"#),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Che"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"cking"}}"#,
+            ),
+            (
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t1","name":"lookup","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"id\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"7}"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":15}}"#,
+            ),
+        ];
+        let mut answer = StreamedMessage::default();
+        let mut text = String::new();
+        for (name, data) in events {
+            let event = ParsedEvent {
+                id: None,
+                event: name.into(),
+                data: data.into(),
+            };
+            text.extend(answer.apply(&event).unwrap());
+        }
+        assert_eq!(text, "Checking");
+        let stop = ParsedEvent {
+            id: None,
+            event: "message_stop".into(),
+            data: r#"{"type":"message_stop"}"#.into(),
+        };
+        answer.apply(&stop).unwrap();
+        let done = answer.finish().unwrap();
+        assert_eq!(
+            done.usage,
+            Usage {
+                prompt_tokens: 20,
+                completion_tokens: 15
+            }
+        );
+        match done.message {
+            ChatMessage::Assistant {
+                content,
+                tool_calls,
+            } => {
+                assert_eq!(content.as_deref(), Some("Checking"));
+                assert_eq!(tool_calls[0].function.arguments, r#"{"id":7}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let overloaded = ParsedEvent {
+            id: None,
+            event: "error".into(),
+            data: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                .into(),
+        };
+        assert!(matches!(
+            StreamedMessage::default().apply(&overloaded),
+            Err(LlmError::RateLimited { .. })
+        ));
+        assert!(matches!(
+            StreamedMessage::default().finish(),
+            Err(LlmError::Unavailable(_))
         ));
     }
 }

@@ -1,5 +1,5 @@
-//! What the HTTP LLM clients share: their settings, the HTTP client, and
-//! the retry loop inside a step's deadline (429 and 5xx, connect errors and
+//! What the HTTP LLM clients share: their settings, the HTTP client, the
+//! reading of streamed answers, and the retry loop inside a step's deadline (429 and 5xx, connect errors and
 //! timeouts; a `Retry-After` longer than a step may wait goes back to the
 //! orchestrator).
 
@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::policy::{full_jitter, LLM_REQUEST_TIMEOUT};
-use crate::ports::{ChatResponse, LlmError};
+use crate::ports::{ChatResponse, LlmError, TextDeltas};
 use crate::secret::Secret;
+use crate::sse_client::{ParsedEvent, SseParser};
 
 /// An attempt is not started with less time than this left in the step.
 const MIN_ATTEMPT: Duration = Duration::from_secs(1);
@@ -76,12 +77,13 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// The body of an answer, or the error its status means (`busy` are the
-/// statuses that mean "slow down": 429, and 529 for Anthropic).
-pub(crate) async fn answer_body(
+/// The answer, if its status says it is one, or the error its status
+/// means (`busy` are the statuses that mean "slow down": 429, and 529 for
+/// Anthropic).
+async fn accepted(
     response: reqwest::Response,
     busy: &[u16],
-) -> Result<String, LlmError> {
+) -> Result<reqwest::Response, LlmError> {
     let status = response.status();
     if busy.contains(&status.as_u16()) {
         return Err(LlmError::RateLimited {
@@ -91,17 +93,48 @@ pub(crate) async fn answer_body(
     if status.is_server_error() {
         return Err(LlmError::Unavailable(format!("provider answered {status}")));
     }
-    let body = response
-        .text()
-        .await
-        .map_err(|e| LlmError::Unavailable(format!("reading the response failed: {e}")))?;
     if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
         return Err(LlmError::Rejected(format!(
             "{status}: {}",
             body.chars().take(500).collect::<String>()
         )));
     }
-    Ok(body)
+    Ok(response)
+}
+
+/// The body of an answer, or the error its status means.
+pub(crate) async fn answer_body(
+    response: reqwest::Response,
+    busy: &[u16],
+) -> Result<String, LlmError> {
+    accepted(response, busy)
+        .await?
+        .text()
+        .await
+        .map_err(|e| LlmError::Unavailable(format!("reading the response failed: {e}")))
+}
+
+/// Reads a streamed answer's Server-Sent Events in order: `apply` takes
+/// each one into the answer being put together and returns the text it
+/// adds, which goes to `deltas` at once.
+pub(crate) async fn read_stream(
+    response: reqwest::Response,
+    busy: &[u16],
+    deltas: &dyn TextDeltas,
+    mut apply: impl FnMut(ParsedEvent) -> Result<Option<String>, LlmError>,
+) -> Result<(), LlmError> {
+    let mut response = accepted(response, busy).await?;
+    deltas.restart();
+    let mut parser = SseParser::default();
+    while let Some(chunk) = response.chunk().await.map_err(unsent)? {
+        for event in parser.push(&chunk) {
+            if let Some(text) = apply(event)?.filter(|text| !text.is_empty()) {
+                deltas.write(&text).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `attempt` (given its timeout) until it answers, fails for good, or

@@ -7,7 +7,6 @@
 
 use crate::domain::ErrorCode;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -24,7 +23,7 @@ use super::runs::team_run;
 use super::streams::{StreamPermit, RESUME_AFTER};
 use super::views::StreamElsewhere;
 use super::{ApiError, AppState};
-use crate::sse::SseFrame;
+use crate::sse::StreamFrame;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -39,10 +38,12 @@ pub struct EventsQuery {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct EventFrame {
-    /// The event's seq.
-    #[schema(pattern = "^[0-9]+$")]
-    id: String,
-    /// Its type (`step.completed`, `run.succeeded`, ...).
+    /// The event's seq; absent on `llm.delta`, which is ephemeral.
+    #[schema(pattern = "^[0-9]+$", nullable = false)]
+    id: Option<String>,
+    /// Its type (`step.completed`, `run.succeeded`, ... and `llm.delta`:
+    /// text a streaming agent's model is writing, `{run_id, step_no,
+    /// offset, text}`, never stored or replayed).
     event: String,
     /// The event as JSON.
     #[schema(content_media_type = "application/json")]
@@ -141,7 +142,7 @@ pub async fn stream(
 /// A stream being sent: its frames, until when, and its place (held until
 /// the stream ends).
 struct Watched {
-    frames: mpsc::Receiver<Result<Arc<SseFrame>, String>>,
+    frames: mpsc::Receiver<Result<StreamFrame, String>>,
     ends_at: Instant,
     max_idle: Option<Duration>,
     done: bool,
@@ -161,10 +162,13 @@ async fn next_event(mut watched: Watched) -> Option<(Result<Event, Infallible>, 
     tokio::select! {
         frame = watched.frames.recv() => {
             let event = match frame? {
-                Ok(frame) => Event::default()
-                    .id(frame.id.to_string())
-                    .event(&frame.event)
-                    .data(&frame.data),
+                Ok(frame) => {
+                    let event = Event::default().event(frame.event()).data(frame.data());
+                    match frame.id() {
+                        Some(id) => event.id(id.to_string()),
+                        None => event,
+                    }
+                }
                 Err(message) => Event::default().event("error").data(message),
             };
             Some((Ok(event), watched))

@@ -132,6 +132,12 @@ pub struct AgentSpec {
     #[serde(default = "default_wind_down", skip_serializing_if = "is_true")]
     #[schema(default = true)]
     pub wind_down: bool,
+    /// The model is called in streaming mode, and stream subscribers get
+    /// its text as `llm.delta` events while it writes (ephemeral: no id,
+    /// never stored or replayed; `llm.completed` follows as always).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false)]
+    pub stream: bool,
     /// Run-wide limits; taken from the agent a run starts with.
     #[serde(default)]
     pub limits: RunLimits,

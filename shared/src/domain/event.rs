@@ -1,7 +1,7 @@
 //! Run events, as streamed over SSE (DESIGN §7).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use serde_json::json;
@@ -148,4 +148,20 @@ pub fn terminal_event(run: &Run, step_no: Option<i32>) -> NewEvent {
         }
     }
     NewEvent::new(kind, step_no, data)
+}
+
+/// The SSE event name of text deltas.
+pub const LLM_DELTA: &str = "llm.delta";
+
+/// A piece of the text a model is writing, sent to stream subscribers while
+/// it writes (`llm.delta`). Ephemeral: no seq, never in the ledger, never
+/// replayed; the step's `llm.completed` and the stored turn are the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextDelta {
+    pub run_id: RunId,
+    pub step_no: i32,
+    /// Where `text` starts in the turn's text, in characters. A call the
+    /// provider client tries again writes its text from 0 again.
+    pub offset: usize,
+    pub text: String,
 }

@@ -14,7 +14,7 @@ pub use agent::{
     AGENT_NAME_PATTERN,
 };
 pub use error_code::ErrorCode;
-pub use event::{EventType, NewEvent, RunEvent};
+pub use event::{EventType, NewEvent, RunEvent, TextDelta};
 pub use ids::{RunId, TeamId};
 pub use message::{ChatMessage, FunctionCall, ToolCall};
 pub use run::{Run, RunStatus, StepNext, StepOutcome, StopReason, Terminal};

@@ -196,7 +196,7 @@ impl Engine {
             );
             return Ok(None);
         }
-        let answer = llm.complete(&request, summary_deadline).await;
+        let answer = llm.complete(&request, summary_deadline, None).await;
         self.circuits
             .record(self.hot.as_ref(), &circuit, &answer)
             .await;

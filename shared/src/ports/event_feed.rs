@@ -2,12 +2,17 @@
 //! run has events up to some seq (a signal in-process; a mirror to the
 //! DynamoDB events table in AWS). `EventSource` is where readers read them.
 //! The ledger stays the source of truth: a lost signal or a failed mirror
-//! write costs latency, never an event.
+//! write costs latency, never an event. The feed also carries the text
+//! deltas of streaming agents, which are never in the ledger: lost ones are
+//! lost, as the durable `llm.completed` holds the whole turn.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::domain::{RunEvent, RunId};
+use crate::domain::{RunEvent, RunId, TextDelta};
 
 #[async_trait]
 pub trait EventFeed: Send + Sync {
@@ -17,6 +22,18 @@ pub trait EventFeed: Send + Sync {
     /// Signals for every run; readers filter by run id. A feed without
     /// in-process signals returns a receiver that never fires (readers poll).
     fn subscribe(&self) -> broadcast::Receiver<(RunId, i64)>;
+
+    /// How often one run's deltas may be published: the pieces a model
+    /// writes in between are sent together.
+    fn delta_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Text a model wrote, for whoever streams its run now.
+    async fn publish_delta(&self, delta: TextDelta);
+
+    /// The run's deltas from now on (none published before).
+    fn subscribe_deltas(&self, run: RunId) -> broadcast::Receiver<Arc<TextDelta>>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,15 @@ impl LlmClients {
     }
 }
 
+/// Where a streamed call's text goes while the model writes it.
+#[async_trait]
+pub trait TextDeltas: Send + Sync {
+    /// The next piece of the answer's text.
+    async fn write(&self, text: &str);
+    /// An attempt begins: what it writes starts the text over.
+    fn restart(&self);
+}
+
 #[async_trait]
 pub trait LlmClient: Send + Sync {
     /// The provider's endpoint, which names its circuit breakers.
@@ -105,10 +114,13 @@ pub trait LlmClient: Send + Sync {
 
     /// One completion, retried inside the call only while `deadline` (the
     /// step's) leaves time for it; a wait longer than the client's own limit
-    /// is left to the orchestrator (`RateLimited` with the wait).
+    /// is left to the orchestrator (`RateLimited` with the wait). With
+    /// `deltas`, the provider is asked to stream its answer, and its text
+    /// goes there as it arrives.
     async fn complete(
         &self,
         request: &ChatRequest,
         deadline: tokio::time::Instant,
+        deltas: Option<&dyn TextDeltas>,
     ) -> Result<ChatResponse, LlmError>;
 }

@@ -11,5 +11,7 @@ pub use hot_store::{
     CancelFlags, CircuitState, CircuitStates, HotHealth, HotStore, HotStoreError, IdempotencyClaim,
     IdempotencyKeys, RateLimits, RunSlots, SlotHolder, TokenBudget, TokenReservation,
 };
-pub use llm::{ChatRequest, ChatResponse, LlmClient, LlmClients, LlmError, ToolDefinition, Usage};
+pub use llm::{
+    ChatRequest, ChatResponse, LlmClient, LlmClients, LlmError, TextDeltas, ToolDefinition, Usage,
+};
 pub use orchestrator::{Orchestrator, OrchestratorError, StartOutcome};

@@ -4,16 +4,23 @@
 //! source of truth: a failed mirror write is caught up at the next publish,
 //! and a reader that meets an error, a gap or a long silence reads the
 //! ledger instead.
+//!
+//! Text deltas of streaming agents go to the same table as short-lived
+//! items under their own key (`<run_id>/deltas`, seq = microseconds since
+//! the epoch, `expires_at` an hour on), at most one write per run every
+//! `DELTA_WRITE_EVERY`; a relay watching the run polls them as often and
+//! hands them to its streams. They are never read from the ledger.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tokio::sync::broadcast;
 
-use crate::domain::{RunEvent, RunId};
+use crate::adapters::in_process::DeltaHub;
+use crate::domain::{RunEvent, RunId, TextDelta};
 use crate::ledger::Ledger;
 use crate::policy::full_jitter;
 use crate::ports::{EventFeed, EventSource, EventSourceError};
@@ -31,6 +38,24 @@ pub const MAX_MIRRORED_DATA_BYTES: usize = 300 * 1024;
 /// (throttling), with a full-jitter backoff from 50 ms doubling to 2 s.
 const BATCH_WRITE_TRIES: u32 = 8;
 
+/// A run's deltas are written at most this often (the pieces a model
+/// writes in between go in one item), and a relay reads them as often.
+pub const DELTA_WRITE_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a delta item lives (DynamoDB TTL, `expires_at`).
+const DELTA_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The key under which a run's deltas are kept.
+fn deltas_key(run: RunId) -> String {
+    format!("{run}/deltas")
+}
+
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 pub struct DynamoEventFeed {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -39,6 +64,7 @@ pub struct DynamoEventFeed {
     mirrored: Mutex<HashMap<RunId, i64>>,
     last_ledger_check: Mutex<HashMap<RunId, Instant>>,
     signals: broadcast::Sender<(RunId, i64)>,
+    deltas: DeltaHub,
 }
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
@@ -60,6 +86,7 @@ impl DynamoEventFeed {
             mirrored: Mutex::new(HashMap::new()),
             last_ledger_check: Mutex::new(HashMap::new()),
             signals: broadcast::channel(1024).0,
+            deltas: DeltaHub::default(),
         }
     }
 
@@ -245,6 +272,136 @@ impl EventFeed for DynamoEventFeed {
 
     fn subscribe(&self) -> broadcast::Receiver<(RunId, i64)> {
         self.signals.subscribe()
+    }
+
+    fn delta_interval(&self) -> Duration {
+        DELTA_WRITE_EVERY
+    }
+
+    async fn publish_delta(&self, delta: TextDelta) {
+        let now = since_epoch();
+        let item = HashMap::from([
+            (
+                "run_id".to_owned(),
+                AttributeValue::S(deltas_key(delta.run_id)),
+            ),
+            (
+                "seq".to_owned(),
+                AttributeValue::N(now.as_micros().to_string()),
+            ),
+            (
+                "step_no".to_owned(),
+                AttributeValue::N(delta.step_no.to_string()),
+            ),
+            (
+                "offset".to_owned(),
+                AttributeValue::N(delta.offset.to_string()),
+            ),
+            ("text".to_owned(), AttributeValue::S(delta.text)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((now + DELTA_LIFETIME).as_secs().to_string()),
+            ),
+        ]);
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await;
+        if let Err(error) = written {
+            // Deltas are best effort: the turn itself is in the ledger.
+            tracing::warn!(
+                run_id = %delta.run_id,
+                error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
+                "writing text deltas failed"
+            );
+        }
+    }
+
+    fn subscribe_deltas(&self, run: RunId) -> broadcast::Receiver<Arc<TextDelta>> {
+        let (receiver, channel) = self.deltas.subscribe(run);
+        if let Some(channel) = channel {
+            tokio::spawn(poll_deltas(
+                self.client.clone(),
+                self.table.clone(),
+                run,
+                channel,
+            ));
+        }
+        receiver
+    }
+}
+
+/// Reads the run's delta items written from now on into `channel`, every
+/// `DELTA_WRITE_EVERY`, for as long as it has receivers.
+async fn poll_deltas(
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    run: RunId,
+    channel: broadcast::Sender<Arc<TextDelta>>,
+) {
+    let key = AttributeValue::S(deltas_key(run));
+    let newest = client
+        .query()
+        .table_name(&table)
+        .key_condition_expression("run_id = :run")
+        .expression_attribute_values(":run", key.clone())
+        .scan_index_forward(false)
+        .limit(1)
+        .send()
+        .await;
+    // Deltas written before the stream began are not sent.
+    let mut after = match newest {
+        Ok(output) => output
+            .items()
+            .first()
+            .and_then(|item| number(item, "seq"))
+            .unwrap_or(0),
+        Err(_) => since_epoch().as_micros() as i64,
+    };
+    loop {
+        tokio::time::sleep(DELTA_WRITE_EVERY).await;
+        if channel.receiver_count() == 0 {
+            return;
+        }
+        let output = client
+            .query()
+            .table_name(&table)
+            .key_condition_expression("run_id = :run AND seq > :after")
+            .expression_attribute_values(":run", key.clone())
+            .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
+            .send()
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(error) => {
+                tracing::warn!(
+                    run_id = %run,
+                    error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
+                    "reading text deltas failed"
+                );
+                continue;
+            }
+        };
+        for item in output.items() {
+            let delta = (|| {
+                Some((
+                    number(item, "seq")?,
+                    TextDelta {
+                        run_id: run,
+                        step_no: i32::try_from(number(item, "step_no")?).ok()?,
+                        offset: usize::try_from(number(item, "offset")?).ok()?,
+                        text: text(item, "text")?,
+                    },
+                ))
+            })();
+            if let Some((seq, delta)) = delta {
+                after = after.max(seq);
+                let _ = channel.send(Arc::new(delta));
+            }
+        }
     }
 }
 

@@ -3,5 +3,5 @@
 mod event_feed;
 mod orchestrator;
 
-pub use event_feed::BroadcastFeed;
+pub use event_feed::{BroadcastFeed, DeltaHub};
 pub use orchestrator::EmbeddedOrchestrator;

@@ -6,6 +6,7 @@
 //! next step). Safe to run more than once for the same step.
 
 mod decide;
+mod deltas;
 mod guards;
 mod tools;
 mod turn;

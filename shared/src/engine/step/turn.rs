@@ -4,19 +4,22 @@
 //! takes a while), so no retry asks the model again before making them; a
 //! turn followed only by instant built-ins, or a final answer, goes to the
 //! step's commit directly. The call's reservation is settled when the
-//! next step reserves, or when the run ends.
+//! next step reserves, or when the run ends. A streaming agent's call sends
+//! its text to stream subscribers as it arrives; a kept turn, reused, sends
+//! none.
 
 use crate::metrics::{Timer, LLM_SECONDS};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::deltas::StepDeltas;
 use super::guards::{timed_out, FinalTurn, Ready};
 use super::tools::tool_started_events;
 use crate::domain::agent::Builtin;
 use crate::domain::{ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
 use crate::engine::{persist, Circuits, Engine, Gate, StepError};
 use crate::ledger::{AgentVersion, LlmTurn};
-use crate::ports::ChatRequest;
+use crate::ports::{ChatRequest, TextDeltas};
 
 /// An LLM call that fails this close to the run's deadline ends the run
 /// there rather than being tried again.
@@ -115,7 +118,20 @@ impl Engine {
         };
         let model = self.metrics.model_label(&request.model);
         let mut timer = Timer::start(&self.metrics, LLM_SECONDS, &[("model", model.as_str())]);
-        let answer = llm.complete(&request, ready.deadline).await;
+        let deltas = agent
+            .spec
+            .stream
+            .then(|| StepDeltas::new(self.feed.as_ref(), run_id, step_no));
+        let answer = llm
+            .complete(
+                &request,
+                ready.deadline,
+                deltas.as_ref().map(|d| d as &dyn TextDeltas),
+            )
+            .await;
+        if let (Some(deltas), Ok(_)) = (&deltas, &answer) {
+            deltas.finish().await;
+        }
         timer.finish(if answer.is_ok() { "ok" } else { "error" });
         drop(timer);
         self.circuits
