@@ -8,8 +8,9 @@
 //! not all of them. The HTTP layer and the relay only format frames.
 //!
 //! A subscriber also gets the run's text deltas live from the feed (never
-//! replayed), up to the `llm.completed` of their step: a delta that comes
-//! after the event that completes its turn is not sent.
+//! replayed), before the `llm.completed` of their step: the feed is asked
+//! to catch up before that event is sent, and a delta that comes after it
+//! anyway is not sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -161,12 +162,17 @@ impl RunFollowers {
         after: i64,
     ) -> mpsc::Receiver<Result<StreamFrame, String>> {
         let (tx, rx) = mpsc::channel(64);
-        let deltas = self.feed.subscribe_deltas(run);
+        let subscriber = Subscriber {
+            run,
+            deltas: self.feed.subscribe_deltas(run),
+            feed: self.feed.clone(),
+            tx,
+            last: after,
+            turns_done: 0,
+        };
         let follower = self.follower(run, after);
         let source = self.source.clone();
-        tokio::spawn(async move {
-            relay(follower, source, after, deltas, tx).await;
-        });
+        tokio::spawn(relay(follower, source, subscriber));
         rx
     }
 
@@ -338,88 +344,93 @@ async fn follow(
 /// One subscriber: what precedes the follower's window is read once from
 /// the source, then frames come from the follower as it reads them, and
 /// deltas as the feed hands them over.
-async fn relay(
-    follower: Arc<Follower>,
-    source: Arc<dyn EventSource>,
-    after: i64,
-    mut deltas: broadcast::Receiver<Arc<TextDelta>>,
-    tx: mpsc::Sender<Result<StreamFrame, String>>,
-) {
-    let mut sent = Sent {
-        last: after,
-        turns_done: 0,
-    };
-    while sent.last < follower.base {
-        let events = match source.events_after(follower.run, sent.last, PAGE).await {
+async fn relay(follower: Arc<Follower>, source: Arc<dyn EventSource>, mut sub: Subscriber) {
+    while sub.last < follower.base {
+        let events = match source.events_after(follower.run, sub.last, PAGE).await {
             Ok(events) => events,
             Err(error) => {
-                let _ = tx
+                let _ = sub
+                    .tx
                     .send(Err(format!("event store unavailable: {error}")))
                     .await;
                 return;
             }
         };
-        let before = sent.last;
+        let before = sub.last;
         for event in events.iter().take_while(|e| e.seq <= follower.base) {
-            if !sent.event(&tx, Arc::new(SseFrame::from(event))).await {
+            if !sub.event(Arc::new(SseFrame::from(event))).await {
                 return;
             }
         }
-        if sent.last == before || (events.len() as i64) < PAGE {
+        if sub.last == before || (events.len() as i64) < PAGE {
             break;
         }
     }
     let mut news = follower.news.subscribe();
     let mut deltas_open = true;
     loop {
-        let (frames, failed) = follower.since(sent.last);
+        let (frames, failed) = follower.since(sub.last);
         for frame in frames {
-            if !sent.event(&tx, frame).await {
+            if !sub.event(frame).await {
                 return;
             }
         }
         if let Some(message) = failed {
-            let _ = tx.send(Err(message)).await;
+            let _ = sub.tx.send(Err(message)).await;
             return;
         }
         tokio::select! {
             changed = news.changed() => if changed.is_err() { return },
-            delta = deltas.recv(), if deltas_open => match delta {
-                Ok(delta) if delta.step_no > sent.turns_done => {
-                    if tx.send(Ok(StreamFrame::Delta(delta))).await.is_err() {
+            delta = sub.deltas.recv(), if deltas_open => match delta {
+                Ok(delta) => {
+                    if !sub.delta(delta).await {
                         return;
                     }
                 }
-                // Late for its turn, or missed by a slow reader: deltas are
-                // best effort.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // Missed by a slow reader: deltas are best effort.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => deltas_open = false,
             },
-            () = tx.closed() => return,
+            () = sub.tx.closed() => return,
         }
     }
 }
 
-/// Where a subscriber is: the last seq sent, and the newest step whose
-/// turn a sent event completed.
-struct Sent {
+/// One stream's subscription and where it is: the last seq sent, and the
+/// newest step whose turn a sent event completed.
+struct Subscriber {
+    run: RunId,
+    deltas: broadcast::Receiver<Arc<TextDelta>>,
+    feed: Arc<dyn EventFeed>,
+    tx: mpsc::Sender<Result<StreamFrame, String>>,
     last: i64,
     turns_done: i32,
 }
 
-impl Sent {
-    /// Sends a durable frame; false when the stream is over (the
-    /// subscriber left, or this was the terminal event).
-    async fn event(
-        &mut self,
-        tx: &mpsc::Sender<Result<StreamFrame, String>>,
-        frame: Arc<SseFrame>,
-    ) -> bool {
-        self.last = frame.id;
+impl Subscriber {
+    /// Sends a durable frame, after the last deltas of the turn it
+    /// completes; false when the stream is over (the subscriber left, or
+    /// this was the terminal event).
+    async fn event(&mut self, frame: Arc<SseFrame>) -> bool {
         if let Some(step) = frame.completes_turn {
+            self.feed.catch_up_deltas(self.run).await;
+            while let Ok(delta) = self.deltas.try_recv() {
+                if !self.delta(delta).await {
+                    return false;
+                }
+            }
             self.turns_done = self.turns_done.max(step);
         }
+        self.last = frame.id;
         let terminal = frame.terminal;
-        tx.send(Ok(StreamFrame::Event(frame))).await.is_ok() && !terminal
+        self.tx.send(Ok(StreamFrame::Event(frame))).await.is_ok() && !terminal
+    }
+
+    /// Sends a delta unless its turn is over; false when the subscriber left.
+    async fn delta(&mut self, delta: Arc<TextDelta>) -> bool {
+        if delta.step_no <= self.turns_done {
+            return true;
+        }
+        self.tx.send(Ok(StreamFrame::Delta(delta))).await.is_ok()
     }
 }

@@ -553,6 +553,98 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     );
 }
 
+/// A streaming agent on the cloud path: the step worker writes its text
+/// deltas to the events table as short-lived items, a batch per 250 ms at
+/// most, and a separate relay's subscriber gets them before llm.completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_agents_deltas_reach_the_relay_through_the_events_table() {
+    use agentrun::adapters::aws::DynamoEventFeed;
+    use agentrun::sse::{RunFollowers, StreamFrame};
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let answer = "Your refund of 42 dollars is approved and on its way. ".repeat(6);
+    let pieces = answer.chars().count().div_ceil(8);
+    let script = MockScript {
+        turns: vec![MockTurn::text(&answer)],
+        chunk_delay_ms: 40,
+        ..MockScript::default()
+    };
+    let cloud = spawn_cloud(HashMap::from([("writer".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent("writer", agent("writer", json!({"stream": true})))
+        .await;
+    let id = app.start_run("writer", json!("go")).await;
+    let run: RunId = id.parse().unwrap();
+
+    let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
+    let relay = Arc::new(DynamoEventFeed::new(
+        &config,
+        &cloud.events_table,
+        app.platform.engine.ledger.clone(),
+    ));
+    let followers = RunFollowers::new(relay.clone(), relay);
+    let mut frames = followers.subscribe(run, 0);
+    let mut seen = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), frames.recv())
+        .await
+        .unwrap()
+    {
+        seen.push(frame.unwrap());
+    }
+    let completed_at = seen
+        .iter()
+        .position(|f| f.event() == "llm.completed")
+        .unwrap();
+    let deltas: Vec<_> = seen
+        .iter()
+        .enumerate()
+        .filter_map(|(at, frame)| match frame {
+            StreamFrame::Delta(delta) => Some((at, delta.clone())),
+            StreamFrame::Event(_) => None,
+        })
+        .collect();
+    assert!(deltas.len() >= 2, "{} deltas", deltas.len());
+    assert!(deltas.iter().all(|(at, _)| *at < completed_at));
+    // In order, without a gap, and the whole text: the relay watched the
+    // run before its step began, and read the last batch before sending
+    // llm.completed.
+    let mut expected = 0;
+    let mut text = String::new();
+    for (_, delta) in &deltas {
+        assert_eq!(delta.offset, expected);
+        expected += delta.text.chars().count();
+        text.push_str(&delta.text);
+    }
+    assert_eq!(text, answer);
+    let durable: Vec<i64> = seen.iter().filter_map(StreamFrame::id).collect();
+    assert_eq!(durable, (1..=durable.len() as i64).collect::<Vec<_>>());
+    assert_eq!(seen.last().unwrap().event(), "run.succeeded");
+
+    // Batched: fewer items than the pieces the model wrote; each expires.
+    let items = aws_sdk_dynamodb::Client::new(&config)
+        .query()
+        .table_name(&cloud.events_table)
+        .key_condition_expression("run_id = :run")
+        .expression_attribute_values(":run", AttributeValue::S(format!("{id}/deltas")))
+        .send()
+        .await
+        .unwrap();
+    let items = items.items();
+    assert!(
+        items.len() >= deltas.len() && items.len() < pieces,
+        "{} items for {pieces} pieces",
+        items.len()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for item in items {
+        let expires: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        assert!(expires > now && expires <= now + 3600, "{item:?}");
+    }
+}
+
 /// Sends the first start to a Step Functions endpoint that does not answer,
 /// and every later one to the emulator.
 struct FirstStartUnreachable {

@@ -34,6 +34,12 @@ pub trait EventFeed: Send + Sync {
 
     /// The run's deltas from now on (none published before).
     fn subscribe_deltas(&self, run: RunId) -> broadcast::Receiver<Arc<TextDelta>>;
+
+    /// Hands this process's subscribers of the run every delta published
+    /// so far; a stream asks before it sends the event that completes a
+    /// turn, so the turn's last deltas come first. (In-process they are
+    /// handed over as they are published.)
+    async fn catch_up_deltas(&self, _run: RunId) {}
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,9 @@
 //! Text deltas of streaming agents go to the same table as short-lived
 //! items under their own key (`<run_id>/deltas`, seq = microseconds since
 //! the epoch, `expires_at` an hour on), at most one write per run every
-//! `DELTA_WRITE_EVERY`; a relay watching the run polls them as often and
-//! hands them to its streams. They are never read from the ledger.
+//! `DELTA_WRITE_EVERY`; a relay watching the run polls them as often (less
+//! while none come), and at once before it sends a turn's `llm.completed`,
+//! and hands them to its streams. They are never read from the ledger.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::adapters::in_process::DeltaHub;
 use crate::domain::{RunEvent, RunId, TextDelta};
@@ -42,6 +43,11 @@ const BATCH_WRITE_TRIES: u32 = 8;
 /// writes in between go in one item), and a relay reads them as often.
 pub const DELTA_WRITE_EVERY: Duration = Duration::from_millis(250);
 
+/// Reads that find no delta after which a run is read every
+/// `DELTA_IDLE_READ_EVERY` only, until one is found.
+const DELTA_READS_BEFORE_IDLE: u32 = 8;
+const DELTA_IDLE_READ_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a delta item lives (DynamoDB TTL, `expires_at`).
 const DELTA_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -65,6 +71,9 @@ pub struct DynamoEventFeed {
     last_ledger_check: Mutex<HashMap<RunId, Instant>>,
     signals: broadcast::Sender<(RunId, i64)>,
     deltas: DeltaHub,
+    /// The delta readers of watched runs, asked to read at once by
+    /// `catch_up_deltas` (and acknowledging when they have).
+    delta_readers: Arc<Mutex<HashMap<RunId, mpsc::Sender<oneshot::Sender<()>>>>>,
 }
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
@@ -87,6 +96,7 @@ impl DynamoEventFeed {
             last_ledger_check: Mutex::new(HashMap::new()),
             signals: broadcast::channel(1024).0,
             deltas: DeltaHub::default(),
+            delta_readers: Arc::default(),
         }
     }
 
@@ -323,85 +333,147 @@ impl EventFeed for DynamoEventFeed {
     fn subscribe_deltas(&self, run: RunId) -> broadcast::Receiver<Arc<TextDelta>> {
         let (receiver, channel) = self.deltas.subscribe(run);
         if let Some(channel) = channel {
-            tokio::spawn(poll_deltas(
-                self.client.clone(),
-                self.table.clone(),
+            let (asks, asked) = mpsc::channel(8);
+            if let Ok(mut readers) = self.delta_readers.lock() {
+                readers.insert(run, asks.clone());
+            }
+            let reader = DeltaReader {
+                client: self.client.clone(),
+                table: self.table.clone(),
                 run,
                 channel,
-            ));
+            };
+            let readers = self.delta_readers.clone();
+            tokio::spawn(async move {
+                reader.read(asked).await;
+                if let Ok(mut readers) = readers.lock() {
+                    if readers.get(&run).is_some_and(|a| a.same_channel(&asks)) {
+                        readers.remove(&run);
+                    }
+                }
+            });
         }
         receiver
     }
+
+    async fn catch_up_deltas(&self, run: RunId) {
+        let asks = self
+            .delta_readers
+            .lock()
+            .ok()
+            .and_then(|readers| readers.get(&run).cloned());
+        let Some(asks) = asks else {
+            return;
+        };
+        let (done, read) = oneshot::channel();
+        if asks.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
+    }
 }
 
-/// Reads the run's delta items written from now on into `channel`, every
-/// `DELTA_WRITE_EVERY`, for as long as it has receivers.
-async fn poll_deltas(
+/// Reads one run's delta items into its channel, for as long as the
+/// channel has receivers.
+struct DeltaReader {
     client: aws_sdk_dynamodb::Client,
     table: String,
     run: RunId,
     channel: broadcast::Sender<Arc<TextDelta>>,
-) {
-    let key = AttributeValue::S(deltas_key(run));
-    let newest = client
-        .query()
-        .table_name(&table)
-        .key_condition_expression("run_id = :run")
-        .expression_attribute_values(":run", key.clone())
-        .scan_index_forward(false)
-        .limit(1)
-        .send()
-        .await;
-    // Deltas written before the stream began are not sent.
-    let mut after = match newest {
-        Ok(output) => output
-            .items()
-            .first()
-            .and_then(|item| number(item, "seq"))
-            .unwrap_or(0),
-        Err(_) => since_epoch().as_micros() as i64,
-    };
-    loop {
-        tokio::time::sleep(DELTA_WRITE_EVERY).await;
-        if channel.receiver_count() == 0 {
-            return;
-        }
-        let output = client
+}
+
+impl DeltaReader {
+    /// Items written from now on, every `DELTA_WRITE_EVERY` and whenever
+    /// `asked` (each ask is answered once the items are read).
+    async fn read(self, mut asked: mpsc::Receiver<oneshot::Sender<()>>) {
+        let key = AttributeValue::S(deltas_key(self.run));
+        let newest = self
+            .client
             .query()
-            .table_name(&table)
+            .table_name(&self.table)
+            .key_condition_expression("run_id = :run")
+            .expression_attribute_values(":run", key.clone())
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await;
+        // Deltas written before the stream began are not sent.
+        let mut after = match newest {
+            Ok(output) => output
+                .items()
+                .first()
+                .and_then(|item| number(item, "seq"))
+                .unwrap_or(0),
+            Err(_) => since_epoch().as_micros() as i64,
+        };
+        let mut empty_reads = 0;
+        loop {
+            // A run whose model is not writing is read less often.
+            let every = if empty_reads < DELTA_READS_BEFORE_IDLE {
+                DELTA_WRITE_EVERY
+            } else {
+                DELTA_IDLE_READ_EVERY
+            };
+            let ask = tokio::select! {
+                () = tokio::time::sleep(every) => None,
+                Some(ask) = asked.recv() => Some(ask),
+            };
+            if self.channel.receiver_count() == 0 {
+                return;
+            }
+            match self.items_after(&key, after).await {
+                Ok(deltas) => {
+                    empty_reads = if deltas.is_empty() {
+                        empty_reads + 1
+                    } else {
+                        0
+                    };
+                    for (seq, delta) in deltas {
+                        after = after.max(seq);
+                        let _ = self.channel.send(Arc::new(delta));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %self.run, %error, "reading text deltas failed")
+                }
+            }
+            if let Some(ask) = ask {
+                let _ = ask.send(());
+            }
+        }
+    }
+
+    async fn items_after(
+        &self,
+        key: &AttributeValue,
+        after: i64,
+    ) -> Result<Vec<(i64, TextDelta)>, String> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
             .key_condition_expression("run_id = :run AND seq > :after")
             .expression_attribute_values(":run", key.clone())
             .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
+            // A turn's last item was written before its llm.completed.
+            .consistent_read(true)
             .send()
-            .await;
-        let output = match output {
-            Ok(output) => output,
-            Err(error) => {
-                tracing::warn!(
-                    run_id = %run,
-                    error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
-                    "reading text deltas failed"
-                );
-                continue;
-            }
-        };
-        for item in output.items() {
-            let delta = (|| {
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|item| {
                 Some((
                     number(item, "seq")?,
                     TextDelta {
-                        run_id: run,
+                        run_id: self.run,
                         step_no: i32::try_from(number(item, "step_no")?).ok()?,
                         offset: usize::try_from(number(item, "offset")?).ok()?,
                         text: text(item, "text")?,
                     },
                 ))
-            })();
-            if let Some((seq, delta)) = delta {
-                after = after.max(seq);
-                let _ = channel.send(Arc::new(delta));
-            }
-        }
+            })
+            .collect())
     }
 }
 
