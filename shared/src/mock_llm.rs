@@ -431,40 +431,39 @@ fn message_events(answer: &Answer, message: Value) -> Vec<String> {
         "message_start",
         json!({"type": "message_start", "message": start}),
     )];
-    let mut index = 0;
+    // Each block: its start, its content in pieces, its stop.
+    let mut blocks: Vec<(Value, &str, &str, String)> = Vec::new();
     if let Some(text) = &answer.content {
-        frames.push(event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+        blocks.push((
+            json!({"type": "text", "text": ""}),
+            "text_delta",
+            "text",
+            text.clone(),
         ));
-        for piece in pieces(text) {
-            frames.push(event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
-            ));
-        }
-        frames.push(event(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
-        ));
-        index += 1;
     }
     for (id, name, arguments) in &answer.tool_calls {
+        blocks.push((
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            "input_json_delta",
+            "partial_json",
+            arguments.to_string(),
+        ));
+    }
+    for (index, (start, kind, field, content)) in blocks.into_iter().enumerate() {
         frames.push(event(
             "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            json!({"type": "content_block_start", "index": index, "content_block": start}),
         ));
-        for piece in pieces(&arguments.to_string()) {
+        for piece in pieces(&content) {
             frames.push(event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": kind, field: piece}}),
             ));
         }
         frames.push(event(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": index}),
         ));
-        index += 1;
     }
     frames.push(event(
         "message_delta",

@@ -418,6 +418,20 @@ async fn the_api_handler_serves_a_captured_api_gateway_event() {
     assert_eq!(status, "SUCCEEDED");
 }
 
+/// The streaming core over the events table, as a separate relay instance
+/// runs it.
+fn relay_followers(
+    cloud: &agentrun_e2e::cloud::Cloud,
+    config: &aws_config::SdkConfig,
+) -> Arc<agentrun::sse::RunFollowers> {
+    let relay = Arc::new(agentrun::adapters::aws::DynamoEventFeed::new(
+        config,
+        &cloud.events_table,
+        cloud.app.platform.engine.ledger.clone(),
+    ));
+    agentrun::sse::RunFollowers::new(relay.clone(), relay)
+}
+
 /// The relay's streaming core reads a cloud run from the DynamoDB events
 /// table (as a separate relay instance would), with Last-Event-ID replay:
 /// no gap, no duplicate, the same events as the ledger.
@@ -426,7 +440,6 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     use std::sync::Arc;
 
     use agentrun::adapters::aws::DynamoEventFeed;
-    use agentrun::sse::RunFollowers;
 
     let script = MockScript {
         turns: vec![
@@ -448,12 +461,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     let run: agentrun::domain::RunId = id.parse().unwrap();
 
     let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
-    let relay = Arc::new(DynamoEventFeed::new(
-        &config,
-        &cloud.events_table,
-        app.platform.engine.ledger.clone(),
-    ));
-    let followers = RunFollowers::new(relay.clone(), relay);
+    let followers = relay_followers(&cloud, &config);
     let mut first = followers.subscribe(run, 0);
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -558,8 +566,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
 /// most, and a separate relay's subscriber gets them before llm.completed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_agents_deltas_reach_the_relay_through_the_events_table() {
-    use agentrun::adapters::aws::DynamoEventFeed;
-    use agentrun::sse::{RunFollowers, StreamFrame};
+    use agentrun::sse::StreamFrame;
     use aws_sdk_dynamodb::types::AttributeValue;
 
     let answer = "Your refund of 42 dollars is approved and on its way. ".repeat(6);
@@ -577,12 +584,7 @@ async fn a_streaming_agents_deltas_reach_the_relay_through_the_events_table() {
     let run: RunId = id.parse().unwrap();
 
     let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
-    let relay = Arc::new(DynamoEventFeed::new(
-        &config,
-        &cloud.events_table,
-        app.platform.engine.ledger.clone(),
-    ));
-    let followers = RunFollowers::new(relay.clone(), relay);
+    let followers = relay_followers(&cloud, &config);
     let mut frames = followers.subscribe(run, 0);
     let mut seen = Vec::new();
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), frames.recv())

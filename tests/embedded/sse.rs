@@ -460,14 +460,7 @@ async fn a_reconnect_with_last_event_id_gets_no_delta_and_no_event_twice() {
         before.push(first.next(Duration::from_secs(10)).await.unwrap());
     }
     drop(first); // the client goes away while the model writes
-    let last: i64 = durable(&before)
-        .last()
-        .unwrap()
-        .id
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let last = *seqs(&durable(&before)).last().unwrap();
     let mut second = app.open_events(&id, Some(last)).await;
     let mut after = Vec::new();
     while let Some(event) = second.next(Duration::from_secs(20)).await {

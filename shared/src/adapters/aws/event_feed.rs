@@ -313,20 +313,29 @@ impl EventFeed for DynamoEventFeed {
                 AttributeValue::N((now + DELTA_LIFETIME).as_secs().to_string()),
             ),
         ]);
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await;
+        // A batch of one: the functions write the events table in batches.
+        let written = match PutRequest::builder().set_item(Some(item)).build() {
+            Ok(put) => self
+                .client
+                .batch_write_item()
+                .request_items(
+                    &self.table,
+                    vec![WriteRequest::builder().put_request(put).build()],
+                )
+                .send()
+                .await
+                .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+                .and_then(|output| match output.unprocessed_items {
+                    Some(items) if items.values().any(|left| !left.is_empty()) => {
+                        Err("throttled".to_owned())
+                    }
+                    _ => Ok(()),
+                }),
+            Err(error) => Err(error.to_string()),
+        };
         if let Err(error) = written {
             // Deltas are best effort: the turn itself is in the ledger.
-            tracing::warn!(
-                run_id = %delta.run_id,
-                error = %aws_sdk_dynamodb::error::DisplayErrorContext(error),
-                "writing text deltas failed"
-            );
+            tracing::warn!(run_id = %delta.run_id, %error, "writing text deltas failed");
         }
     }
 
