@@ -150,7 +150,8 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
                 if event.event == LLM_DELTA {
                     // The model's text as it writes, on one line per turn.
                     if !writing {
-                        print!("     step {:>2}  {LLM_DELTA:<15} ", data["step_no"]);
+                        let step = data["step_no"].as_i64().unwrap_or(0);
+                        print!("   step {step:>2}  {LLM_DELTA:<15} ");
                         writing = true;
                     }
                     print!("{}", data["text"].as_str().unwrap_or_default());
