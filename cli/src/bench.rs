@@ -203,6 +203,7 @@ impl Bench {
             run_fee_micros: 0,
             idempotency: None,
             webhook: None,
+            continues: None,
         }
     }
 

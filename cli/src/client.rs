@@ -21,6 +21,12 @@ pub struct RunArgs {
     version: Option<i32>,
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Continue this conversation (its newest run, which has ended).
+    #[arg(long, conflicts_with = "previous_run")]
+    thread: Option<String>,
+    /// Continue this ended run (the newest of its thread).
+    #[arg(long)]
+    previous_run: Option<String>,
     /// Defaults to AGENTRUN_URL, then `.agentrun/dev.env`.
     #[arg(long, env = "AGENTRUN_URL")]
     url: Option<String>,
@@ -45,6 +51,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut body = json!({"agent": args.agent, "input": input});
     if let Some(version) = args.version {
         body["version"] = json!(version);
+    }
+    if let Some(thread) = &args.thread {
+        body["thread_id"] = json!(thread);
+    }
+    if let Some(previous) = &args.previous_run {
+        body["previous_run_id"] = json!(previous);
     }
     let http = reqwest::Client::new();
     let mut request = http
@@ -73,9 +85,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .context("response has no run id")?
         .to_owned();
     println!(
-        "run {run_id} ({} v{})",
+        "run {run_id} ({} v{}, thread {})",
         created["agent"].as_str().unwrap_or("?"),
-        created["version"]
+        created["version"],
+        created["thread_id"].as_str().unwrap_or("?")
     );
     if args.no_follow {
         return Ok(0);
@@ -148,8 +161,13 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
                 let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
                 progress.clear();
                 if event.event == LLM_DELTA {
-                    // The model's text as it writes, on one line per turn.
-                    if !writing {
+                    // The model's text as it writes, on one line per turn;
+                    // a call tried again (offset 0) starts a new line.
+                    let restarted = data["offset"] == 0;
+                    if writing && restarted {
+                        println!();
+                    }
+                    if !writing || restarted {
                         let step = data["step_no"].as_i64().unwrap_or(0);
                         print!("   step {step:>2}  {LLM_DELTA:<15} ");
                         writing = true;

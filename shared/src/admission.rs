@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::limits::{check_run_timeout, LimitExceeded};
-use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId, Webhook};
+use crate::domain::{AgentName, Run, RunId, RunStatus, TeamId, ThreadId, Webhook};
 use crate::engine::Engine;
 use crate::ledger::{AgentVersion, Creation, NewRun, StoreError};
 use crate::ports::{HotStoreError, IdempotencyClaim, Orchestrator, OrchestratorError};
@@ -32,6 +32,15 @@ pub struct RunRequest {
     pub idempotency: Option<IdempotencyKey>,
     /// The run's own webhook; without one, the agent's (if any) is used.
     pub webhook: Option<Webhook>,
+    /// The conversation the run continues, if any.
+    pub continues: Option<Continues>,
+}
+
+/// What a run continues: a thread (its newest run), or one run.
+#[derive(Clone, Copy, Debug)]
+pub enum Continues {
+    Thread(ThreadId),
+    Run(RunId),
 }
 
 /// The client's `Idempotency-Key` and a hash of the request it came with.
@@ -85,6 +94,14 @@ pub enum AdmissionError {
     },
     #[error("run {0} is still being created")]
     NotReady(RunId),
+    #[error("no thread {0}")]
+    UnknownThread(ThreadId),
+    #[error("no run {0} to continue")]
+    UnknownPreviousRun(RunId),
+    #[error("run {0} has not ended yet; a run continues an ended one")]
+    PreviousNotEnded(RunId),
+    #[error("run {0} is continued by another run already; continue the thread's newest run")]
+    PreviousContinued(RunId),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -160,6 +177,8 @@ async fn admit_here(
         }
     }
 
+    let continues = previous_run(engine, team, request.continues).await?;
+
     let limits = &terms.limits;
     if let Some(wait) = engine
         .hot
@@ -202,6 +221,7 @@ async fn admit_here(
                 .as_ref()
                 .map(|key| (key.key.clone(), key.request_hash.clone())),
             webhook,
+            continues,
         })
         .await?;
     let run = match created {
@@ -216,6 +236,11 @@ async fn admit_here(
             .get_run(run_id)
             .await?
             .ok_or(AdmissionError::NotReady(run_id))?,
+        Creation::PreviousTaken => {
+            engine.hot.release_run(run_id).await?;
+            let previous = continues.map_or(run_id, |(previous, _)| previous);
+            return Err(AdmissionError::PreviousContinued(previous));
+        }
         // The hot store granted the key, but the ledger knows another run
         // by it (the hot store lost it, or was away when that run took it).
         Creation::KeyTaken {
@@ -243,6 +268,32 @@ async fn admit_here(
     } else {
         Admitted::Accepted(run)
     })
+}
+
+/// The ended run of the team that the new run continues, and its thread.
+async fn previous_run(
+    engine: &Engine,
+    team: TeamId,
+    continues: Option<Continues>,
+) -> Result<Option<(RunId, ThreadId)>, AdmissionError> {
+    let previous = match continues {
+        None => return Ok(None),
+        Some(Continues::Run(id)) => engine
+            .ledger
+            .get_run(id)
+            .await?
+            .filter(|run| run.team_id == team)
+            .ok_or(AdmissionError::UnknownPreviousRun(id))?,
+        Some(Continues::Thread(thread)) => engine
+            .ledger
+            .thread_head(team, thread)
+            .await?
+            .ok_or(AdmissionError::UnknownThread(thread))?,
+    };
+    if !previous.status.is_terminal() {
+        return Err(AdmissionError::PreviousNotEnded(previous.id));
+    }
+    Ok(Some((previous.id, previous.thread_id)))
 }
 
 async fn find_agent(engine: &Engine, request: &RunRequest) -> Result<AgentVersion, AdmissionError> {

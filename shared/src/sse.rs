@@ -39,6 +39,8 @@ pub struct SseFrame {
     pub terminal: bool,
     /// The step whose LLM turn this event completes (`llm.completed`).
     pub completes_turn: Option<i32>,
+    /// That turn was streamed (it had deltas).
+    pub streamed: bool,
 }
 
 impl From<&RunEvent> for SseFrame {
@@ -51,6 +53,7 @@ impl From<&RunEvent> for SseFrame {
             completes_turn: event
                 .step_no
                 .filter(|_| event.kind == EventType::LlmCompleted.as_str()),
+            streamed: event.data["streamed"] == true,
         }
     }
 }
@@ -153,22 +156,29 @@ impl RunFollowers {
             .unwrap_or(0)
     }
 
-    /// Streams a run's events with `seq > after`, and its deltas from now
-    /// on. Frames arrive on the returned channel; dropping the receiver
-    /// ends this subscription only.
+    /// Streams a run's events with `seq > after`, and (with `deltas`) its
+    /// deltas from now on. Frames arrive on the returned channel; dropping
+    /// the receiver ends this subscription only.
     pub fn subscribe(
         self: &Arc<Self>,
         run: RunId,
         after: i64,
+        deltas: bool,
     ) -> mpsc::Receiver<Result<StreamFrame, String>> {
         let (tx, rx) = mpsc::channel(64);
         let subscriber = Subscriber {
             run,
-            deltas: self.feed.subscribe_deltas(run),
+            deltas: if deltas {
+                self.feed.subscribe_deltas(run)
+            } else {
+                broadcast::channel(1).1
+            },
             feed: self.feed.clone(),
             tx,
             last: after,
             turns_done: 0,
+            live: false,
+            held: Vec::new(),
         };
         let follower = self.follower(run, after);
         let source = self.source.clone();
@@ -366,6 +376,7 @@ async fn relay(follower: Arc<Follower>, source: Arc<dyn EventSource>, mut sub: S
             break;
         }
     }
+    sub.live = true;
     let mut news = follower.news.subscribe();
     let mut deltas_open = true;
     loop {
@@ -396,8 +407,10 @@ async fn relay(follower: Arc<Follower>, source: Arc<dyn EventSource>, mut sub: S
     }
 }
 
-/// One stream's subscription and where it is: the last seq sent, and the
-/// newest step whose turn a sent event completed.
+/// One stream's subscription and where it is: the last seq sent, the
+/// newest step whose turn a sent event completed, whether it has caught up
+/// with the run (past the replay of what came before it), and deltas of
+/// later steps held until the event it is sending has gone.
 struct Subscriber {
     run: RunId,
     deltas: broadcast::Receiver<Arc<TextDelta>>,
@@ -405,25 +418,39 @@ struct Subscriber {
     tx: mpsc::Sender<Result<StreamFrame, String>>,
     last: i64,
     turns_done: i32,
+    live: bool,
+    held: Vec<Arc<TextDelta>>,
 }
 
 impl Subscriber {
-    /// Sends a durable frame, after the last deltas of the turn it
-    /// completes; false when the stream is over (the subscriber left, or
-    /// this was the terminal event).
+    /// Sends a durable frame, live after the last deltas of the streamed
+    /// turn it completes; false when the stream is over (the subscriber
+    /// left, or this was the terminal event).
     async fn event(&mut self, frame: Arc<SseFrame>) -> bool {
         if let Some(step) = frame.completes_turn {
-            self.feed.catch_up_deltas(self.run).await;
-            while let Ok(delta) = self.deltas.try_recv() {
-                if !self.delta(delta).await {
-                    return false;
+            if self.live && frame.streamed {
+                self.feed.catch_up_deltas(self.run).await;
+                while let Ok(delta) = self.deltas.try_recv() {
+                    if delta.step_no > step {
+                        self.held.push(delta);
+                    } else if !self.delta(delta).await {
+                        return false;
+                    }
                 }
             }
             self.turns_done = self.turns_done.max(step);
         }
         self.last = frame.id;
         let terminal = frame.terminal;
-        self.tx.send(Ok(StreamFrame::Event(frame))).await.is_ok() && !terminal
+        if self.tx.send(Ok(StreamFrame::Event(frame))).await.is_err() || terminal {
+            return false;
+        }
+        for delta in std::mem::take(&mut self.held) {
+            if !self.delta(delta).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends a delta unless its turn is over; false when the subscriber left.

@@ -462,7 +462,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
 
     let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
     let followers = relay_followers(&cloud, &config);
-    let mut first = followers.subscribe(run, 0);
+    let mut first = followers.subscribe(run, 0, false);
     let mut seen = Vec::new();
     for _ in 0..4 {
         let frame = tokio::time::timeout(Duration::from_secs(20), first.recv())
@@ -474,7 +474,7 @@ async fn the_relay_core_streams_a_cloud_run_from_the_dynamodb_feed_with_replay()
     }
     drop(first); // the client went away mid-run
     let last = seen.last().unwrap().id().unwrap();
-    let mut second = followers.subscribe(run, last);
+    let mut second = followers.subscribe(run, last, false);
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), second.recv())
         .await
         .unwrap()
@@ -585,7 +585,7 @@ async fn a_streaming_agents_deltas_reach_the_relay_through_the_events_table() {
 
     let config = sdk_config(Some(&agentrun_e2e::cloud::aws_endpoint())).await;
     let followers = relay_followers(&cloud, &config);
-    let mut frames = followers.subscribe(run, 0);
+    let mut frames = followers.subscribe(run, 0, true);
     let mut seen = Vec::new();
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), frames.recv())
         .await

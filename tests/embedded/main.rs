@@ -17,6 +17,7 @@ mod outbound;
 mod repair;
 mod sse;
 mod summarization;
+mod threads;
 mod tls;
 mod tools;
 mod usage;

@@ -757,6 +757,7 @@ impl TestApp {
                 run_fee_micros: 0,
                 idempotency: None,
                 webhook: None,
+                continues: None,
             })
             .await
             .unwrap();

@@ -65,8 +65,10 @@ impl AnthropicClient {
         match deltas {
             Some(deltas) => {
                 let mut answer = StreamedMessage::default();
-                read_stream(response, BUSY, deltas, |event| answer.apply(&event)).await?;
-                answer.finish()
+                match read_stream(response, BUSY, deltas, |event| answer.apply(&event)).await? {
+                    Some(whole) => parse_message(&whole),
+                    None => answer.finish(),
+                }
             }
             None => parse_message(&answer_body(response, BUSY).await?),
         }
@@ -103,8 +105,11 @@ pub struct Turn {
     pub content: Vec<Value>,
 }
 
-/// The system prompt and the alternating turns of a conversation.
-pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> {
+/// The system prompt and the alternating turns of a conversation. Without
+/// `tools` defined (an agent without tools continuing a conversation that
+/// had some), tool calls and results are shown as text: the API refuses
+/// tool blocks without tools.
+pub fn turns(messages: &[ChatMessage], tools: bool) -> Result<(String, Vec<Turn>), LlmError> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     for message in messages {
@@ -117,11 +122,20 @@ pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> 
             ChatMessage::Tool {
                 tool_call_id,
                 content,
-            } => (
+            } if tools => (
                 "user",
                 vec![
                     json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content}),
                 ],
+            ),
+            ChatMessage::Tool {
+                tool_call_id,
+                content,
+            } => (
+                "user",
+                vec![text_block(&format!(
+                    "[result of tool call {tool_call_id}]\n{content}"
+                ))],
             ),
             ChatMessage::Assistant {
                 content,
@@ -139,12 +153,19 @@ pub fn turns(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), LlmError> 
                                 call.id
                             ))
                         })?;
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.function.name,
-                        "input": input,
-                    }));
+                    blocks.push(if tools {
+                        json!({
+                            "type": "tool_use",
+                            "id": call.id,
+                            "name": call.function.name,
+                            "input": input,
+                        })
+                    } else {
+                        text_block(&format!(
+                            "[tool call {}: {}({input})]",
+                            call.id, call.function.name
+                        ))
+                    });
                 }
                 if blocks.is_empty() {
                     continue;
@@ -184,7 +205,7 @@ fn text_block(text: &str) -> Value {
 }
 
 fn messages_request(request: &ChatRequest) -> Result<Value, LlmError> {
-    let (system, turns) = turns(&request.messages)?;
+    let (system, turns) = turns(&request.messages, !request.tools.is_empty())?;
     let mut body = json!({
         "model": request.model,
         "max_tokens": request.max_tokens,
@@ -443,13 +464,38 @@ mod tests {
                 content: "noon".into(),
             },
         ];
-        let (system, turns) = turns(&messages).unwrap();
+        let (system, turns) = turns(&messages, true).unwrap();
         assert_eq!(system, "be brief");
         let roles: Vec<&str> = turns.iter().map(|t| t.role).collect();
         assert_eq!(roles, ["user", "assistant", "user"]);
         assert_eq!(turns[1].content[1]["input"], json!({"id": 7}));
         assert_eq!(turns[2].content.len(), 2, "both results in one user turn");
         assert_eq!(turns[2].content[1]["tool_use_id"], "c2");
+    }
+
+    #[test]
+    fn without_tools_defined_tool_calls_and_results_are_text() {
+        let messages = vec![
+            ChatMessage::User {
+                content: "refund me".into(),
+            },
+            ChatMessage::Assistant {
+                content: None,
+                tool_calls: vec![call("c1", "lookup", r#"{"id":7}"#)],
+            },
+            ChatMessage::Tool {
+                tool_call_id: "c1".into(),
+                content: "found".into(),
+            },
+        ];
+        let (_, shown) = turns(&messages, false).unwrap();
+        let blocks: Vec<&Value> = shown.iter().flat_map(|turn| &turn.content).collect();
+        assert!(
+            blocks.iter().all(|block| block["type"] == "text"),
+            "{blocks:?}"
+        );
+        assert_eq!(blocks[1]["text"], r#"[tool call c1: lookup({"id":7})]"#);
+        assert_eq!(blocks[2]["text"], "[result of tool call c1]\nfound");
     }
 
     #[test]
@@ -461,11 +507,11 @@ mod tests {
             },
             ChatMessage::User { content: "".into() },
         ];
-        let (_, shown) = turns(&messages).unwrap();
+        let (_, shown) = turns(&messages, true).unwrap();
         assert_eq!(shown[0].role, "user");
         assert_eq!(shown[1].role, "assistant");
         assert_eq!(shown[2].content[0]["text"], "(empty)");
-        assert_eq!(turns(&[]).unwrap().1[0].role, "user");
+        assert_eq!(turns(&[], true).unwrap().1[0].role, "user");
     }
 
     #[test]

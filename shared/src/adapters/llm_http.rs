@@ -117,24 +117,37 @@ pub(crate) async fn answer_body(
 
 /// Reads a streamed answer's Server-Sent Events in order: `apply` takes
 /// each one into the answer being put together and returns the text it
-/// adds, which goes to `deltas` at once.
+/// adds, which goes to `deltas` at once (every event gives `deltas` a
+/// chance to publish what waits). An answer that is not a stream (a server
+/// that ignores `stream: true`) is handed back whole instead.
 pub(crate) async fn read_stream(
     response: reqwest::Response,
     busy: &[u16],
     deltas: &dyn TextDeltas,
     mut apply: impl FnMut(ParsedEvent) -> Result<Option<String>, LlmError>,
-) -> Result<(), LlmError> {
+) -> Result<Option<String>, LlmError> {
     let mut response = accepted(response, busy).await?;
+    let streamed = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    if !streamed {
+        let body = response
+            .text()
+            .await
+            .map_err(|e| LlmError::Unavailable(format!("reading the response failed: {e}")))?;
+        return Ok(Some(body));
+    }
     deltas.restart();
     let mut parser = SseParser::default();
     while let Some(chunk) = response.chunk().await.map_err(unsent)? {
         for event in parser.push(&chunk) {
-            if let Some(text) = apply(event)?.filter(|text| !text.is_empty()) {
-                deltas.write(&text).await;
-            }
+            let text = apply(event)?.unwrap_or_default();
+            deltas.write(&text).await;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Runs `attempt` (given its timeout) until it answers, fails for good, or

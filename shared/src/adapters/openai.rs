@@ -53,8 +53,10 @@ impl OpenAiClient {
         match deltas {
             Some(deltas) => {
                 let mut answer = StreamedCompletion::default();
-                read_stream(response, &[429], deltas, |event| answer.apply(&event)).await?;
-                answer.finish()
+                match read_stream(response, &[429], deltas, |event| answer.apply(&event)).await? {
+                    Some(whole) => parse_completion(&whole),
+                    None => answer.finish(),
+                }
             }
             None => parse_completion(&answer_body(response, &[429]).await?),
         }
@@ -88,10 +90,11 @@ struct WireChunk {
     usage: Option<Usage>,
 }
 
+// Fields may be missing or null alike.
 #[derive(Deserialize)]
 struct WireChunkChoice {
     #[serde(default)]
-    delta: WireDelta,
+    delta: Option<WireDelta>,
 }
 
 #[derive(Default, Deserialize)]
@@ -99,7 +102,7 @@ struct WireDelta {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
-    tool_calls: Vec<WireCallPiece>,
+    tool_calls: Option<Vec<WireCallPiece>>,
 }
 
 #[derive(Deserialize)]
@@ -140,12 +143,12 @@ impl StreamedCompletion {
             self.usage = chunk.usage;
         }
         let mut added = None;
-        for choice in chunk.choices {
-            if let Some(text) = choice.delta.content {
+        for delta in chunk.choices.into_iter().filter_map(|choice| choice.delta) {
+            if let Some(text) = delta.content {
                 self.content.get_or_insert_with(String::new).push_str(&text);
-                added = Some(text);
+                added.get_or_insert_with(String::new).push_str(&text);
             }
-            for piece in choice.delta.tool_calls {
+            for piece in delta.tool_calls.unwrap_or_default() {
                 if piece.index > self.calls.len() {
                     return Err(LlmError::InvalidResponse(format!(
                         "tool call {} streamed before call {}",
@@ -288,7 +291,7 @@ mod tests {
         let mut answer = StreamedCompletion::default();
         let texts: Vec<Option<String>> = [
             r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"lo"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo","tool_calls":null}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"look","arguments":"{\"id\""}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":7}"}}]}}]}"#,
             r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#,

@@ -123,7 +123,18 @@ pub async fn stream(
     let frames = if finished {
         mpsc::channel(1).1
     } else {
-        state.followers.subscribe(run.id, after)
+        // Deltas are watched for where the run's agent streams, or may hand
+        // off to one that does (an unreadable agent is watched too).
+        let agent = state
+            .engine
+            .ledger
+            .get_agent(team, &run.active_agent, Some(run.active_version))
+            .await;
+        let deltas = match agent {
+            Ok(Some(agent)) => agent.spec.stream || !agent.spec.handoffs.is_empty(),
+            Ok(None) | Err(_) => true,
+        };
+        state.followers.subscribe(run.id, after, deltas)
     };
     let limits = state.streams.limits;
     let watched = Watched {

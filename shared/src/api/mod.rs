@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/runs", post(runs::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))
+        .route("/v1/threads/{id}", get(runs::thread))
         .route("/v1/runs/{id}/steps", get(runs::steps))
         .route("/v1/runs/{id}/output", get(runs::output))
         .route(

@@ -27,6 +27,7 @@ const DESCRIPTION: &str = "Runs LLM agents as durable, observable, budgeted jobs
         super::runs::create,
         super::runs::list,
         super::runs::show,
+        super::runs::thread,
         super::runs::steps,
         super::events::stream,
         super::runs::cancel,

@@ -19,9 +19,11 @@ use super::views::{
     CostView, OutputPart, Page, ResultPart, RunView, StepView, WebhookDeliveries, WebhookView,
 };
 use super::{parse_object, ApiError, AppState, PageQuery};
-use crate::admission::{self, AdmissionError, Admitted, IdempotencyKey, RunRequest};
+use crate::admission::{self, AdmissionError, Admitted, Continues, IdempotencyKey, RunRequest};
 use crate::domain::limits::{check_run_request, MAX_RESPONSE_BYTES};
-use crate::domain::{AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal, Webhook};
+use crate::domain::{
+    AgentName, Run, RunId, RunStatus, StopReason, TeamId, Terminal, ThreadId, Webhook,
+};
 use crate::ledger::{encode_cursor, RunFilter, RunPage};
 
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -44,6 +46,14 @@ struct CreateRun {
     /// The run's own webhook; without it the agent's (if any) is used.
     #[serde(default)]
     webhook: Option<WebhookRequest>,
+    /// Continue this conversation: the run's prompt begins with the
+    /// messages of the thread's newest run, which must have ended.
+    #[serde(default)]
+    thread_id: Option<ThreadId>,
+    /// Continue this ended run (the newest of its thread): the run's
+    /// prompt begins with its messages. Not with `thread_id`.
+    #[serde(default)]
+    previous_run_id: Option<RunId>,
 }
 
 /// Where the run's end is announced: agentrun POSTs `{id, type,
@@ -94,12 +104,13 @@ pub async fn team_run(state: &AppState, team: TeamId, raw_id: &str) -> Result<Ru
     post,
     path = "/v1/runs",
     tag = "runs",
-    summary = "Start a run (403 team_disabled/agent_disabled; 429 rate_limited/concurrent_run_limit with Retry-After; 503 orchestrator_unavailable: the run in details.run_id is recorded and starts once the orchestrator answers, retry with the same Idempotency-Key)",
+    summary = "Start a run, or continue a conversation with thread_id or previous_run_id (404 thread_not_found/run_not_found; 409 thread_busy while the run to continue goes on or once another run continues it; 403 team_disabled/agent_disabled; 429 rate_limited/concurrent_run_limit with Retry-After; 503 orchestrator_unavailable: the run in details.run_id is recorded and starts once the orchestrator answers, retry with the same Idempotency-Key)",
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$", description = "a repeated key with the same body answers with the same run")),
     request_body = CreateRun,
     responses(
         (status = 202, description = "Accepted; the same run again for a repeated Idempotency-Key and body", body = RunView),
         (status = 403, response = super::error::ErrorBody),
+        (status = 404, response = super::error::ErrorBody),
         (status = 409, response = super::error::ErrorBody),
         (status = 413, response = super::error::ErrorBody),
     )
@@ -176,6 +187,17 @@ pub async fn create(
             })
         }
     };
+    let continues = match (request.thread_id, request.previous_run_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "give thread_id or previous_run_id, not both",
+            ))
+        }
+        (Some(thread), None) => Some(Continues::Thread(thread)),
+        (None, Some(run)) => Some(Continues::Run(run)),
+        (None, None) => None,
+    };
     let request = RunRequest {
         team,
         agent,
@@ -184,6 +206,7 @@ pub async fn create(
         metadata,
         idempotency,
         webhook,
+        continues,
     };
     match admission::admit(state.engine.clone(), state.orchestrator.clone(), request).await {
         Ok(Admitted::Accepted(run)) => Ok(accepted(&run, false)),
@@ -240,6 +263,13 @@ fn admission_error(error: AdmissionError) -> ApiError {
                 .with_details(json!({"run_id": run_id}))
         }
         AdmissionError::NotReady(_) => ApiError::unavailable(ErrorCode::RunNotReady, message),
+        AdmissionError::UnknownThread(_) => ApiError::not_found(ErrorCode::ThreadNotFound, message),
+        AdmissionError::UnknownPreviousRun(_) => {
+            ApiError::not_found(ErrorCode::RunNotFound, message)
+        }
+        AdmissionError::PreviousNotEnded(_) | AdmissionError::PreviousContinued(_) => {
+            ApiError::new(StatusCode::CONFLICT, ErrorCode::ThreadBusy, message)
+        }
         AdmissionError::Store(error) => error.into(),
         AdmissionError::HotStore(error) => error.into(),
         AdmissionError::Aborted(_) => ApiError::new(
@@ -370,13 +400,69 @@ pub async fn list(
         created_after: query_time("created_after", query.created_after.as_deref())?,
         created_before: query_time("created_before", query.created_before.as_deref())?,
         metadata,
+        thread: None,
     };
-    let limit = PageQuery {
+    let page = PageQuery {
         limit: query.limit,
-        cursor: None,
+        cursor: query.cursor,
+    };
+    runs_page(&state, team, &filter, &page).await.map(Json)
+}
+
+/// The thread a `/v1/threads/{id}` route names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ThreadPath {
+    /// The thread (its first run's id).
+    id: ThreadId,
+}
+
+/// A conversation's runs.
+#[utoipa::path(
+    get,
+    path = "/v1/threads/{id}",
+    tag = "runs",
+    summary = "A thread's runs, newest first: each continues the one after it in the list (`previous_run_id`), its prompt beginning with that run's messages",
+    params(
+        ThreadPath,
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "page size (default 50)"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = Page<RunView>),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
+pub async fn thread(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<RunView>>, ApiError> {
+    let unknown = || ApiError::not_found(ErrorCode::ThreadNotFound, format!("no thread {id}"));
+    let thread: ThreadId = id.parse().map_err(|_| unknown())?;
+    let filter = RunFilter {
+        thread: Some(thread),
+        ..RunFilter::default()
+    };
+    let first_page = page.cursor.is_none();
+    let runs = runs_page(&state, team, &filter, &page).await?;
+    if first_page && runs.data.is_empty() {
+        return Err(unknown());
     }
-    .size()?;
-    let cursor = query
+    Ok(Json(runs))
+}
+
+/// One page of a team's runs that `filter` picks, newest first.
+async fn runs_page(
+    state: &AppState,
+    team: TeamId,
+    filter: &RunFilter,
+    page: &PageQuery,
+) -> Result<Page<RunView>, ApiError> {
+    let limit = page.size()?;
+    let cursor = page
         .cursor
         .as_deref()
         .map(|c| {
@@ -390,7 +476,7 @@ pub async fn list(
     } = state
         .engine
         .ledger
-        .list_runs(team, &filter, cursor, limit)
+        .list_runs(team, filter, cursor, limit)
         .await?;
     let mut data: Vec<RunView> = runs.iter().map(RunView::from).collect();
     if fit(&mut data, MAX_RESPONSE_BYTES) {
@@ -400,7 +486,7 @@ pub async fn list(
             .and_then(|last| runs.get(last))
             .map(|last| encode_cursor(last.created_at, last.id));
     }
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Page { data, next_cursor })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

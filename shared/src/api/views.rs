@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::parts::{prefix, TextPart};
 use crate::domain::limits::{json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES};
-use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason, TeamId};
+use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason, TeamId, ThreadId};
 use crate::ledger::{
     AgentVersion, DeliveryRecord, ModelUsage, RunCharge, StepRecord, Team, UsageTotals,
 };
@@ -91,6 +91,11 @@ pub struct RunView {
     /// The run ended with its agent's final turn without tools, at
     /// `max_steps` or its token budget (graceful wind-down).
     pub wound_down: bool,
+    /// The conversation the run belongs to (`GET /v1/threads/{id}`); its
+    /// own id when it began one.
+    pub thread_id: ThreadId,
+    /// The run it continues, whose messages begin its prompt.
+    pub previous_run_id: Option<RunId>,
     pub usage: UsageView,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -128,6 +133,8 @@ impl From<&Run> for RunView {
             steps: run.next_step - 1,
             handoff_depth: run.handoff_depth,
             wound_down: run.wound_down,
+            thread_id: run.thread_id,
+            previous_run_id: run.previous_run_id,
             usage: UsageView {
                 input_tokens: run.input_tokens,
                 output_tokens: run.output_tokens,

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     TeamDisabled,
     TeamExists,
     TeamNotFound,
+    ThreadBusy,
+    ThreadNotFound,
     TimeoutNotSupported,
     TooManyAgents,
     TooManyHandoffs,
@@ -62,7 +64,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 53] = [
+    pub const ALL: [ErrorCode; 55] = [
         ErrorCode::AgentDisabled,
         ErrorCode::AgentVersionNotFound,
         ErrorCode::BodyTooLarge,
@@ -101,6 +103,8 @@ impl ErrorCode {
         ErrorCode::TeamDisabled,
         ErrorCode::TeamExists,
         ErrorCode::TeamNotFound,
+        ErrorCode::ThreadBusy,
+        ErrorCode::ThreadNotFound,
         ErrorCode::TimeoutNotSupported,
         ErrorCode::TooManyAgents,
         ErrorCode::TooManyHandoffs,
@@ -158,6 +162,8 @@ impl ErrorCode {
             ErrorCode::TeamDisabled => "team_disabled",
             ErrorCode::TeamExists => "team_exists",
             ErrorCode::TeamNotFound => "team_not_found",
+            ErrorCode::ThreadBusy => "thread_busy",
+            ErrorCode::ThreadNotFound => "thread_not_found",
             ErrorCode::TimeoutNotSupported => "timeout_not_supported",
             ErrorCode::TooManyAgents => "too_many_agents",
             ErrorCode::TooManyHandoffs => "too_many_handoffs",

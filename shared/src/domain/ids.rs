@@ -55,6 +55,16 @@ uuid_id!(
     "A run's identifier (UUID v7, so ids sort by creation time)."
 );
 uuid_id!(TeamId, "A team's identifier.");
+uuid_id!(
+    ThreadId,
+    "A conversation's identifier: the id of the thread's first run."
+);
+
+impl From<RunId> for ThreadId {
+    fn from(run: RunId) -> Self {
+        Self(run.0)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ pub use agent::{
 };
 pub use error_code::ErrorCode;
 pub use event::{EventType, NewEvent, RunEvent, TextDelta};
-pub use ids::{RunId, TeamId};
+pub use ids::{RunId, TeamId, ThreadId};
 pub use message::{ChatMessage, FunctionCall, ToolCall};
 pub use run::{Run, RunStatus, StepNext, StepOutcome, StopReason, Terminal};
 pub use team::{Micros, TeamLimits};

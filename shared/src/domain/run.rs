@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{RunId, RunLimits, TeamId};
+use super::{RunId, RunLimits, TeamId, ThreadId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +190,10 @@ pub struct Run {
     pub webhook_url: Option<String>,
     /// It ended with its agent's final turn without tools (wind-down).
     pub wound_down: bool,
+    /// The conversation it belongs to (its own id when it began one).
+    pub thread_id: ThreadId,
+    /// The run it continues, whose messages begin its own.
+    pub previous_run_id: Option<RunId>,
 }
 
 impl Run {

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "wind_down",
         include_str!("../../../migrations/V9__wind_down.sql"),
     ),
+    (
+        10,
+        "threads",
+        include_str!("../../../migrations/V10__threads.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

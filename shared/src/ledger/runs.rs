@@ -8,7 +8,7 @@ use super::events::append_events;
 use super::{Ledger, StoreError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
-    EventType, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal, Webhook,
+    EventType, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, Terminal, ThreadId, Webhook,
 };
 
 pub(super) const RUN_COLUMNS: &str =
@@ -16,7 +16,8 @@ pub(super) const RUN_COLUMNS: &str =
     stop_reason, stop_detail, input, output, raw_output, metadata, limits, next_step,
         handoff_depth, repairs_used, input_tokens, output_tokens, llm_calls, last_seq,
     run_fee_micros, created_at, started_at, deadline, finished_at,
-    webhook->>'url' AS webhook_url, wound_down";
+    webhook->>'url' AS webhook_url, wound_down,
+    COALESCE(thread_id, id) AS thread_id, previous_run_id";
 
 pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
     let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("run {what}: {e}"));
@@ -55,6 +56,10 @@ pub(super) fn run_from_row(row: &Row) -> Result<Run, StoreError> {
         finished_at: row.get("finished_at"),
         webhook_url: row.get("webhook_url"),
         wound_down: row.get("wound_down"),
+        thread_id: ThreadId(row.get("thread_id")),
+        previous_run_id: row
+            .get::<_, Option<uuid::Uuid>>("previous_run_id")
+            .map(RunId),
     })
 }
 
@@ -75,6 +80,9 @@ pub struct NewRun {
     pub idempotency: Option<(String, String)>,
     /// Where the run's end is announced.
     pub webhook: Option<Webhook>,
+    /// The run it continues (an ended run of the team, not continued yet)
+    /// and their thread; without it the run begins a thread of its own.
+    pub continues: Option<(RunId, ThreadId)>,
 }
 
 /// What `create_run` did.
@@ -88,6 +96,8 @@ pub enum Creation {
         run_id: RunId,
         request_hash: String,
     },
+    /// The run to continue has not ended, or another run continues it.
+    PreviousTaken,
 }
 
 /// Which of a team's runs a listing shows; every part is optional.
@@ -102,6 +112,8 @@ pub struct RunFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// A metadata key whose value is this string.
     pub metadata: Option<(String, String)>,
+    /// The runs of one conversation.
+    pub thread: Option<ThreadId>,
 }
 
 /// One page of a run listing, newest first.
@@ -156,17 +168,29 @@ impl Ledger {
                          WHERE run_idempotency_keys.created_at < now() - interval '24 hours'
                             OR run_idempotency_keys.run_id = EXCLUDED.run_id
                          RETURNING run_id),
+                     p AS (
+                         SELECT seq, agent, message FROM run_messages
+                         WHERE run_id = $15 AND EXISTS (
+                             SELECT 1 FROM runs WHERE id = $15 AND team_id = $2
+                                 AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out'))),
+                     n AS (SELECT count(*)::int AS copied FROM p),
                      r AS (
                          INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
                                            status, input, metadata, limits, message_count, last_seq,
-                                           run_fee_micros, webhook)
-                         SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7, 1, 1, $8, $14
-                         WHERE $9::text IS NULL OR EXISTS (SELECT 1 FROM k)
-                         ON CONFLICT (id) DO NOTHING
+                                           run_fee_micros, webhook, thread_id, previous_run_id)
+                         SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7,
+                                (SELECT copied FROM n) + 1, 1, $8, $14, COALESCE($16, $1), $15
+                         WHERE ($9::text IS NULL OR EXISTS (SELECT 1 FROM k))
+                           AND ($15::uuid IS NULL OR EXISTS (SELECT 1 FROM p))
+                         -- the run's id, or the run it continues, taken already
+                         ON CONFLICT DO NOTHING
                          RETURNING {RUN_COLUMNS}),
+                     c AS (
+                         INSERT INTO run_messages (run_id, seq, step_no, agent, message)
+                         SELECT $1, p.seq, 0, p.agent, p.message FROM p, r),
                      m AS (
                          INSERT INTO run_messages (run_id, seq, step_no, agent, message)
-                         SELECT $1, 1, 0, $3, $11 FROM r),
+                         SELECT $1, n.copied + 1, 0, $3, $11 FROM r, n),
                      e AS (
                          INSERT INTO run_events (run_id, seq, type, step_no, data)
                          SELECT $1, 1, $12, NULL, $13 FROM r)
@@ -187,6 +211,8 @@ impl Ledger {
                     &EventType::RunQueued.as_str(),
                     &queued,
                     &webhook,
+                    &new.continues.map(|(previous, _)| previous.0),
+                    &new.continues.map(|(_, thread)| thread.0),
                 ],
             )
             .await?;
@@ -209,6 +235,14 @@ impl Ledger {
                         request_hash: holder.get(0),
                     });
                 }
+            }
+        }
+        if new.continues.is_some() {
+            let created = client
+                .q_opt("SELECT 1 FROM runs WHERE id = $1", &[&new.id.0])
+                .await?;
+            if created.is_none() {
+                return Ok(Creation::PreviousTaken);
             }
         }
         Ok(Creation::Exists)
@@ -303,6 +337,7 @@ impl Ledger {
                        AND ($7::timestamptz IS NULL OR created_at >= $7)
                        AND ($8::timestamptz IS NULL OR created_at < $8)
                        AND ($9::text IS NULL OR metadata->$9 = to_jsonb($10::text))
+                       AND ($11::uuid IS NULL OR thread_id = $11 OR (id = $11 AND thread_id IS NULL))
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ),
                 &[
@@ -316,6 +351,7 @@ impl Ledger {
                     &filter.created_before,
                     &metadata_key,
                     &metadata_value,
+                    &filter.thread.map(|thread| thread.0),
                 ],
             )
             .await?;
@@ -330,6 +366,28 @@ impl Ledger {
             None
         };
         Ok(RunPage { runs, next_cursor })
+    }
+
+    /// The newest run of a team's thread: the one no run continues.
+    pub async fn thread_head(
+        &self,
+        team: TeamId,
+        thread: ThreadId,
+    ) -> Result<Option<Run>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .q_opt(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE team_id = $1 AND (thread_id = $2 OR (id = $2 AND thread_id IS NULL))
+                       AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.previous_run_id = runs.id)
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                ),
+                &[&team.0, &thread.0],
+            )
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
     }
 
     /// Runs not yet finished (for resuming after a restart).

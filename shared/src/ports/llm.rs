@@ -101,7 +101,9 @@ impl LlmClients {
 /// Where a streamed call's text goes while the model writes it.
 #[async_trait]
 pub trait TextDeltas: Send + Sync {
-    /// The next piece of the answer's text.
+    /// The next piece of the answer's text: called for every event of the
+    /// stream, with an empty text for one that adds none (a chance to
+    /// publish what waits).
     async fn write(&self, text: &str);
     /// An attempt begins: what it writes starts the text over.
     fn restart(&self);

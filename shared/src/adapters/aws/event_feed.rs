@@ -48,6 +48,9 @@ pub const DELTA_WRITE_EVERY: Duration = Duration::from_millis(250);
 const DELTA_READS_BEFORE_IDLE: u32 = 8;
 const DELTA_IDLE_READ_EVERY: Duration = Duration::from_secs(1);
 
+/// The longest a stream waits for the relay's reader to catch up.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(2);
+
 /// How long a delta item lives (DynamoDB TTL, `expires_at`).
 const DELTA_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -375,9 +378,13 @@ impl EventFeed for DynamoEventFeed {
             return;
         };
         let (done, read) = oneshot::channel();
-        if asks.send(done).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-        }
+        let asked = async {
+            if asks.send(done).await.is_ok() {
+                let _ = read.await;
+            }
+        };
+        // A reader that cannot answer in time leaves the stream as it is.
+        let _ = tokio::time::timeout(CATCH_UP_WITHIN, asked).await;
     }
 }
 
@@ -403,6 +410,7 @@ impl DeltaReader {
             .expression_attribute_values(":run", key.clone())
             .scan_index_forward(false)
             .limit(1)
+            .consistent_read(true)
             .send()
             .await;
         // Deltas written before the stream began are not sent.
@@ -429,6 +437,11 @@ impl DeltaReader {
             if self.channel.receiver_count() == 0 {
                 return;
             }
+            // One read answers every stream that asked before it began.
+            let asks: Vec<_> = ask
+                .into_iter()
+                .chain(std::iter::from_fn(|| asked.try_recv().ok()))
+                .collect();
             match self.items_after(&key, after).await {
                 Ok(deltas) => {
                     empty_reads = if deltas.is_empty() {
@@ -445,7 +458,7 @@ impl DeltaReader {
                     tracing::warn!(run_id = %self.run, %error, "reading text deltas failed")
                 }
             }
-            if let Some(ask) = ask {
+            for ask in asks {
                 let _ = ask.send(());
             }
         }

@@ -65,10 +65,23 @@ impl<'a> StepDeltas<'a> {
     /// Publishes what is pending: the call has answered.
     pub(super) async fn finish(&self) {
         if let Some(delta) = self.take(true) {
-            self.feed.publish_delta(delta).await;
+            self.publish(delta).await;
+        }
+    }
+
+    /// Best effort, and briefly: the provider's stream is read meanwhile.
+    async fn publish(&self, delta: TextDelta) {
+        if tokio::time::timeout(PUBLISH_WITHIN, self.feed.publish_delta(delta))
+            .await
+            .is_err()
+        {
+            tracing::warn!(run_id = %self.run, step_no = self.step_no, "publishing a text delta took too long; it was dropped");
         }
     }
 }
+
+/// The longest a delta's publishing may hold up the reading of the answer.
+const PUBLISH_WITHIN: Duration = Duration::from_millis(500);
 
 #[async_trait]
 impl TextDeltas for StepDeltas<'_> {
@@ -78,7 +91,7 @@ impl TextDeltas for StepDeltas<'_> {
             pending.written += text.chars().count();
         }
         if let Some(delta) = self.take(false) {
-            self.feed.publish_delta(delta).await;
+            self.publish(delta).await;
         }
     }
 
@@ -150,6 +163,7 @@ mod tests {
         let deltas = StepDeltas::new(&slow, run, 2);
         deltas.write("a").await; // the first goes at once
         deltas.write("b").await;
+        deltas.write("").await; // an event without text: not yet time
         deltas.restart(); // a retried attempt: "b" was not its answer
         deltas.write("xy").await;
         deltas.write("z").await;

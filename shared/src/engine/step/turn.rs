@@ -180,6 +180,9 @@ impl Engine {
                 "tool_calls": calls.iter().map(|c| c.function.name.as_str()).collect::<Vec<_>>(),
             }),
         )];
+        if deltas.is_some() {
+            events[0].data["streamed"] = json!(true);
+        }
         events.extend(tool_started_events(
             agent,
             step_no,
