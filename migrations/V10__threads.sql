@@ -5,7 +5,7 @@
 -- their own.
 ALTER TABLE runs
     ADD COLUMN thread_id uuid,
-    ADD COLUMN previous_run_id uuid UNIQUE;
+    ADD COLUMN previous_run_id uuid CONSTRAINT runs_previous_run_id_key UNIQUE;
 
 CREATE INDEX runs_by_thread ON runs (team_id, thread_id, created_at)
     WHERE thread_id IS NOT NULL;

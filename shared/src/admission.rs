@@ -177,7 +177,7 @@ async fn admit_here(
         }
     }
 
-    let continues = previous_run(engine, team, request.continues).await?;
+    let continues = previous_run(engine, team, &request).await?;
 
     let limits = &terms.limits;
     if let Some(wait) = engine
@@ -236,10 +236,14 @@ async fn admit_here(
             .get_run(run_id)
             .await?
             .ok_or(AdmissionError::NotReady(run_id))?,
-        Creation::PreviousTaken => {
+        Creation::PreviousTaken | Creation::PreviousNotEnded => {
             engine.hot.release_run(run_id).await?;
-            let previous = continues.map_or(run_id, |(previous, _)| previous);
-            return Err(AdmissionError::PreviousContinued(previous));
+            let previous = continues.unwrap_or(run_id);
+            return Err(if matches!(created, Creation::PreviousTaken) {
+                AdmissionError::PreviousContinued(previous)
+            } else {
+                AdmissionError::PreviousNotEnded(previous)
+            });
         }
         // The hot store granted the key, but the ledger knows another run
         // by it (the hot store lost it, or was away when that run took it).
@@ -270,13 +274,16 @@ async fn admit_here(
     })
 }
 
-/// The ended run of the team that the new run continues, and its thread.
+/// The run of the team that the new run continues. One that has not ended
+/// is refused here, before a slot is taken, unless the request has an
+/// Idempotency-Key: it may be this request's own run, created by an
+/// earlier attempt, which the ledger's key answers with.
 async fn previous_run(
     engine: &Engine,
     team: TeamId,
-    continues: Option<Continues>,
-) -> Result<Option<(RunId, ThreadId)>, AdmissionError> {
-    let previous = match continues {
+    request: &RunRequest,
+) -> Result<Option<RunId>, AdmissionError> {
+    let previous = match request.continues {
         None => return Ok(None),
         Some(Continues::Run(id)) => engine
             .ledger
@@ -290,10 +297,10 @@ async fn previous_run(
             .await?
             .ok_or(AdmissionError::UnknownThread(thread))?,
     };
-    if !previous.status.is_terminal() {
+    if !previous.status.is_terminal() && request.idempotency.is_none() {
         return Err(AdmissionError::PreviousNotEnded(previous.id));
     }
-    Ok(Some((previous.id, previous.thread_id)))
+    Ok(Some(previous.id))
 }
 
 async fn find_agent(engine: &Engine, request: &RunRequest) -> Result<AgentVersion, AdmissionError> {

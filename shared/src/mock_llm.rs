@@ -8,7 +8,8 @@
 //!
 //! Which scripted turn answers a request is derived from the conversation
 //! itself: the number of assistant messages since the last handoff
-//! (`transfer_to_*` call). A retried request therefore gets the same answer.
+//! (`transfer_to_*` call). A retried request therefore gets the same answer,
+//! and a run that continues a conversation goes on through the script.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -34,7 +34,7 @@ async fn a_two_run_thread_begins_the_second_prompt_with_the_first_runs_messages(
             MockTurn::text("first answer"),
             MockTurn::text("second answer"),
         ],
-        latency_ms: Latency::Fixed(200),
+        latency_ms: Latency::Fixed(500),
         ..MockScript::default()
     };
     let app = spawn_app_with(HashMap::from([("chat".to_owned(), script)])).await;
@@ -49,13 +49,12 @@ async fn a_two_run_thread_begins_the_second_prompt_with_the_first_runs_messages(
         "a run begins its own thread"
     );
 
-    let (status, _, second) = app
-        .post_run(
-            &json!({"agent": "chat", "input": "and again", "thread_id": first}),
-            None,
-        )
-        .await;
+    let continuation = json!({"agent": "chat", "input": "and again", "thread_id": first});
+    let (status, _, second) = app.post_run(&continuation, Some("go-on")).await;
     assert_eq!(status, 202, "{second}");
+    // The same request again is the same run, though the thread is busy now.
+    let (status, _, again) = app.post_run(&continuation, Some("go-on")).await;
+    assert_eq!((status, &again["id"]), (202, &second["id"]), "{again}");
     assert_eq!(second["thread_id"], first.as_str());
     assert_eq!(second["previous_run_id"], first.as_str());
     let second_id = second["id"].as_str().unwrap().to_owned();
@@ -190,6 +189,8 @@ async fn ten_concurrent_continuations_of_one_run_create_one() {
     app.put_agent("chat", agent("chat", json!({}))).await;
     let first = app.start_run("chat", json!("hello")).await;
     app.wait_finished(&first, Duration::from_secs(20)).await;
+    // The first run's slot is given back just after it ends.
+    app.assert_slots_released().await;
     let body = json!({"agent": "chat", "input": "next", "previous_run_id": first});
     let answers = futures_util::future::join_all((0..10).map(|_| app.post_run(&body, None))).await;
     let statuses: Vec<u16> = answers.iter().map(|(status, _, _)| *status).collect();
@@ -206,12 +207,10 @@ async fn ten_concurrent_continuations_of_one_run_create_one() {
         "{answers:?}"
     );
     assert_eq!(
-        app.count(
-            "SELECT count(*) FROM runs WHERE previous_run_id = $1",
-            &first
-        )
-        .await,
-        1
+        app.count("SELECT count(*) FROM runs WHERE thread_id = $1", &first)
+            .await,
+        2,
+        "the first run and its one continuation"
     );
     // The losers gave their slots back, and the winner its own at its end.
     let (_, _, winner) = answers

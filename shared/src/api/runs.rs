@@ -267,8 +267,9 @@ fn admission_error(error: AdmissionError) -> ApiError {
         AdmissionError::UnknownPreviousRun(_) => {
             ApiError::not_found(ErrorCode::RunNotFound, message)
         }
-        AdmissionError::PreviousNotEnded(_) | AdmissionError::PreviousContinued(_) => {
+        AdmissionError::PreviousNotEnded(run_id) | AdmissionError::PreviousContinued(run_id) => {
             ApiError::new(StatusCode::CONFLICT, ErrorCode::ThreadBusy, message)
+                .with_details(json!({"run_id": run_id}))
         }
         AdmissionError::Store(error) => error.into(),
         AdmissionError::HotStore(error) => error.into(),
@@ -400,13 +401,14 @@ pub async fn list(
         created_after: query_time("created_after", query.created_after.as_deref())?,
         created_before: query_time("created_before", query.created_before.as_deref())?,
         metadata,
-        thread: None,
     };
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
     };
-    runs_page(&state, team, &filter, &page).await.map(Json)
+    runs_page(&state, team, Listing::Filtered(&filter), &page)
+        .await
+        .map(Json)
 }
 
 /// The thread a `/v1/threads/{id}` route names.
@@ -442,23 +444,25 @@ pub async fn thread(
 ) -> Result<Json<Page<RunView>>, ApiError> {
     let unknown = || ApiError::not_found(ErrorCode::ThreadNotFound, format!("no thread {id}"));
     let thread: ThreadId = id.parse().map_err(|_| unknown())?;
-    let filter = RunFilter {
-        thread: Some(thread),
-        ..RunFilter::default()
-    };
     let first_page = page.cursor.is_none();
-    let runs = runs_page(&state, team, &filter, &page).await?;
+    let runs = runs_page(&state, team, Listing::Thread(thread), &page).await?;
     if first_page && runs.data.is_empty() {
         return Err(unknown());
     }
     Ok(Json(runs))
 }
 
-/// One page of a team's runs that `filter` picks, newest first.
+/// Which of a team's runs a page shows.
+enum Listing<'a> {
+    Filtered(&'a RunFilter),
+    Thread(ThreadId),
+}
+
+/// One page of a team's runs, newest first.
 async fn runs_page(
     state: &AppState,
     team: TeamId,
-    filter: &RunFilter,
+    listing: Listing<'_>,
     page: &PageQuery,
 ) -> Result<Page<RunView>, ApiError> {
     let limit = page.size()?;
@@ -473,11 +477,22 @@ async fn runs_page(
     let RunPage {
         runs,
         mut next_cursor,
-    } = state
-        .engine
-        .ledger
-        .list_runs(team, filter, cursor, limit)
-        .await?;
+    } = match listing {
+        Listing::Filtered(filter) => {
+            state
+                .engine
+                .ledger
+                .list_runs(team, filter, cursor, limit)
+                .await?
+        }
+        Listing::Thread(thread) => {
+            state
+                .engine
+                .ledger
+                .thread_runs(team, thread, cursor, limit)
+                .await?
+        }
+    };
     let mut data: Vec<RunView> = runs.iter().map(RunView::from).collect();
     if fit(&mut data, MAX_RESPONSE_BYTES) {
         next_cursor = data

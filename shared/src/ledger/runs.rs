@@ -80,10 +80,13 @@ pub struct NewRun {
     pub idempotency: Option<(String, String)>,
     /// Where the run's end is announced.
     pub webhook: Option<Webhook>,
-    /// The run it continues (an ended run of the team, not continued yet)
-    /// and their thread; without it the run begins a thread of its own.
-    pub continues: Option<(RunId, ThreadId)>,
+    /// The run it continues (an ended run of the team, not continued yet),
+    /// whose thread it joins; without it the run begins a thread of its own.
+    pub continues: Option<RunId>,
 }
+
+/// The constraint that lets a run be continued once.
+const PREVIOUS_RUN_UNIQUE: &str = "runs_previous_run_id_key";
 
 /// What `create_run` did.
 #[derive(Clone, Debug)]
@@ -96,8 +99,10 @@ pub enum Creation {
         run_id: RunId,
         request_hash: String,
     },
-    /// The run to continue has not ended, or another run continues it.
+    /// Another run continues the run to continue.
     PreviousTaken,
+    /// The run to continue has not ended (or is not the team's).
+    PreviousNotEnded,
 }
 
 /// Which of a team's runs a listing shows; every part is optional.
@@ -112,8 +117,6 @@ pub struct RunFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// A metadata key whose value is this string.
     pub metadata: Option<(String, String)>,
-    /// The runs of one conversation.
-    pub thread: Option<ThreadId>,
 }
 
 /// One page of a run listing, newest first.
@@ -121,6 +124,22 @@ pub struct RunFilter {
 pub struct RunPage {
     pub runs: Vec<Run>,
     pub next_cursor: Option<String>,
+}
+
+/// At most `limit` runs of `rows` (which has one more when there is a
+/// next page), and the cursor of the next page.
+fn page_of(rows: &[Row], limit: i64) -> Result<RunPage, StoreError> {
+    let mut runs = rows
+        .iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if runs.len() as i64 > limit {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| encode_cursor(r.created_at, r.id))
+    } else {
+        None
+    };
+    Ok(RunPage { runs, next_cursor })
 }
 
 /// The user message a run's input becomes.
@@ -160,30 +179,33 @@ impl Ledger {
         let row = client
             .q_opt(
                 &format!(
-                    "WITH k AS (
+                    "WITH p AS (
+                         SELECT seq, agent, message FROM run_messages
+                         WHERE run_id = $15 AND EXISTS (
+                             SELECT 1 FROM runs WHERE id = $15 AND team_id = $2
+                                 AND status NOT IN ('queued', 'running'))),
+                     n AS (SELECT count(*)::int AS copied FROM p),
+                     k AS (
                          INSERT INTO run_idempotency_keys (team_id, key, request_hash, run_id)
-                         SELECT $2, $9, $10, $1 WHERE $9::text IS NOT NULL
+                         SELECT $2, $9, $10, $1
+                         WHERE $9::text IS NOT NULL AND ($15::uuid IS NULL OR EXISTS (SELECT 1 FROM p))
                          ON CONFLICT (team_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
                              run_id = EXCLUDED.run_id, created_at = now()
                          WHERE run_idempotency_keys.created_at < now() - interval '24 hours'
                             OR run_idempotency_keys.run_id = EXCLUDED.run_id
                          RETURNING run_id),
-                     p AS (
-                         SELECT seq, agent, message FROM run_messages
-                         WHERE run_id = $15 AND EXISTS (
-                             SELECT 1 FROM runs WHERE id = $15 AND team_id = $2
-                                 AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out'))),
-                     n AS (SELECT count(*)::int AS copied FROM p),
                      r AS (
                          INSERT INTO runs (id, team_id, agent, version, active_agent, active_version,
                                            status, input, metadata, limits, message_count, last_seq,
                                            run_fee_micros, webhook, thread_id, previous_run_id)
                          SELECT $1, $2, $3, $4, $3, $4, 'queued', $5, $6, $7,
-                                (SELECT copied FROM n) + 1, 1, $8, $14, COALESCE($16, $1), $15
+                                (SELECT copied FROM n) + 1, 1, $8, $14,
+                                COALESCE((SELECT COALESCE(thread_id, id) FROM runs WHERE id = $15), $1), $15
                          WHERE ($9::text IS NULL OR EXISTS (SELECT 1 FROM k))
                            AND ($15::uuid IS NULL OR EXISTS (SELECT 1 FROM p))
-                         -- the run's id, or the run it continues, taken already
-                         ON CONFLICT DO NOTHING
+                         -- A run continued already fails the statement (the
+                         -- unique previous_run_id), so the key is not kept.
+                         ON CONFLICT (id) DO NOTHING
                          RETURNING {RUN_COLUMNS}),
                      c AS (
                          INSERT INTO run_messages (run_id, seq, step_no, agent, message)
@@ -211,11 +233,21 @@ impl Ledger {
                     &EventType::RunQueued.as_str(),
                     &queued,
                     &webhook,
-                    &new.continues.map(|(previous, _)| previous.0),
-                    &new.continues.map(|(_, thread)| thread.0),
+                    &new.continues.map(|previous| previous.0),
                 ],
             )
-            .await?;
+            .await;
+        let row = match row {
+            Err(error)
+                if error
+                    .as_db_error()
+                    .and_then(|db| db.constraint())
+                    .is_some_and(|name| name == PREVIOUS_RUN_UNIQUE) =>
+            {
+                return Ok(Creation::PreviousTaken);
+            }
+            other => other?,
+        };
         if let Some(row) = row {
             return Ok(Creation::Created(Box::new(run_from_row(&row)?)));
         }
@@ -242,7 +274,7 @@ impl Ledger {
                 .q_opt("SELECT 1 FROM runs WHERE id = $1", &[&new.id.0])
                 .await?;
             if created.is_none() {
-                return Ok(Creation::PreviousTaken);
+                return Ok(Creation::PreviousNotEnded);
             }
         }
         Ok(Creation::Exists)
@@ -337,7 +369,6 @@ impl Ledger {
                        AND ($7::timestamptz IS NULL OR created_at >= $7)
                        AND ($8::timestamptz IS NULL OR created_at < $8)
                        AND ($9::text IS NULL OR metadata->$9 = to_jsonb($10::text))
-                       AND ($11::uuid IS NULL OR thread_id = $11 OR (id = $11 AND thread_id IS NULL))
                      ORDER BY created_at DESC, id DESC LIMIT $5"
                 ),
                 &[
@@ -351,21 +382,39 @@ impl Ledger {
                     &filter.created_before,
                     &metadata_key,
                     &metadata_value,
-                    &filter.thread.map(|thread| thread.0),
                 ],
             )
             .await?;
-        let mut runs = rows
-            .iter()
-            .map(run_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if runs.len() as i64 > limit {
-            runs.truncate(limit as usize);
-            runs.last().map(|r| encode_cursor(r.created_at, r.id))
-        } else {
-            None
+        page_of(&rows, limit)
+    }
+
+    /// One page of a team's thread, newest first (a statement of its own,
+    /// so it keeps to the thread's index).
+    pub async fn thread_runs(
+        &self,
+        team: TeamId,
+        thread: ThreadId,
+        cursor: Option<(DateTime<Utc>, RunId)>,
+        limit: i64,
+    ) -> Result<RunPage, StoreError> {
+        let (cursor_at, cursor_id) = match cursor {
+            Some((at, id)) => (Some(at), Some(id.0)),
+            None => (None, None),
         };
-        Ok(RunPage { runs, next_cursor })
+        let rows = self
+            .client()
+            .await?
+            .q(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE team_id = $1 AND (thread_id = $2 OR (id = $2 AND thread_id IS NULL))
+                       AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+                     ORDER BY created_at DESC, id DESC LIMIT $5"
+                ),
+                &[&team.0, &thread.0, &cursor_at, &cursor_id, &(limit + 1)],
+            )
+            .await?;
+        page_of(&rows, limit)
     }
 
     /// The newest run of a team's thread: the one no run continues.
