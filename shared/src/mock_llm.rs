@@ -51,6 +51,10 @@ pub struct MockScript {
     /// A streamed answer waits this long between its events.
     #[serde(default)]
     pub chunk_delay_ms: u64,
+    /// The first this many streamed answers break off halfway (the
+    /// connection drops mid-answer).
+    #[serde(default)]
+    pub stream_breaks: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,6 +156,7 @@ impl MockTurn {
 pub struct MockState {
     scripts: RwLock<HashMap<String, MockScript>>,
     faults_used: Mutex<HashMap<String, u32>>,
+    breaks_used: Mutex<HashMap<String, u32>>,
     requests: Mutex<HashMap<String, u64>>,
     by_api: Mutex<HashMap<&'static str, u64>>,
 }
@@ -193,6 +198,20 @@ impl MockState {
     }
 
     /// The next fault to inject for a model, consuming it.
+    /// Whether this streamed answer breaks off (one of the script's first
+    /// `stream_breaks`).
+    fn take_break(&self, model: &str, breaks: u32) -> bool {
+        let Ok(mut used) = self.breaks_used.lock() else {
+            return false;
+        };
+        let count = used.entry(model.to_owned()).or_insert(0);
+        let take = *count < breaks;
+        if take {
+            *count += 1;
+        }
+        take
+    }
+
     fn take_fault(&self, model: &str, faults: &[Fault]) -> Option<Fault> {
         let mut used = self.faults_used.lock().ok()?;
         let count = used.entry(model.to_owned()).or_insert(0);
@@ -346,6 +365,8 @@ struct Answer {
     usage: Usage,
     /// Between the events of a streamed answer.
     chunk_delay: Duration,
+    /// A streamed answer breaks off halfway.
+    breaks: bool,
 }
 
 /// Characters in one streamed piece of text.
@@ -360,16 +381,25 @@ fn pieces(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A streamed answer: its Server-Sent Events, `delay` apart.
-fn event_stream(frames: Vec<String>, delay: Duration) -> Response {
+/// A streamed answer: its Server-Sent Events, `delay` apart; one that
+/// `breaks` ends with a broken connection after half of them.
+fn event_stream(mut frames: Vec<String>, delay: Duration, breaks: bool) -> Response {
+    let mut items: Vec<Result<String, std::io::Error>> = Vec::new();
+    if breaks {
+        frames.truncate(frames.len() / 2);
+    }
+    items.extend(frames.into_iter().map(Ok));
+    if breaks {
+        items.push(Err(std::io::Error::other("the mock broke off its answer")));
+    }
     let body = futures_util::stream::unfold(
-        (frames.into_iter(), true),
-        move |(mut frames, first)| async move {
-            let frame = frames.next()?;
+        (items.into_iter(), true),
+        move |(mut items, first)| async move {
+            let item = items.next()?;
             if !first && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            Some((Ok::<_, std::convert::Infallible>(frame), (frames, false)))
+            Some((item, (items, false)))
         },
     );
     (
@@ -570,6 +600,7 @@ async fn answer(
         tool_calls,
         usage,
         chunk_delay: Duration::from_millis(script.chunk_delay_ms),
+        breaks: streamed && state.take_break(model, script.stream_breaks),
     })
 }
 
@@ -616,6 +647,7 @@ async fn complete(
         return event_stream(
             completion_chunks(&answer, finish_reason, usage),
             answer.chunk_delay,
+            answer.breaks,
         );
     }
     Json(json!({
@@ -786,7 +818,11 @@ async fn messages(
         },
     });
     if request.stream {
-        return event_stream(message_events(&answer, message), answer.chunk_delay);
+        return event_stream(
+            message_events(&answer, message),
+            answer.chunk_delay,
+            answer.breaks,
+        );
     }
     Json(message).into_response()
 }

@@ -501,3 +501,49 @@ async fn a_reconnect_with_last_event_id_gets_no_delta_and_no_event_twice() {
     assert!(after[completed_at..].iter().all(|e| e.event != "llm.delta"));
     assert_eq!(after.last().unwrap().event, "run.succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_breaks_off_is_tried_again_and_its_text_starts_over() {
+    let script = MockScript {
+        turns: vec![MockTurn::text(&streamed_answer())],
+        latency_ms: Latency::Fixed(100),
+        chunk_delay_ms: 20,
+        stream_breaks: 1,
+        ..MockScript::default()
+    };
+    let app = spawn_app_with(HashMap::from([("writer".to_owned(), script)])).await;
+    app.put_agent("writer", agent("writer", json!({"stream": true})))
+        .await;
+    let id = app.start_run("writer", json!("go")).await;
+    let events = app.all_events(&id).await;
+    let deltas: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == "llm.delta")
+        .map(delta_of)
+        .collect();
+    // The broken attempt's text, then the retried one's from offset 0.
+    let restart = deltas
+        .iter()
+        .rposition(|(_, offset, _)| *offset == 0)
+        .unwrap();
+    assert!(
+        restart > 0,
+        "the first attempt wrote before it broke: {deltas:?}"
+    );
+    let mut text = String::new();
+    for (_, offset, piece) in &deltas[restart..] {
+        assert_eq!(*offset, text.chars().count());
+        text.push_str(piece);
+    }
+    assert_eq!(text, streamed_answer());
+    let run = app.wait_finished(&id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!(streamed_answer()));
+    assert_eq!(
+        app.mock.state.requests_in("streamed"),
+        2,
+        "one broken, one whole"
+    );
+    // One call as the ledger counts it: the broken attempt had no answer.
+    assert_eq!(run["usage"]["llm_calls"], 1, "{run}");
+}
