@@ -126,6 +126,13 @@ pub struct RunPage {
     pub next_cursor: Option<String>,
 }
 
+/// A page cursor's time and run id, as statement parameters.
+fn cursor_parts(
+    cursor: Option<(DateTime<Utc>, RunId)>,
+) -> (Option<DateTime<Utc>>, Option<uuid::Uuid>) {
+    cursor.map_or((None, None), |(at, id)| (Some(at), Some(id.0)))
+}
+
 /// At most `limit` runs of `rows` (which has one more when there is a
 /// next page), and the cursor of the next page.
 fn page_of(rows: &[Row], limit: i64) -> Result<RunPage, StoreError> {
@@ -347,10 +354,7 @@ impl Ledger {
         cursor: Option<(DateTime<Utc>, RunId)>,
         limit: i64,
     ) -> Result<RunPage, StoreError> {
-        let (cursor_at, cursor_id) = match cursor {
-            Some((at, id)) => (Some(at), Some(id.0)),
-            None => (None, None),
-        };
+        let (cursor_at, cursor_id) = cursor_parts(cursor);
         let status = filter.status.map(RunStatus::as_str);
         let (metadata_key, metadata_value) = match &filter.metadata {
             Some((key, value)) => (Some(key.as_str()), Some(value.as_str())),
@@ -397,10 +401,7 @@ impl Ledger {
         cursor: Option<(DateTime<Utc>, RunId)>,
         limit: i64,
     ) -> Result<RunPage, StoreError> {
-        let (cursor_at, cursor_id) = match cursor {
-            Some((at, id)) => (Some(at), Some(id.0)),
-            None => (None, None),
-        };
+        let (cursor_at, cursor_id) = cursor_parts(cursor);
         let rows = self
             .client()
             .await?
