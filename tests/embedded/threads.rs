@@ -112,37 +112,28 @@ async fn a_two_run_thread_begins_the_second_prompt_with_the_first_runs_messages(
     app.wait_finished(&third_id, Duration::from_secs(20)).await;
 
     // Wrong requests.
-    let (status, _, both) = app
-        .post_run(
-            &json!({"agent": "chat", "input": "x", "thread_id": first, "previous_run_id": first}),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, both["error"]["code"].clone()),
-        (400, json!("invalid_body"))
-    );
     let nobody = uuid::Uuid::now_v7();
-    let (status, _, unknown) = app
-        .post_run(
-            &json!({"agent": "chat", "input": "x", "thread_id": nobody}),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, unknown["error"]["code"].clone()),
-        (404, json!("thread_not_found"))
-    );
-    let (status, _, unknown) = app
-        .post_run(
-            &json!({"agent": "chat", "input": "x", "previous_run_id": nobody}),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, unknown["error"]["code"].clone()),
-        (404, json!("run_not_found"))
-    );
+    for (body, answer) in [
+        (
+            json!({"agent": "chat", "input": "x", "thread_id": first, "previous_run_id": first}),
+            (400, "invalid_body"),
+        ),
+        (
+            json!({"agent": "chat", "input": "x", "thread_id": nobody}),
+            (404, "thread_not_found"),
+        ),
+        (
+            json!({"agent": "chat", "input": "x", "previous_run_id": nobody}),
+            (404, "run_not_found"),
+        ),
+    ] {
+        let (status, _, refused) = app.post_run(&body, None).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (answer.0, Some(answer.1)),
+            "{body}"
+        );
+    }
     let (status, _) = app.get(&format!("/v1/threads/{nobody}")).await;
     assert_eq!(status, 404);
 

@@ -418,26 +418,15 @@ impl Ledger {
         page_of(&rows, limit)
     }
 
-    /// The newest run of a team's thread: the one no run continues.
+    /// The newest run of a team's thread: the one no run continues, as a
+    /// run is continued only once it has ended.
     pub async fn thread_head(
         &self,
         team: TeamId,
         thread: ThreadId,
     ) -> Result<Option<Run>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .q_opt(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
-                     WHERE team_id = $1 AND (thread_id = $2 OR (id = $2 AND thread_id IS NULL))
-                       AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.previous_run_id = runs.id)
-                     ORDER BY created_at DESC, id DESC LIMIT 1"
-                ),
-                &[&team.0, &thread.0],
-            )
-            .await?;
-        row.as_ref().map(run_from_row).transpose()
+        let page = self.thread_runs(team, thread, None, 1).await?;
+        Ok(page.runs.into_iter().next())
     }
 
     /// Runs not yet finished (for resuming after a restart).

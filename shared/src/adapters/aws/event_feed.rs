@@ -187,7 +187,7 @@ impl DynamoEventFeed {
                 break;
             }
             for chunk in events.chunks(25) {
-                let mut requests: Vec<WriteRequest> = chunk
+                let requests: Vec<WriteRequest> = chunk
                     .iter()
                     .map(|event| {
                         let mut data = event.data.to_string();
@@ -218,31 +218,7 @@ impl DynamoEventFeed {
                         Ok(WriteRequest::builder().put_request(put).build())
                     })
                     .collect::<Result<_, String>>()?;
-                for attempt in 1..=BATCH_WRITE_TRIES {
-                    let output = self
-                        .client
-                        .batch_write_item()
-                        .request_items(&self.table, requests)
-                        .send()
-                        .await
-                        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-                    requests = output
-                        .unprocessed_items
-                        .and_then(|mut items| items.remove(&self.table))
-                        .unwrap_or_default();
-                    if requests.is_empty() || attempt == BATCH_WRITE_TRIES {
-                        break;
-                    }
-                    tokio::time::sleep(full_jitter(
-                        Duration::from_millis(50),
-                        Duration::from_secs(2),
-                        attempt,
-                    ))
-                    .await;
-                }
-                if !requests.is_empty() {
-                    return Err("the events table kept throttling".to_owned());
-                }
+                self.write_batch(requests).await?;
             }
             ended = events.iter().any(RunEvent::is_terminal);
             done = events.last().map_or(done, |e| e.seq);
@@ -256,6 +232,36 @@ impl DynamoEventFeed {
             }
         }
         Ok(())
+    }
+
+    /// Puts up to 25 items, writing again what DynamoDB left unprocessed
+    /// (throttling) with a backoff.
+    async fn write_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), String> {
+        for attempt in 1..=BATCH_WRITE_TRIES {
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+            requests = output
+                .unprocessed_items
+                .and_then(|mut items| items.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            if attempt < BATCH_WRITE_TRIES {
+                tokio::time::sleep(full_jitter(
+                    Duration::from_millis(50),
+                    Duration::from_secs(2),
+                    attempt,
+                ))
+                .await;
+            }
+        }
+        Err("the events table kept throttling".to_owned())
     }
 
     fn ledger_check_due(&self, run: RunId) -> bool {
@@ -318,22 +324,10 @@ impl EventFeed for DynamoEventFeed {
         ]);
         // A batch of one: the functions write the events table in batches.
         let written = match PutRequest::builder().set_item(Some(item)).build() {
-            Ok(put) => self
-                .client
-                .batch_write_item()
-                .request_items(
-                    &self.table,
-                    vec![WriteRequest::builder().put_request(put).build()],
-                )
-                .send()
-                .await
-                .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
-                .and_then(|output| match output.unprocessed_items {
-                    Some(items) if items.values().any(|left| !left.is_empty()) => {
-                        Err("throttled".to_owned())
-                    }
-                    _ => Ok(()),
-                }),
+            Ok(put) => {
+                self.write_batch(vec![WriteRequest::builder().put_request(put).build()])
+                    .await
+            }
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = written {
