@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 
+use crate::domain::StopReason;
 use crate::engine::StepError;
 use crate::policy::StepPolicy;
 
@@ -83,8 +84,54 @@ pub fn state_machine(policy: &StepPolicy) -> Value {
             },
             "Route": {
                 "Type": "Choice",
-                "Choices": [{"Variable": "$.next", "StringEquals": "step", "Next": "Step"}],
+                "Choices": [
+                    {"Variable": "$.next", "StringEquals": "step", "Next": "Step"},
+                    {"Variable": "$.next", "StringEquals": "wait", "Next": "Wait for input"},
+                    {"Variable": "$.next", "StringEquals": "queued", "Next": "Wait for a slot"}
+                ],
                 "Default": "Finalize"
+            },
+            "Wait for input": {
+                "Type": "Task",
+                "Comment": "The run waits for answers to its approval requests; no function runs meanwhile. A step worker keeps the task token in the ledger and the approval API answers the task, with {run_id, step_no, next: step}. Times out at the requests' expiry or the run's deadline (wait_seconds, from the step).",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {
+                    "QueueUrl": "${step_queue_url}",
+                    "MessageBody": {
+                        "run_id.$": "$.run_id",
+                        "step_no.$": "$.step_no",
+                        "task_token.$": "$$.Task.Token",
+                        "wait": true
+                    }
+                },
+                "TimeoutSecondsPath": "$.wait_seconds",
+                "Catch": [{
+                    "ErrorEquals": ["States.Timeout"],
+                    "ResultPath": "$.error",
+                    "Next": "Approval timed out"
+                }, {
+                    "ErrorEquals": ["States.ALL"],
+                    "ResultPath": "$.error",
+                    "Next": "Finalize"
+                }],
+                "Next": "Route"
+            },
+            "Approval timed out": {
+                "Type": "Pass",
+                "Parameters": {
+                    "run_id.$": "$.run_id",
+                    "error": {
+                        "Error": format!("Fatal.{}", StopReason::ApprovalTimeout.as_str()),
+                        "Cause": "no answer to the run's approval requests came in time"
+                    }
+                },
+                "Next": "Finalize"
+            },
+            "Wait for a slot": {
+                "Type": "Wait",
+                "Comment": "Answered, but the team's concurrent-run slots are taken: the step tries again.",
+                "Seconds": policy.slot_retry.as_secs().max(1),
+                "Next": "Step"
             },
             "Finalize": {
                 "Type": "Task",
@@ -163,6 +210,18 @@ mod tests {
         assert_eq!(step["Retry"][2]["MaxAttempts"], policy.store_retries);
         assert_eq!(step["Retry"][3]["MaxAttempts"], policy.max_retries);
         assert_eq!(asl["TimeoutSeconds"], policy.workflow_timeout.as_secs());
+        let wait = &asl["States"]["Wait for input"];
+        assert_eq!(wait["TimeoutSecondsPath"], "$.wait_seconds");
+        assert_eq!(wait["Parameters"]["MessageBody"]["wait"], true);
+        assert_eq!(wait["Catch"][0]["Next"], "Approval timed out");
+        assert_eq!(
+            asl["States"]["Approval timed out"]["Parameters"]["error"]["Error"],
+            "Fatal.approval_timeout"
+        );
+        assert_eq!(
+            asl["States"]["Wait for a slot"]["Seconds"],
+            policy.slot_retry.as_secs()
+        );
         let retried: Vec<&str> = step["Retry"]
             .as_array()
             .unwrap()

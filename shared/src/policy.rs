@@ -49,6 +49,9 @@ pub struct StepPolicy {
     /// committed on its own) while a whole step still fits its time: fewer
     /// state transitions per run. 1 means one step per task.
     pub steps_per_task: u32,
+    /// How often a run whose approvals are answered tries again for its
+    /// team's concurrent-run slot while all are taken (its place in line).
+    pub slot_retry: Duration,
     /// Hard cap on a whole run in the state machine, above the longest
     /// `limits.timeout_seconds` a run may have (the engine enforces each
     /// run's own limit below it).
@@ -73,6 +76,7 @@ impl Default for StepPolicy {
             circuit_cool_down: Duration::from_secs(30),
             circuit_waits: 10,
             steps_per_task: 1,
+            slot_retry: Duration::from_secs(2),
             // The longest run, plus one step that may be under way when its
             // deadline passes, plus room for settling it.
             workflow_timeout: Duration::from_secs(u64::from(MAX_RUN_TIMEOUT_SECONDS))

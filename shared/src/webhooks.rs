@@ -10,6 +10,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 
 use crate::api::views::{RunView, WebhookBody};
+use crate::domain::{ApprovalStatus, EventType};
 use crate::engine::{sign, Engine};
 use crate::ledger::{AttemptOutcome, DueDelivery, Ledger, StoreError};
 use crate::metrics::{Metrics, WEBHOOK_ATTEMPTS};
@@ -144,11 +145,31 @@ impl Webhooks {
                 )
             }
         };
+        let approvals = if delivery.event == EventType::ApprovalRequested.as_str() {
+            match self.ledger.run_approvals(run.id).await {
+                Ok(all) => Some(
+                    all.into_iter()
+                        .filter(|a| a.status == ApprovalStatus::Pending)
+                        .collect(),
+                ),
+                Err(error) => {
+                    return failed(
+                        &self.policy,
+                        delivery,
+                        None,
+                        format!("reading the approvals: {error}"),
+                    )
+                }
+            }
+        } else {
+            None
+        };
         let body = match serde_json::to_string(&WebhookBody {
             id: delivery.id,
             kind: delivery.event.clone(),
             created_at: delivery.created_at,
             run: RunView::from(&run),
+            approvals,
         }) {
             Ok(body) => body,
             Err(error) => {

@@ -81,6 +81,7 @@ pub fn fast_policy() -> StepPolicy {
         circuit_cool_down: Duration::from_millis(1_500),
         circuit_waits: 10,
         steps_per_task: 1,
+        slot_retry: Duration::from_millis(500),
         workflow_timeout: Duration::from_secs(600),
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod agents;
+mod approvals;
 mod auth;
 mod error;
 mod events;
@@ -102,6 +103,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/events", get(events::stream))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/webhooks", get(runs::webhooks))
+        .route("/v1/runs/{id}/approvals", get(approvals::list))
+        .route(
+            "/v1/runs/{id}/approvals/{request_id}",
+            post(approvals::answer),
+        )
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/{name}", axum::routing::put(agents::put))
         .route("/v1/agents/{name}/versions/{version}", get(agents::show))

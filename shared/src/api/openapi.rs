@@ -34,6 +34,8 @@ const DESCRIPTION: &str = "Runs LLM agents as durable, observable, budgeted jobs
         super::runs::output,
         super::runs::tool_result,
         super::runs::webhooks,
+        super::approvals::list,
+        super::approvals::answer,
         super::agents::list,
         super::agents::put,
         super::agents::show,

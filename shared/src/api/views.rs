@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::parts::{prefix, TextPart};
 use crate::domain::limits::{json_len, MAX_INLINE_OUTPUT_BYTES, MAX_LISTED_RESULT_BYTES};
-use crate::domain::{Run, RunId, RunLimits, RunStatus, StopReason, TeamId, ThreadId};
+use crate::domain::{Approval, Run, RunId, RunLimits, RunStatus, StopReason, TeamId, ThreadId};
 use crate::ledger::{
     AgentVersion, DeliveryRecord, ModelUsage, RunCharge, StepRecord, Team, UsageTotals,
 };
@@ -52,6 +52,15 @@ pub struct RunLinks {
     pub cancel: String,
     pub output: String,
     pub webhooks: String,
+    pub approvals: String,
+}
+
+/// What a `waiting` run waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingFor {
+    /// Answers to its approval requests (`links.approvals`).
+    Approval,
 }
 
 /// The run as the API shows it. An output too large to show inline (with
@@ -62,6 +71,8 @@ pub struct RunLinks {
 pub struct RunView {
     pub id: RunId,
     pub status: RunStatus,
+    /// Set while the run is `waiting`.
+    pub waiting_for: Option<WaitingFor>,
     pub agent: String,
     pub version: i32,
     pub active_agent: String,
@@ -115,6 +126,7 @@ impl From<&Run> for RunView {
         Self {
             id: run.id,
             status: run.status,
+            waiting_for: (run.status == RunStatus::Waiting).then_some(WaitingFor::Approval),
             agent: run.agent.clone(),
             version: run.version,
             active_agent: run.active_agent.clone(),
@@ -151,6 +163,7 @@ impl From<&Run> for RunView {
                 cancel: format!("{base}/cancel"),
                 output: format!("{base}/output"),
                 webhooks: format!("{base}/webhooks"),
+                approvals: format!("{base}/approvals"),
                 this: base,
             },
             cost: None,
@@ -162,7 +175,8 @@ impl From<&Run> for RunView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookDeliveries {
     pub webhook: Option<WebhookView>,
-    /// The run's delivery (queued when it ended), if any.
+    /// The run's deliveries: one per step that asked for approval, and
+    /// its end's (queued when it ended).
     pub data: Vec<DeliveryRecord>,
 }
 
@@ -171,11 +185,22 @@ pub struct WebhookDeliveries {
 pub struct WebhookBody {
     /// The delivery's id: the same on every attempt.
     pub id: uuid::Uuid,
-    /// The run's terminal event (`run.succeeded`, ...).
+    /// The run's terminal event (`run.succeeded`, ...), or
+    /// `approval.requested`.
     #[serde(rename = "type")]
     pub kind: String,
     pub created_at: DateTime<Utc>,
     pub run: RunView,
+    /// With `approval.requested`: the requests waiting for an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Vec<Approval>>,
+}
+
+/// `GET /v1/runs/{id}/approvals`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalList {
+    /// Oldest first.
+    pub data: Vec<Approval>,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

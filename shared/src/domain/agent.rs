@@ -1,5 +1,6 @@
 //! Agent configurations: what a team stores with `PUT /v1/agents/{name}`.
 
+use super::approval::ApprovalRule;
 use super::ErrorCode;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashSet};
@@ -138,6 +139,19 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schema(default = false)]
     pub stream: bool,
+    /// Handoffs wait for a person's yes, as tools with `requires_approval`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(default = false)]
+    pub handoffs_require_approval: bool,
+    /// How long a run waits for answers to its approval requests before it
+    /// ends `cancelled` (`approval_timeout`). The run's wall-clock limit
+    /// keeps counting while it waits.
+    #[serde(
+        default = "default_approval_timeout_seconds",
+        skip_serializing_if = "is_default_approval_timeout"
+    )]
+    #[schema(minimum = 1, maximum = 86400, default = default_approval_timeout_seconds)]
+    pub approval_timeout_seconds: u32,
     /// Run-wide limits; taken from the agent a run starts with.
     #[serde(default)]
     pub limits: RunLimits,
@@ -242,6 +256,12 @@ fn default_wind_down() -> bool {
 fn is_true(value: &bool) -> bool {
     *value
 }
+fn default_approval_timeout_seconds() -> u32 {
+    3600
+}
+fn is_default_approval_timeout(value: &u32) -> bool {
+    *value == default_approval_timeout_seconds()
+}
 fn default_max_output_tokens() -> u32 {
     1024
 }
@@ -301,6 +321,19 @@ pub struct ToolSpec {
     /// a longer response is cut and marked `truncated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_response_bytes: Option<usize>,
+    /// Calls wait for a person's yes: always, or when a condition on the
+    /// arguments holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_approval: Option<ApprovalRule>,
+}
+
+impl ToolSpec {
+    /// Whether a call with these arguments waits for approval.
+    pub fn needs_approval(&self, raw_arguments: &str) -> bool {
+        self.requires_approval
+            .as_ref()
+            .is_some_and(|rule| rule.applies(raw_arguments))
+    }
 }
 
 /// The wire shape of a tool: one object, its `kind` naming which of the
@@ -385,6 +418,7 @@ impl utoipa::PartialSchema for ToolSpec {
                     .read_only(true)
                     .description(Some("The tool has a secret")),
             )
+            .property("requires_approval", approval_rule_schema())
             .property("builtin", Builtin::schema())
             .property(
                 "config",
@@ -397,6 +431,35 @@ impl utoipa::PartialSchema for ToolSpec {
 }
 
 impl utoipa::ToSchema for ToolSpec {}
+
+/// `true`, `false`, or `{"when": "<field> <op> <value>"}`.
+fn approval_rule_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder, Type};
+    use utoipa::openapi::ObjectBuilder;
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "when",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(MAX_CONDITION_CHARS))
+                        .pattern(Some(super::approval::CONDITION_PATTERN)),
+                )
+                .required("when")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+        )
+        .description(Some(
+            "Calls wait for a person's yes (POST /v1/runs/{id}/approvals/{request_id}): always, or when a condition on the arguments holds, e.g. {\"when\": \"amount_cents > 5000\"}; a condition that cannot be evaluated asks",
+        ))
+        .build()
+        .into()
+}
+
+/// The longest approval condition.
+pub const MAX_CONDITION_CHARS: usize = 500;
 
 fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object", "properties": {}})
@@ -587,6 +650,12 @@ impl AgentSpec {
             check_schema("output_schema", schema)?;
         }
         check_range(
+            "approval_timeout_seconds",
+            self.approval_timeout_seconds.into(),
+            1,
+            MAX_RUN_TIMEOUT_SECONDS.into(),
+        )?;
+        check_range(
             "max_repairs",
             self.max_repairs.into(),
             0,
@@ -682,6 +751,19 @@ impl AgentSpec {
             }
             if !names.insert(tool.name.as_str()) {
                 problems.push(format!("tool name {:?} appears twice", tool.name));
+            }
+            if let Some(rule) = &tool.requires_approval {
+                if let ApprovalRule::When(condition) = rule {
+                    if condition.when.chars().count() > MAX_CONDITION_CHARS {
+                        problems.push(format!(
+                            "tool {:?}: requires_approval.when must be at most {MAX_CONDITION_CHARS} characters",
+                            tool.name
+                        ));
+                    }
+                }
+                if let Some(problem) = rule.problem() {
+                    problems.push(format!("tool {:?}: requires_approval: {problem}", tool.name));
+                }
             }
             if let ToolKind::Http {
                 url,

@@ -8,6 +8,9 @@ use std::fmt;
 pub enum ErrorCode {
     AgentDisabled,
     AgentVersionNotFound,
+    ApprovalAlreadyAnswered,
+    ApprovalExpired,
+    ApprovalNotFound,
     BodyTooLarge,
     ConcurrentRunLimit,
     DatabaseUnavailable,
@@ -64,9 +67,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 55] = [
+    pub const ALL: [ErrorCode; 58] = [
         ErrorCode::AgentDisabled,
         ErrorCode::AgentVersionNotFound,
+        ErrorCode::ApprovalAlreadyAnswered,
+        ErrorCode::ApprovalExpired,
+        ErrorCode::ApprovalNotFound,
         ErrorCode::BodyTooLarge,
         ErrorCode::ConcurrentRunLimit,
         ErrorCode::DatabaseUnavailable,
@@ -126,6 +132,9 @@ impl ErrorCode {
         match self {
             ErrorCode::AgentDisabled => "agent_disabled",
             ErrorCode::AgentVersionNotFound => "agent_version_not_found",
+            ErrorCode::ApprovalAlreadyAnswered => "approval_already_answered",
+            ErrorCode::ApprovalExpired => "approval_expired",
+            ErrorCode::ApprovalNotFound => "approval_not_found",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::ConcurrentRunLimit => "concurrent_run_limit",
             ErrorCode::DatabaseUnavailable => "database_unavailable",

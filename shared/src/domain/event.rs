@@ -32,6 +32,12 @@ pub enum EventType {
     OutputInvalid,
     #[serde(rename = "step.completed")]
     StepCompleted,
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    #[serde(rename = "approval.answered")]
+    ApprovalAnswered,
+    #[serde(rename = "run.resumed")]
+    RunResumed,
     #[serde(rename = "run.succeeded")]
     RunSucceeded,
     #[serde(rename = "run.failed")]
@@ -56,6 +62,9 @@ impl EventType {
             EventType::Handoff => "handoff",
             EventType::OutputInvalid => "output.invalid",
             EventType::StepCompleted => "step.completed",
+            EventType::ApprovalRequested => "approval.requested",
+            EventType::ApprovalAnswered => "approval.answered",
+            EventType::RunResumed => "run.resumed",
             EventType::RunSucceeded => "run.succeeded",
             EventType::RunFailed => "run.failed",
             EventType::RunCancelled => "run.cancelled",
@@ -70,7 +79,7 @@ impl EventType {
             RunStatus::Failed => Some(EventType::RunFailed),
             RunStatus::Cancelled => Some(EventType::RunCancelled),
             RunStatus::TimedOut => Some(EventType::RunTimedOut),
-            RunStatus::Queued | RunStatus::Running => None,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Waiting => None,
         }
     }
 }

@@ -14,6 +14,9 @@ use super::{RunId, RunLimits, TeamId, ThreadId};
 pub enum RunStatus {
     Queued,
     Running,
+    /// Parked until a person answers its approval requests; it holds no
+    /// concurrent-run slot and nothing executes it meanwhile.
+    Waiting,
     Succeeded,
     Failed,
     Cancelled,
@@ -21,9 +24,10 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Queued,
         RunStatus::Running,
+        RunStatus::Waiting,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::Cancelled,
@@ -34,6 +38,7 @@ impl RunStatus {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -42,7 +47,10 @@ impl RunStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running)
+        !matches!(
+            self,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Waiting
+        )
     }
 }
 
@@ -76,11 +84,14 @@ pub enum StopReason {
     OutputInvalid,
     LlmUnavailable,
     ToolFailed,
+    /// Its approval requests were not answered within the agent's
+    /// `approval_timeout_seconds`.
+    ApprovalTimeout,
     Internal,
 }
 
 impl StopReason {
-    pub const ALL: [StopReason; 11] = [
+    pub const ALL: [StopReason; 12] = [
         StopReason::Completed,
         StopReason::MaxSteps,
         StopReason::RunTokenBudget,
@@ -91,6 +102,7 @@ impl StopReason {
         StopReason::OutputInvalid,
         StopReason::LlmUnavailable,
         StopReason::ToolFailed,
+        StopReason::ApprovalTimeout,
         StopReason::Internal,
     ];
 
@@ -106,6 +118,7 @@ impl StopReason {
             StopReason::OutputInvalid => "output_invalid",
             StopReason::LlmUnavailable => "llm_unavailable",
             StopReason::ToolFailed => "tool_failed",
+            StopReason::ApprovalTimeout => "approval_timeout",
             StopReason::Internal => "internal",
         }
     }
@@ -114,7 +127,7 @@ impl StopReason {
     pub fn status(self) -> RunStatus {
         match self {
             StopReason::Completed => RunStatus::Succeeded,
-            StopReason::Cancelled => RunStatus::Cancelled,
+            StopReason::Cancelled | StopReason::ApprovalTimeout => RunStatus::Cancelled,
             StopReason::Timeout => RunStatus::TimedOut,
             _ => RunStatus::Failed,
         }
@@ -207,6 +220,12 @@ impl Run {
 pub enum StepNext {
     Step,
     Finish,
+    /// The run waits for answers to its approval requests (at most
+    /// `wait_seconds`); the same step goes on once they are in.
+    Wait,
+    /// Its approvals are answered, but the team has no free concurrent-run
+    /// slot: the same step is tried again in a moment.
+    Queued,
 }
 
 /// What a step hands back to the orchestrator (contract; small on purpose:
@@ -221,6 +240,10 @@ pub struct StepOutcome {
     pub status: Option<RunStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
+    /// With `Wait`: how long the wait may last (the state machine's timeout
+    /// for its `Wait for input` state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u64>,
 }
 
 impl StepOutcome {
@@ -231,6 +254,24 @@ impl StepOutcome {
             next: StepNext::Step,
             status: None,
             stop_reason: None,
+            wait_seconds: None,
+        }
+    }
+
+    /// The run waits at `step_no` for at most `wait_seconds`.
+    pub fn wait(run_id: RunId, step_no: i32, wait_seconds: u64) -> Self {
+        Self {
+            next: StepNext::Wait,
+            wait_seconds: Some(wait_seconds),
+            ..Self::next_step(run_id, step_no)
+        }
+    }
+
+    /// The run's step `step_no` waits for a concurrent-run slot.
+    pub fn queued(run_id: RunId, step_no: i32) -> Self {
+        Self {
+            next: StepNext::Queued,
+            ..Self::next_step(run_id, step_no)
         }
     }
 
@@ -241,6 +282,7 @@ impl StepOutcome {
             next: StepNext::Finish,
             status: Some(run.status),
             stop_reason: run.stop_reason,
+            wait_seconds: None,
         }
     }
 }

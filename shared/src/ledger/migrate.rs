@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "threads",
         include_str!("../../../migrations/V10__threads.sql"),
     ),
+    (
+        11,
+        "approvals",
+        include_str!("../../../migrations/V11__approvals.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

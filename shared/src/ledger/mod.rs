@@ -3,6 +3,7 @@
 //! backend; everything else the engine touches is.
 
 mod accounts;
+mod approvals;
 mod agents;
 mod billing;
 mod conn;
@@ -20,6 +21,7 @@ pub use teams::{constant_time_eq, IssuedKey};
 use std::collections::HashMap;
 
 pub use accounts::{AdmissionTerms, KeyInfo, Team, TeamChange};
+pub use approvals::{Answered, ApprovalRequest, Resume, WaitToken};
 pub use agents::{AgentPage, AgentVersion};
 pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 

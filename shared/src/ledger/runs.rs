@@ -429,13 +429,14 @@ impl Ledger {
         Ok(page.runs.into_iter().next())
     }
 
-    /// Runs not yet finished (for resuming after a restart).
+    /// Runs not yet finished, waiting ones among them (for resuming after a
+    /// restart).
     pub async fn unfinished_runs(&self) -> Result<Vec<RunId>, StoreError> {
         Ok(self
             .client()
             .await?
             .q(
-                "SELECT id FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at",
+                "SELECT id FROM runs WHERE status IN ('queued', 'running', 'waiting') ORDER BY created_at",
                 &[],
             )
             .await?

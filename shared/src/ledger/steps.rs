@@ -525,6 +525,7 @@ impl Ledger {
                 next: StepNext::Finish,
                 status: Some(terminal.reason.status()),
                 stop_reason: Some(terminal.reason),
+                wait_seconds: None,
             },
         };
         let (active_agent, active_version) = commit.handoff_to.clone().unwrap_or_default();

@@ -18,7 +18,7 @@ use crate::secret::Secret;
 pub struct DueDelivery {
     pub id: Uuid,
     pub run_id: RunId,
-    /// The run's terminal event (`run.succeeded`, ...).
+    /// The run's terminal event (`run.succeeded`, ...) or `approval.requested`.
     pub event: String,
     /// This attempt's number, from 1.
     pub attempt: i32,
@@ -58,7 +58,7 @@ pub struct AttemptRecord {
 pub struct DeliveryRecord {
     /// Also `X-Agentrun-Delivery` and the body's `id`: the same on every attempt.
     pub id: Uuid,
-    #[schema(value_type = String, pattern = "^run\\.(succeeded|failed|cancelled|timed_out)$")]
+    #[schema(value_type = String, pattern = "^(run\\.(succeeded|failed|cancelled|timed_out)|approval\\.requested)$")]
     pub event: String,
     pub url: String,
     /// `pending`, `delivered` or `failed` (given up).
@@ -169,7 +169,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// A run's deliveries (at most one) with every attempt, oldest first.
+    /// A run's deliveries (its end's, and one per step that asked for
+    /// approval) with every attempt, oldest first.
     pub async fn webhook_deliveries(&self, run: RunId) -> Result<Vec<DeliveryRecord>, StoreError> {
         let client = self.client().await?;
         let deliveries = client

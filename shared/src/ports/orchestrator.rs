@@ -29,6 +29,22 @@ pub trait Orchestrator: Send + Sync {
     /// Stops driving a run whose terminal state is already recorded.
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError>;
 
+    /// Goes on with a run parked for approval at `step_no` whose requests
+    /// are all answered: wakes its driver, or answers the state machine's
+    /// `Wait for input` task (`wait_token`; without one, the worker that
+    /// keeps it answers).
+    async fn resume(
+        &self,
+        run: RunId,
+        step_no: i32,
+        wait_token: Option<&str>,
+    ) -> Result<(), OrchestratorError> {
+        let _ = (step_no, wait_token);
+        Err(OrchestratorError(format!(
+            "this process cannot resume run {run}"
+        )))
+    }
+
     /// The longest `limits.timeout_seconds` it can honour, when it has a
     /// limit of its own (a state machine's execution timeout).
     fn max_run_timeout(&self) -> Option<std::time::Duration> {

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use aws_sdk_sfn::types::ExecutionStatus;
 use serde_json::json;
 
-use crate::domain::RunId;
+use crate::domain::{RunId, StepOutcome};
 use crate::policy::StepPolicy;
 use crate::ports::{Orchestrator, OrchestratorError, StartOutcome};
 
@@ -100,6 +100,20 @@ impl Orchestrator for StepFunctionsOrchestrator {
         Some(self.policy.max_run_timeout())
     }
 
+    async fn resume(
+        &self,
+        run: RunId,
+        step_no: i32,
+        wait_token: Option<&str>,
+    ) -> Result<(), OrchestratorError> {
+        let Some(token) = wait_token else {
+            // The worker keeping the wait's token sees the answers and
+            // answers the task itself.
+            return Ok(());
+        };
+        answer_wait(&self.client, token, run, step_no).await
+    }
+
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {
         match self
             .client
@@ -122,5 +136,37 @@ impl Orchestrator for StepFunctionsOrchestrator {
                 aws_sdk_sfn::error::DisplayErrorContext(&error)
             ))),
         }
+    }
+}
+
+/// Answers a `Wait for input` task: the run goes on at `step_no`. A task
+/// already answered or gone (timed out, its execution stopped) is left be.
+pub async fn answer_wait(
+    client: &aws_sdk_sfn::Client,
+    token: &str,
+    run: RunId,
+    step_no: i32,
+) -> Result<(), OrchestratorError> {
+    let output = serde_json::to_string(&StepOutcome::next_step(run, step_no)).unwrap_or_default();
+    match client
+        .send_task_success()
+        .task_token(token)
+        .output(output)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error.as_service_error().is_some_and(|e| {
+                e.is_invalid_token() || e.is_task_does_not_exist() || e.is_task_timed_out()
+            }) =>
+        {
+            tracing::info!(run_id = %run, "the run's wait had already ended");
+            Ok(())
+        }
+        Err(error) => Err(OrchestratorError(format!(
+            "cannot resume the execution: {}",
+            aws_sdk_sfn::error::DisplayErrorContext(&error)
+        ))),
     }
 }

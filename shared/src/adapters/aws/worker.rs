@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::domain::{RunId, StepNext, StepOutcome, StopReason, Terminal};
-use crate::engine::{Engine, RunMemory, StepError};
+use crate::adapters::aws::sfn::answer_wait;
+use crate::engine::{expired_wait, Engine, RunMemory, StepError};
+use crate::ledger::WaitToken;
 use crate::policy::{StepPolicy, LLM_REQUEST_TIMEOUT};
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,10 @@ struct StepMessage {
     run_id: RunId,
     step_no: i32,
     task_token: String,
+    /// From `Wait for input`: keep the token for the approval answers
+    /// rather than run the step.
+    #[serde(default)]
+    wait: bool,
 }
 
 /// Why a message should be delivered again (it is kept on the queue).
@@ -118,6 +124,9 @@ impl StepWorker {
             );
             return Ok(());
         }
+        if message.wait {
+            return self.keep_wait(&message).await;
+        }
         let outcome = match self.step_watched(&message, task_started).await {
             Watched::Finished(outcome) => outcome,
             Watched::Abandoned => return Ok(()),
@@ -163,6 +172,31 @@ impl StepWorker {
             Ok(()) | Err(Answer::Stale) => Ok(()),
             Err(Answer::Unavailable(detail)) => Err(WorkerError::Orchestrator(detail)),
         }
+    }
+
+    /// Keeps a `Wait for input` task's token in the ledger, where the
+    /// approval answers find it. When they are all in already (or the run
+    /// waits no more), answers the task itself: the next `Step` goes on
+    /// from what the ledger says.
+    async fn keep_wait(&self, message: &StepMessage) -> Result<(), WorkerError> {
+        let kept = self
+            .engine
+            .ledger
+            .keep_wait_token(message.run_id, message.step_no, &message.task_token)
+            .await
+            .map_err(StepError::from)?;
+        if kept == (WaitToken::Kept { answered: false }) {
+            tracing::info!("the run waits for approval; its task token is kept");
+            return Ok(());
+        }
+        answer_wait(
+            &self.sfn,
+            &message.task_token,
+            message.run_id,
+            message.step_no,
+        )
+        .await
+        .map_err(|e| WorkerError::Orchestrator(e.0))
     }
 
     /// The first heartbeat; false when the task is already closed.
@@ -268,7 +302,7 @@ impl StepWorker {
                 .await?;
             let room = deadline.saturating_duration_since(Instant::now())
                 >= LLM_REQUEST_TIMEOUT + self.policy.answer_margin;
-            if outcome.next == StepNext::Finish || done == steps || !room {
+            if outcome.next != StepNext::Step || done == steps || !room {
                 return Ok(outcome);
             }
             step_no = outcome.step_no;
@@ -318,6 +352,11 @@ pub async fn finalize_message(engine: &Engine, body: &str) -> Result<(), WorkerE
             StopReason::Internal,
             "the state machine finished before the run did",
         ),
+    };
+    // A wait that ran out ends the run at its deadline when that came first.
+    let terminal = match (terminal.reason, engine.ledger.get_run(run).await) {
+        (StopReason::ApprovalTimeout, Ok(Some(current))) => expired_wait(&current),
+        _ => terminal,
     };
     engine.finalize(run, terminal).await?;
     Ok(())

@@ -19,11 +19,31 @@ pub struct EmbeddedOrchestrator {
     policy: StepPolicy,
     /// Bounds steps executing at once across all runs.
     step_slots: Arc<Semaphore>,
-    /// Runs being driven, with the signal that stops them.
-    driving: Mutex<HashMap<RunId, Arc<Notify>>>,
+    /// Runs being driven, with the signals that stop and resume them.
+    driving: Mutex<HashMap<RunId, Signals>>,
     /// Since when each run's next step has waited for a step slot.
     waiting: Mutex<HashMap<RunId, std::time::Instant>>,
     this: Weak<EmbeddedOrchestrator>,
+}
+
+/// What a run's driver listens to.
+#[derive(Clone, Default)]
+struct Signals {
+    /// Stop driving (the run's end is recorded).
+    stop: Arc<Notify>,
+    /// The run's approval requests are answered: step again.
+    resume: Arc<Notify>,
+}
+
+/// How a driver's stepping stopped.
+enum Stepped {
+    /// The run ended; with the terminal state to record when no step did.
+    Ended(Option<Terminal>),
+    /// Parked for approval at `step_no`, for at most `wait`.
+    Waits {
+        step_no: i32,
+        wait: std::time::Duration,
+    },
 }
 
 /// A step waiting for a step slot, from its creation until it is dropped
@@ -80,7 +100,7 @@ impl EmbeddedOrchestrator {
 
     /// Starts a driver for `run` unless one is running; true when it did.
     fn spawn_driver(&self, run: RunId) -> bool {
-        let stop = Arc::new(Notify::new());
+        let signals = Signals::default();
         {
             let Ok(mut driving) = self.driving.lock() else {
                 return false;
@@ -88,13 +108,13 @@ impl EmbeddedOrchestrator {
             if driving.contains_key(&run) {
                 return false;
             }
-            driving.insert(run, stop.clone());
+            driving.insert(run, signals.clone());
         }
         let Some(this) = self.this.upgrade() else {
             return false;
         };
         tokio::spawn(async move {
-            this.drive(run, stop).await;
+            this.drive(run, signals).await;
             if let Ok(mut driving) = this.driving.lock() {
                 driving.remove(&run);
             }
@@ -102,7 +122,7 @@ impl EmbeddedOrchestrator {
         true
     }
 
-    async fn drive(&self, run_id: RunId, stop: Arc<Notify>) {
+    async fn drive(&self, run_id: RunId, signals: Signals) {
         let run = loop {
             match self.engine.ledger.mark_started(run_id).await {
                 Ok(Some((run, now))) => {
@@ -126,19 +146,41 @@ impl EmbeddedOrchestrator {
         let until_deadline = (deadline - Utc::now()).to_std().unwrap_or_default();
         let deadline_at = tokio::time::Instant::now() + until_deadline;
 
-        let stepping = self.step_loop(run_id, run.next_step, deadline_at);
-        tokio::select! {
-            terminal = stepping => {
-                if let Some(terminal) = terminal {
-                    self.finalize(run_id, terminal).await;
+        let mut step_no = run.next_step;
+        loop {
+            let stepping = self.step_loop(run_id, step_no, deadline_at);
+            let wait = tokio::select! {
+                stepped = stepping => match stepped {
+                    Stepped::Ended(terminal) => {
+                        if let Some(terminal) = terminal {
+                            self.finalize(run_id, terminal).await;
+                        }
+                        return;
+                    }
+                    Stepped::Waits { step_no: at, wait } => {
+                        step_no = at;
+                        wait
+                    }
+                },
+                () = tokio::time::sleep_until(deadline_at) => {
+                    let detail = format!("the run exceeded its {} s limit", run.limits.timeout_seconds);
+                    self.finalize(run_id, Terminal::new(StopReason::Timeout, detail)).await;
+                    return;
                 }
-            }
-            () = tokio::time::sleep_until(deadline_at) => {
-                let detail = format!("the run exceeded its {} s limit", run.limits.timeout_seconds);
-                self.finalize(run_id, Terminal::new(StopReason::Timeout, detail)).await;
-            }
-            () = stop.notified() => {
-                tracing::info!(run_id = %run_id, "stopped driving run");
+                () = signals.stop.notified() => {
+                    tracing::info!(run_id = %run_id, "stopped driving run");
+                    return;
+                }
+            };
+            // Parked: no step runs and no step slot is held. An answer, the
+            // wait's end (the step then ends the run) or a stop wakes it.
+            tokio::select! {
+                () = signals.resume.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = signals.stop.notified() => {
+                    tracing::info!(run_id = %run_id, "stopped driving run");
+                    return;
+                }
             }
         }
     }
@@ -150,7 +192,7 @@ impl EmbeddedOrchestrator {
         run_id: RunId,
         mut step_no: i32,
         run_deadline: tokio::time::Instant,
-    ) -> Option<Terminal> {
+    ) -> Stepped {
         let (mut retries, mut rate_limited, mut store_down, mut circuit_waits) = (0, 0, 0, 0);
         // What this driver keeps between the run's steps.
         let mut memory = RunMemory::for_driver();
@@ -161,7 +203,7 @@ impl EmbeddedOrchestrator {
                     self.step_slots.acquire().await
                 };
                 let Ok(_slot) = slot else {
-                    return None;
+                    return Stepped::Ended(None);
                 };
                 let deadline = tokio::time::Instant::now() + self.policy.step_budget();
                 match tokio::time::timeout(
@@ -184,7 +226,25 @@ impl EmbeddedOrchestrator {
                     (retries, rate_limited, store_down, circuit_waits) = (0, 0, 0, 0);
                     continue;
                 }
-                Ok(_) => return None,
+                Ok(outcome) if outcome.next == StepNext::Wait => {
+                    let wait = std::time::Duration::from_secs(outcome.wait_seconds.unwrap_or(1));
+                    return Stepped::Waits {
+                        step_no: outcome.step_no,
+                        wait,
+                    };
+                }
+                // Answered, but the team's slots are taken: in line for one.
+                Ok(outcome) if outcome.next == StepNext::Queued => {
+                    step_no = outcome.step_no;
+                    let jitter = crate::policy::full_jitter(
+                        std::time::Duration::from_millis(50),
+                        std::time::Duration::from_millis(250),
+                        1,
+                    );
+                    tokio::time::sleep(self.policy.slot_retry + jitter).await;
+                    continue;
+                }
+                Ok(_) => return Stepped::Ended(None),
                 // The provider asked for a long pause: wait it out here, on
                 // the rate-limit schedule, at least as long as it asked.
                 // The provider's circuit is open: wait for its probe, within
@@ -232,7 +292,7 @@ impl EmbeddedOrchestrator {
                 Err(error) => {
                     tracing::error!(run_id = %run_id, step_no, error = %error,
                         error_name = %error.error_name(), "step failed; ending run");
-                    return Some(Terminal::new(error.stop_reason(), error.to_string()));
+                    return Stepped::Ended(Some(Terminal::new(error.stop_reason(), error.to_string())));
                 }
             };
             let (wait, retry, error) = wait;
@@ -260,6 +320,17 @@ impl EmbeddedOrchestrator {
     }
 }
 
+impl EmbeddedOrchestrator {
+    fn signals(&self, run: RunId) -> Result<Option<Signals>, OrchestratorError> {
+        Ok(self
+            .driving
+            .lock()
+            .map_err(|_| OrchestratorError("driver registry poisoned".to_owned()))?
+            .get(&run)
+            .cloned())
+    }
+}
+
 #[async_trait]
 impl Orchestrator for EmbeddedOrchestrator {
     async fn start(&self, run: RunId) -> Result<StartOutcome, OrchestratorError> {
@@ -282,14 +353,23 @@ impl Orchestrator for EmbeddedOrchestrator {
     }
 
     async fn stop(&self, run: RunId) -> Result<(), OrchestratorError> {
-        let stop = self
-            .driving
-            .lock()
-            .map_err(|_| OrchestratorError("driver registry poisoned".to_owned()))?
-            .get(&run)
-            .cloned();
-        if let Some(stop) = stop {
-            stop.notify_one();
+        if let Some(signals) = self.signals(run)? {
+            signals.stop.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn resume(
+        &self,
+        run: RunId,
+        _step_no: i32,
+        _wait_token: Option<&str>,
+    ) -> Result<(), OrchestratorError> {
+        match self.signals(run)? {
+            Some(signals) => signals.resume.notify_one(),
+            None => {
+                self.spawn_driver(run);
+            }
         }
         Ok(())
     }

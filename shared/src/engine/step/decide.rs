@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::approval::{decision, refusal, Decision};
 use super::guards::{max_steps_detail, Ready};
 use super::turn::Turn;
 use crate::domain::event::terminal_event;
@@ -26,6 +27,7 @@ impl Engine {
             calls,
             pending_events,
             final_turn,
+            approvals,
             ..
         } = *turn;
         let (run, agent, step_no) = (&ready.run, &ready.agent, ready.step_no);
@@ -42,7 +44,13 @@ impl Engine {
 
         for (index, call) in calls.iter().enumerate() {
             if let Some(target) = agent.spec.handoff_target(&call.function.name) {
-                let content = if handoff_to.is_some() || terminal.is_some() {
+                let refused = match decision(&approvals, index, call) {
+                    Some(Decision::Refused(approval)) => Some(refusal(approval)),
+                    _ => None,
+                };
+                let content = if let Some(refused) = refused {
+                    refused
+                } else if handoff_to.is_some() || terminal.is_some() {
                     json!({"error": "only one handoff per turn is performed"})
                 } else if run.handoff_depth + 1 > run.limits.max_handoff_depth as i32 {
                     terminal = Some(Terminal::new(

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use super::approval::Waiting;
 use super::RunMemory;
 use crate::domain::{
     ChatMessage, Run, RunId, RunStatus, StepNext, StepOutcome, StopReason, Terminal,
@@ -93,6 +94,18 @@ impl Engine {
         tracing::Span::current().record("team_id", tracing::field::display(run.team_id));
         if run.status.is_terminal() {
             return Ok(Opened::Finished(StepOutcome::finished(&run)));
+        }
+        // Parked for approval: still waiting, or answered and taking its
+        // slot back. Its turn is kept, so no call's tokens are set aside again.
+        let mut resumed = false;
+        if run.status == RunStatus::Waiting && step_no == run.next_step {
+            match self.step_of_waiting(run, step_no).await? {
+                Waiting::Outcome(outcome) => return Ok(Opened::Finished(outcome)),
+                Waiting::Resumed(run_now) => {
+                    run = *run_now;
+                    resumed = true;
+                }
+            }
         }
         if run.status == RunStatus::Queued {
             let (started, now) = self
@@ -211,10 +224,11 @@ impl Engine {
         let settle = context
             .previous_tokens
             .map(|tokens| (step_no - 1, tokens.max(0) as u64));
-        if !self
-            .hot
-            .settle_and_reserve(settle, reservation, context.daily_token_budget)
-            .await?
+        if !resumed
+            && !self
+                .hot
+                .settle_and_reserve(settle, reservation, context.daily_token_budget)
+                .await?
         {
             let (used, reserved) = self.hot.tokens_of_day(run.team_id, reservation.day).await?;
             let detail = format!(

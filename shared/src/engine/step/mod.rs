@@ -5,6 +5,7 @@
 //! the step's one commit (a handoff, a final answer, a repair prompt or the
 //! next step). Safe to run more than once for the same step.
 
+mod approval;
 mod decide;
 mod deltas;
 mod guards;
@@ -19,6 +20,7 @@ use crate::domain::{ChatMessage, RunId, StepNext, StepOutcome, StopReason};
 use crate::ledger::{CommitResult, StepCommit};
 use crate::metrics::{Timer, STEPS_COMMITTED, STEP_SECONDS, TOKENS};
 
+pub use approval::expired_wait;
 use guards::Opened;
 use turn::Taken;
 
@@ -96,10 +98,22 @@ impl Engine {
             Opened::Finished(outcome) => return Ok(outcome),
             Opened::Ready(ready) => ready,
         };
-        let turn = match self.take_turn(&ready).await? {
+        let mut turn = match self.take_turn(&ready).await? {
             Taken::Finished(outcome) => return Ok(outcome),
             Taken::Turn(turn) => turn,
         };
+        let needed = approval::calls_needing_approval(&ready.agent, &turn.calls);
+        if !needed.is_empty() {
+            let asked = self.ledger.step_approvals(run_id, step_no).await?;
+            if asked.is_empty() {
+                *memory = RunMemory {
+                    driver: memory.driver,
+                    ..RunMemory::default()
+                };
+                return self.park(&ready, &turn, &needed).await;
+            }
+            turn.approvals = asked;
+        }
         let results = self.run_turn_tools(&ready, &turn).await?;
         let mut commit = self.decide(&ready, turn, results).await?;
         // A driver goes on with the next step at once: its first attempt

@@ -6,9 +6,10 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use serde_json::json;
 
+use super::approval::{decision, refusal, Decision};
 use super::guards::Ready;
 use super::turn::Turn;
-use crate::domain::{EventType, NewEvent, ToolCall, ToolKind};
+use crate::domain::{Approval, EventType, NewEvent, ToolCall, ToolKind};
 use crate::engine::tools::CallRef;
 use crate::engine::{persist, Engine, StepError};
 use crate::ledger::{AgentVersion, ToolCallRecord};
@@ -48,18 +49,19 @@ impl Engine {
                 call_index: index as i32,
             };
             let spec = agent.spec.tool(&call.function.name);
+            let arguments = match decision(&turn.approvals, index, call) {
+                Some(Decision::Refused(approval)) => {
+                    return Ok(refused_call(call_ref, call, approval));
+                }
+                Some(Decision::Approved { arguments }) => arguments,
+                None => call.function.arguments.clone(),
+            };
             let record = match spec {
                 Some(spec) => {
                     let started = std::time::Instant::now();
                     let record = self
                         .tools
-                        .run(
-                            spec,
-                            call_ref,
-                            &call.id,
-                            &call.function.arguments,
-                            ready.deadline,
-                        )
+                        .run(spec, call_ref, &call.id, &arguments, ready.deadline)
                         .await;
                     let kind = match spec.kind {
                         ToolKind::Http { .. } => "http",
@@ -126,6 +128,24 @@ pub(super) fn tool_started_events(
             )
         })
         .collect()
+}
+
+/// A call a person refused: not made, and kept with the step (the model
+/// reads why).
+fn refused_call(call_ref: CallRef, call: &ToolCall, approval: &Approval) -> ToolCallRecord {
+    let now = Utc::now();
+    ToolCallRecord {
+        call_index: call_ref.call_index,
+        tool_call_id: call.id.clone(),
+        name: call.function.name.clone(),
+        arguments: approval.arguments.clone(),
+        result: refusal(approval).to_string(),
+        is_error: true,
+        truncated: false,
+        attempts: 0,
+        started_at: now,
+        finished_at: now,
+    }
 }
 
 fn unknown_tool(call_ref: CallRef, call: &ToolCall) -> ToolCallRecord {

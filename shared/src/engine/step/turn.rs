@@ -12,11 +12,14 @@ use crate::metrics::{Timer, LLM_SECONDS};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::approval::calls_needing_approval;
 use super::deltas::StepDeltas;
 use super::guards::{timed_out, FinalTurn, Ready};
 use super::tools::tool_started_events;
 use crate::domain::agent::Builtin;
-use crate::domain::{ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
+use crate::domain::{
+    Approval, ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind,
+};
 use crate::engine::{persist, Circuits, Engine, Gate, StepError};
 use crate::ledger::{AgentVersion, LlmTurn};
 use crate::ports::{ChatRequest, TextDeltas};
@@ -36,6 +39,8 @@ pub(super) struct Turn {
     /// The turn was the run's final one (wind-down). A kept turn never is:
     /// a final turn's calls are not made, so it is not kept before them.
     pub final_turn: Option<FinalTurn>,
+    /// The answers to the calls that waited for approval (all given).
+    pub approvals: Vec<Approval>,
 }
 
 pub(super) enum Taken {
@@ -52,9 +57,11 @@ pub(super) fn tool_calls_of(message: &ChatMessage) -> Vec<ToolCall> {
 }
 
 /// Whether a call has effects outside agentrun or takes long enough that a
-/// crash may fall between the model's answer and the commit.
+/// crash may fall between the model's answer and the commit — or waits for
+/// approval, when the step runs again to make it.
 fn must_keep_turn_first(agent: &AgentVersion, calls: &[ToolCall]) -> bool {
-    calls.iter().any(|call| {
+    !calls_needing_approval(agent, calls).is_empty()
+        || calls.iter().any(|call| {
         agent.spec.tool(&call.function.name).is_some_and(|tool| {
             matches!(
                 tool.kind,
@@ -81,6 +88,7 @@ impl Engine {
                     calls,
                     pending_events: Vec::new(),
                     final_turn: None,
+                    approvals: Vec::new(),
                 })));
             }
         }
@@ -208,6 +216,7 @@ impl Engine {
             calls,
             pending_events,
             final_turn: ready.final_turn,
+            approvals: Vec::new(),
         })))
     }
 }
