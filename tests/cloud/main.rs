@@ -42,7 +42,7 @@ fn steps_entered(history: &[(String, Option<String>)]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_triage_run_executes_through_the_real_state_machine() {
+async fn a_triage_run_waits_for_its_approval_and_executes_through_the_real_state_machine() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut scripts =
         parse_scripts(&std::fs::read_to_string(examples.join("mock-llm.json")).unwrap()).unwrap();
@@ -61,22 +61,98 @@ async fn a_triage_run_executes_through_the_real_state_machine() {
     let id = app
         .start_run("support-triage", json!("I was charged twice"))
         .await;
+    // The refund over $50 parks the execution in `Wait for input`: no
+    // slot held, no step message in flight, the task token in the ledger.
+    let pending = app.wait_for_approval(&id, Duration::from_secs(60)).await;
+    assert_eq!(pending[0]["name"], "issue_refund");
+    let run_id: uuid::Uuid = id.parse().unwrap();
+    let db = app.db().await;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while db
+        .query_one("SELECT wait_token FROM runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < until, "the wait's task token was never kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.slots_held().await, 0);
+    let (status, history) = cloud.execution_now(&id).await;
+    assert_eq!(status, "RUNNING");
+    assert!(
+        history
+            .iter()
+            .any(|(kind, name)| kind == "TaskStateEntered" && name.as_deref() == Some("Wait for input")),
+        "{history:?}"
+    );
+    assert_eq!(app.mock.state.total_requests(), 4);
+    let request_id = pending[0]["request_id"].as_str().unwrap();
+    let (status, answered) = app
+        .answer_approval(&id, request_id, json!({"approve": true}))
+        .await;
+    assert_eq!(status, 200, "{answered}");
+
     let run = app.wait_finished(&id, Duration::from_secs(60)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"]["category"], "billing");
-    assert_eq!(app.steps(&id).await.len(), 4);
+    assert_eq!(run["output"]["refund_cents"], 7900);
+    let steps = app.steps(&id).await;
+    assert_eq!(steps.len(), 5);
+    assert_eq!(steps[3]["tool_calls"][0]["name"], "issue_refund");
+    assert_eq!(steps[3]["tool_calls"].as_array().unwrap().len(), 1);
 
     let (status, history) = cloud.execution(&id).await;
     assert_eq!(status, "SUCCEEDED");
+    // Step 4 twice: once to ask, once, answered, to make the refund.
     assert_eq!(
         steps_entered(&history),
-        4,
-        "one Step task per agent step: {history:?}"
+        6,
+        "one Step task per agent step, and the resumed one: {history:?}"
     );
+    app.assert_slots_released().await;
     let events = app.all_events(&id).await;
     let n = events.len() as i64;
     assert_eq!(seqs(&events), (1..=n).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap().event, "run.succeeded");
+}
+
+/// Unanswered, the `Wait for input` state times out at the request's
+/// expiry and the run ends `cancelled` with `approval_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_times_out_in_the_state_machine() {
+    let script = MockScript::turns(vec![
+        MockTurn::tool("refund", json!({"amount_cents": 9900})),
+        MockTurn::text("done"),
+    ]);
+    let cloud = spawn_cloud(HashMap::from([("patient".to_owned(), script)])).await;
+    let app = &cloud.app;
+    app.put_agent(
+        "patient",
+        agent(
+            "patient",
+            json!({"approval_timeout_seconds": 2, "tools": [{
+                "name": "refund", "kind": "builtin", "builtin": "echo", "requires_approval": true
+            }]}),
+        ),
+    )
+    .await;
+    let id = app.start_run("patient", json!("refund me")).await;
+    app.wait_for_approval(&id, Duration::from_secs(60)).await;
+    let run = app.wait_finished(&id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(run["stop_reason"], "approval_timeout");
+    let (status, history) = cloud.execution(&id).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(
+        history
+            .iter()
+            .any(|(kind, name)| kind == "PassStateEntered" && name.as_deref() == Some("Approval timed out")),
+        "{history:?}"
+    );
+    assert_eq!(app.steps(&id).await.len(), 0);
+    app.assert_slots_released().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,8 @@ fn example_scripts() -> (PathBuf, HashMap<String, MockScript>) {
 }
 
 /// The shipped example: triage → lookup tool → handoff → billing → invoice
-/// tool → schema-valid answer.
+/// tool → a refund over $50, which waits for approval holding no slot →
+/// approved, made once → schema-valid answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let (examples, scripts) = example_scripts();
@@ -35,26 +36,51 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let id = app
         .start_run("support-triage", serde_json::json!("I was charged twice"))
         .await;
+
+    // The $79 refund waits for a person: no slot held, nothing running.
+    let pending = app.wait_for_approval(&id, Duration::from_secs(20)).await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["name"], "issue_refund");
+    assert_eq!(pending[0]["kind"], "tool");
+    assert_eq!(pending[0]["arguments"]["amount_cents"], 7900);
+    assert_eq!(pending[0]["step_no"], 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.slots_held().await, 0);
+    assert_eq!(app.run(&id).await["status"], "waiting");
+    assert_eq!(app.mock.state.total_requests(), 4);
+    assert_eq!(
+        app.count("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'", &id)
+            .await,
+        0
+    );
+    let request_id = pending[0]["request_id"].as_str().unwrap();
+    let (status, answered) = app
+        .answer_approval(&id, request_id, serde_json::json!({"approve": true, "comment": "ok, duplicate"}))
+        .await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(answered["status"], "approved");
+
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["stop_reason"], "completed");
+    assert_eq!(run["waiting_for"], serde_json::Value::Null);
     assert_eq!(run["active_agent"], "billing");
     assert_eq!(run["handoff_depth"], 1);
     assert_eq!(run["output"]["category"], "billing");
-    assert_eq!(run["output"]["refund_cents"], 4900);
+    assert_eq!(run["output"]["refund_cents"], 7900);
 
-    // Exactly one ledger row per step, numbered 1..=4.
+    // Exactly one ledger row per step, numbered 1..=5; the refund made once.
     let steps = app.steps(&id).await;
     let numbers: Vec<i64> = steps
         .iter()
         .map(|s| s["step_no"].as_i64().unwrap())
         .collect();
-    assert_eq!(numbers, vec![1, 2, 3, 4]);
-    assert_eq!(app.step_rows(&id).await, 4);
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
+    assert_eq!(app.step_rows(&id).await, 5);
     let agents: Vec<&str> = steps.iter().map(|s| s["agent"].as_str().unwrap()).collect();
     assert_eq!(
         agents,
-        vec!["support-triage", "support-triage", "billing", "billing"]
+        vec!["support-triage", "support-triage", "billing", "billing", "billing"]
     );
     assert_eq!(steps[0]["tool_calls"][0]["name"], "lookup_customer");
     assert!(steps[0]["tool_calls"][0]["result"]
@@ -62,6 +88,13 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
         .unwrap()
         .contains("cus_1001"));
     assert_eq!(steps[2]["tool_calls"][0]["name"], "list_invoices");
+    assert_eq!(steps[3]["tool_calls"][0]["name"], "issue_refund");
+    assert_eq!(steps[3]["tool_calls"][0]["is_error"], false);
+    assert_eq!(
+        app.count("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'", &id)
+            .await,
+        1
+    );
 
     // Usage on the run is the sum of its steps.
     let input: i64 = steps
@@ -75,8 +108,8 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     assert!(input > 0 && output > 0);
     assert_eq!(run["usage"]["input_tokens"], input);
     assert_eq!(run["usage"]["output_tokens"], output);
-    assert_eq!(run["usage"]["llm_calls"], 4);
-    assert_eq!(app.mock.state.total_requests(), 4);
+    assert_eq!(run["usage"]["llm_calls"], 5);
+    assert_eq!(app.mock.state.total_requests(), 5);
 
     // Events 1..N with no gap, in a sensible order, ending with the terminal one.
     let events = app.all_events(&id).await;
@@ -85,8 +118,12 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let kinds = types(&events);
     assert_eq!(kinds.first().unwrap(), "run.queued");
     assert_eq!(kinds.last().unwrap(), "run.succeeded");
-    assert_eq!(kinds.iter().filter(|k| *k == "step.completed").count(), 4);
+    assert_eq!(kinds.iter().filter(|k| *k == "step.completed").count(), 5);
     assert_eq!(kinds.iter().filter(|k| *k == "handoff").count(), 1);
+    for kind in ["approval.requested", "approval.answered", "run.resumed"] {
+        assert_eq!(kinds.iter().filter(|k| *k == kind).count(), 1, "{kind}: {kinds:?}");
+    }
+    app.assert_slots_released().await;
     assert_eq!(
         app.count("SELECT count(*) FROM run_events WHERE run_id = $1", &id)
             .await,
@@ -122,11 +159,17 @@ async fn the_example_runs_through_the_anthropic_messages_api() {
     let id = app
         .start_run("support-triage", serde_json::json!("I was charged twice"))
         .await;
+    let pending = app.wait_for_approval(&id, Duration::from_secs(20)).await;
+    let request_id = pending[0]["request_id"].as_str().unwrap();
+    let (status, answered) = app
+        .answer_approval(&id, request_id, serde_json::json!({"approve": true}))
+        .await;
+    assert_eq!(status, 200, "{answered}");
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["active_agent"], "billing");
-    assert_eq!(run["output"]["refund_cents"], 4900);
-    assert_eq!(run["usage"]["llm_calls"], 4);
+    assert_eq!(run["output"]["refund_cents"], 7900);
+    assert_eq!(run["usage"]["llm_calls"], 5);
     let steps = app.steps(&id).await;
     assert_eq!(steps[0]["tool_calls"][0]["name"], "lookup_customer");
     assert!(steps[0]["tool_calls"][0]["result"]
@@ -138,8 +181,8 @@ async fn the_example_runs_through_the_anthropic_messages_api() {
         .iter()
         .all(|s| s["input_tokens"].as_i64().unwrap() > 0));
 
-    // Four answers and the one 529, all in the Messages format.
-    assert_eq!(app.mock.state.requests("mock-billing"), 3);
-    assert_eq!(app.mock.state.requests_in("messages"), 5);
+    // Five answers and the one 529, all in the Messages format.
+    assert_eq!(app.mock.state.requests("mock-billing"), 4);
+    assert_eq!(app.mock.state.requests_in("messages"), 6);
     assert_eq!(app.mock.state.requests_in("chat_completions"), 0);
 }

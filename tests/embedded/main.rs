@@ -4,6 +4,7 @@
 mod accounts;
 mod admission;
 mod api;
+mod approvals;
 mod cli;
 mod crash;
 mod edge;

@@ -447,38 +447,43 @@ impl Cloud {
 
     /// Waits for the run's execution to end; returns its status and history event types.
     pub async fn execution(&self, run_id: &str) -> (String, Vec<(String, Option<String>)>) {
-        let arn = self.orchestrator.execution_arn(run_id.parse().unwrap());
         for _ in 0..200 {
-            let described = self
-                .sfn
-                .describe_execution()
-                .execution_arn(&arn)
-                .send()
-                .await
-                .unwrap();
-            let status = described.status().as_str().to_owned();
+            let (status, events) = self.execution_now(run_id).await;
             if status != "RUNNING" {
-                let history = self
-                    .sfn
-                    .get_execution_history()
-                    .execution_arn(&arn)
-                    .max_results(1000)
-                    .send()
-                    .await
-                    .unwrap();
-                let events = history
-                    .events()
-                    .iter()
-                    .map(|e| {
-                        let name = e.state_entered_event_details().map(|d| d.name().to_owned());
-                        (e.r#type().as_str().to_owned(), name)
-                    })
-                    .collect();
                 return (status, events);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("execution of run {run_id} still running");
+    }
+
+    /// The run's execution as it is now: its status and history event types.
+    pub async fn execution_now(&self, run_id: &str) -> (String, Vec<(String, Option<String>)>) {
+        let arn = self.orchestrator.execution_arn(run_id.parse().unwrap());
+        let described = self
+            .sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let history = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .max_results(1000)
+            .send()
+            .await
+            .unwrap();
+        let events = history
+            .events()
+            .iter()
+            .map(|e| {
+                let name = e.state_entered_event_details().map(|d| d.name().to_owned());
+                (e.r#type().as_str().to_owned(), name)
+            })
+            .collect();
+        (described.status().as_str().to_owned(), events)
     }
 }
 

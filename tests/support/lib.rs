@@ -355,7 +355,7 @@ impl TestApp {
         loop {
             let run = self.run(id).await;
             let status = run["status"].as_str().unwrap_or_default().to_owned();
-            if !["queued", "running"].contains(&status.as_str()) {
+            if !["queued", "running", "waiting"].contains(&status.as_str()) {
                 return run;
             }
             assert!(
@@ -364,6 +364,42 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Polls until the run waits for approval; its pending requests.
+    pub async fn wait_for_approval(&self, id: &str, within: Duration) -> Vec<Value> {
+        let until = Instant::now() + within;
+        loop {
+            let run = self.run(id).await;
+            if run["status"] == "waiting" {
+                assert_eq!(run["waiting_for"], "approval", "{run}");
+                let (status, body) = self.get(&format!("/v1/runs/{id}/approvals")).await;
+                assert_eq!(status, 200, "{body}");
+                return body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a["status"] == "pending")
+                    .cloned()
+                    .collect();
+            }
+            assert!(
+                Instant::now() < until && ["queued", "running"].contains(&run["status"].as_str().unwrap_or_default()),
+                "run {id} did not come to wait for approval within {within:?}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Answers an approval request with the team's key: (status, body).
+    pub async fn answer_approval(&self, id: &str, request_id: &str, answer: Value) -> (u16, Value) {
+        self.call_as(
+            &self.key,
+            "POST",
+            &format!("/v1/runs/{id}/approvals/{request_id}"),
+            Some(answer),
+        )
+        .await
     }
 
     pub async fn steps(&self, id: &str) -> Vec<Value> {
@@ -656,7 +692,7 @@ impl DevServer {
                 .await
                 .unwrap();
             let status = run["status"].as_str().unwrap_or_default().to_owned();
-            if !["queued", "running"].contains(&status.as_str()) {
+            if !["queued", "running", "waiting"].contains(&status.as_str()) {
                 return run;
             }
             assert!(
@@ -670,6 +706,16 @@ impl DevServer {
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// A test that fails leaves no server behind (holding its output open).
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

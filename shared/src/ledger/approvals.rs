@@ -171,7 +171,7 @@ impl Ledger {
             "WITH r AS (UPDATE runs SET status = 'waiting', wait_token = NULL WHERE id = $1
                         RETURNING team_id, webhook)
              INSERT INTO webhook_deliveries (id, run_id, team_id, event)
-             SELECT md5($1::text || ':approval:' || $2::text)::uuid, $1, r.team_id, 'approval.requested'
+             SELECT md5($1::uuid::text || ':approval:' || $2::int::text)::uuid, $1, r.team_id, 'approval.requested'
              FROM r WHERE r.webhook IS NOT NULL
              ON CONFLICT (id) DO NOTHING",
             &[&run.0, &step_no],
