@@ -117,15 +117,17 @@ impl StepWorker {
         let task_started = Instant::now()
             .checked_sub(waited)
             .unwrap_or_else(Instant::now);
+        // A wait's task has no heartbeat: its token is kept whatever
+        // became of it (a closed task's token is never used).
+        if message.wait {
+            return self.keep_wait(&message).await;
+        }
         if !self.heartbeat_at_receipt(&message.task_token).await {
             tracing::info!(
                 ?waited,
                 "the step's task closed before the message was handled; dropping it"
             );
             return Ok(());
-        }
-        if message.wait {
-            return self.keep_wait(&message).await;
         }
         let outcome = match self.step_watched(&message, task_started).await {
             Watched::Finished(outcome) => outcome,
