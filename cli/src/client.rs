@@ -99,7 +99,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(|u| u.trim_end_matches('/'))
         .unwrap_or(&url);
-    follow(&format!("{stream_base}/v1/runs/{run_id}/events"), &key).await?;
+    follow(
+        &format!("{stream_base}/v1/runs/{run_id}/events"),
+        &format!("{url}/v1/runs/{run_id}"),
+        &key,
+    )
+    .await?;
 
     let run: Value = http
         .get(format!("{url}/v1/runs/{run_id}"))
@@ -121,7 +126,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 /// Prints the run's events until its terminal one: follows the API's 307
 /// to where streams are served (with the key: it names the deployment's
 /// own relay), and resumes with Last-Event-ID when a stream ends early.
-async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
+/// An approval request is put to the person at the terminal (`run_url`
+/// takes the answer).
+async fn follow(events_url: &str, run_url: &str, key: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -181,6 +188,9 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
                 }
                 println!("{}", describe(&event.event, &data));
                 progress.saw(&event.event, &data);
+                if event.event == "approval.requested" {
+                    ask_for_approval(run_url, key, &data["data"]).await?;
+                }
                 if event.id.is_some() {
                     last = event.id.clone();
                 }
@@ -192,6 +202,68 @@ async fn follow(events_url: &str, key: &str) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     bail!("the event stream kept ending before the run did")
+}
+
+/// Asks `y/n` on standard input for an `approval.requested` event's call
+/// and sends the answer (`n <why>` refuses with a comment). Without an
+/// answer (end of input) the run waits on; how to answer is printed.
+async fn ask_for_approval(run_url: &str, key: &str, request: &Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let request_id = request["request_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let answer_url = format!("{run_url}/approvals/{request_id}");
+    println!(
+        "  approval needed: {} {} {}",
+        request["kind"].as_str().unwrap_or("tool"),
+        request["name"].as_str().unwrap_or("?"),
+        request["arguments"]
+    );
+    print!("  approve? [y/n] ");
+    std::io::stdout().flush()?;
+    let line = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map(|read| (read, line))
+    })
+    .await??;
+    let (read, line) = line;
+    let line = line.trim();
+    let (verdict, comment) = line.split_once(' ').unwrap_or((line, ""));
+    let approve = match verdict.to_ascii_lowercase().as_str() {
+        "y" | "yes" => true,
+        "n" | "no" => false,
+        _ => {
+            if read == 0 {
+                println!();
+            }
+            println!(
+                "  no answer given; the run waits. Answer with: curl -X POST {answer_url} -H 'Authorization: Bearer $AGENTRUN_API_KEY' -d '{{\"approve\": true}}'"
+            );
+            return Ok(());
+        }
+    };
+    let mut body = serde_json::json!({"approve": approve});
+    if !comment.trim().is_empty() {
+        body["comment"] = Value::String(comment.trim().to_owned());
+    }
+    let response = reqwest::Client::new()
+        .post(&answer_url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let error: Value = response.json().await.unwrap_or(Value::Null);
+        println!(
+            "  the answer was not taken ({status}): {}",
+            error["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 /// A live line on a terminal's stderr while a step waits on the model
@@ -312,6 +384,17 @@ fn describe(kind: &str, event: &Value) -> String {
             data["to"].as_str().unwrap_or("?")
         ),
         "output.invalid" => format!("errors={}", data["errors"]),
+        "approval.requested" => format!(
+            "{}={} request={}",
+            data["kind"].as_str().unwrap_or("tool"),
+            data["name"].as_str().unwrap_or("?"),
+            data["request_id"].as_str().unwrap_or("?")
+        ),
+        "approval.answered" => format!(
+            "{} approved={}",
+            data["name"].as_str().unwrap_or("?"),
+            data["approved"]
+        ),
         "run.succeeded" | "run.failed" | "run.cancelled" | "run.timed_out" => format!(
             "stop_reason={} tokens={} {}",
             data["stop_reason"].as_str().unwrap_or("?"),

@@ -75,7 +75,10 @@ async fn a_triage_run_waits_for_its_approval_and_executes_through_the_real_state
         .get::<_, Option<String>>(0)
         .is_none()
     {
-        assert!(std::time::Instant::now() < until, "the wait's task token was never kept");
+        assert!(
+            std::time::Instant::now() < until,
+            "the wait's task token was never kept"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.slots_held().await, 0);
@@ -84,7 +87,8 @@ async fn a_triage_run_waits_for_its_approval_and_executes_through_the_real_state
     assert!(
         history
             .iter()
-            .any(|(kind, name)| kind == "TaskStateEntered" && name.as_deref() == Some("Wait for input")),
+            .any(|(kind, name)| kind == "TaskStateEntered"
+                && name.as_deref() == Some("Wait for input")),
         "{history:?}"
     );
     assert_eq!(app.mock.state.total_requests(), 4);
@@ -146,9 +150,8 @@ async fn an_unanswered_approval_times_out_in_the_state_machine() {
     let (status, history) = cloud.execution(&id).await;
     assert_eq!(status, "SUCCEEDED");
     assert!(
-        history
-            .iter()
-            .any(|(kind, name)| kind == "PassStateEntered" && name.as_deref() == Some("Approval timed out")),
+        history.iter().any(|(kind, name)| kind == "PassStateEntered"
+            && name.as_deref() == Some("Approval timed out")),
         "{history:?}"
     );
     assert_eq!(app.steps(&id).await.len(), 0);

@@ -76,7 +76,11 @@ async fn a_refused_call_is_not_made_and_the_model_reads_the_refusal() {
     let run = app.wait_finished(&id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], "done");
-    assert_eq!(receiver.counts().len(), 1, "the refused refund was not made");
+    assert_eq!(
+        receiver.counts().len(),
+        1,
+        "the refused refund was not made"
+    );
     let steps = app.steps(&id).await;
     let call = &steps[0]["tool_calls"][0];
     assert_eq!(call["is_error"], true, "{call}");
@@ -187,14 +191,25 @@ async fn a_second_answer_is_409_and_another_teams_answer_is_404() {
     for (answer, code) in [
         (json!({"approve": "yes"}), "invalid_body"),
         (json!({"comment": "no verdict"}), "invalid_body"),
-        (json!({"approve": false, "arguments": {"amount_cents": 1}}), "invalid_body"),
+        (
+            json!({"approve": false, "arguments": {"amount_cents": 1}}),
+            "invalid_body",
+        ),
         (json!({"approve": true, "arguments": [1]}), "invalid_body"),
     ] {
         let (status, body) = app.answer_approval(&id, request_id, answer.clone()).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (400, Some(code)), "{answer}: {body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{answer}: {body}"
+        );
     }
     let (status, body) = app
-        .answer_approval(&id, &uuid::Uuid::new_v4().to_string(), json!({"approve": true}))
+        .answer_approval(
+            &id,
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"approve": true}),
+        )
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "approval_not_found");
@@ -225,12 +240,15 @@ async fn an_answered_run_waits_in_line_for_a_slot() {
     let app = spawn_app_with(HashMap::from([("queued".to_owned(), refund_script(9900))])).await;
     app.put_agent("queued", refunder("queued", &receiver.url, json!({})))
         .await;
-    app.put_napper("napper", "napper-model", 2500, "rested").await;
+    app.put_napper("napper", "napper-model", 2500, "rested")
+        .await;
     app.patch_team(json!({"limits": {"max_concurrent_runs": 1}}))
         .await;
 
     let waiting = app.start_run("queued", json!("refund me")).await;
-    let pending = app.wait_for_approval(&waiting, Duration::from_secs(20)).await;
+    let pending = app
+        .wait_for_approval(&waiting, Duration::from_secs(20))
+        .await;
     assert_eq!(app.slots_held().await, 0);
     // The slot the waiting run gave back lets another run start.
     let napper = app.start_run("napper", json!("nap")).await;
@@ -266,7 +284,10 @@ async fn an_answered_run_waits_in_line_for_a_slot() {
         .await
         .unwrap()
         .get(0);
-    assert!(resumed_at >= napped_at, "resumed {resumed_at} before the slot was free at {napped_at}");
+    assert!(
+        resumed_at >= napped_at,
+        "resumed {resumed_at} before the slot was free at {napped_at}"
+    );
     app.assert_slots_released().await;
 }
 
@@ -301,7 +322,11 @@ async fn an_approval_racing_a_cancel_leaves_one_outcome() {
             }
             other => panic!("the answer got {other}: {}", answered.1),
         }
-        assert_eq!(app.steps(&id).await.len(), 0, "no step committed after the cancel");
+        assert_eq!(
+            app.steps(&id).await.len(),
+            0,
+            "no step committed after the cancel"
+        );
     }
     app.assert_slots_released().await;
 }
@@ -334,7 +359,11 @@ async fn a_run_waiting_across_a_restart_goes_on_once_approved() {
     wait_healthy(&http, &server.url).await;
     let key = api_key(&state);
     let created = server
-        .post_run(&http, &key, json!({"agent": "restarted", "input": "refund me"}))
+        .post_run(
+            &http,
+            &key,
+            json!({"agent": "restarted", "input": "refund me"}),
+        )
         .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let get = |path: String| {
@@ -366,7 +395,10 @@ async fn a_run_waiting_across_a_restart_goes_on_once_approved() {
     let approvals = get(format!("{}/v1/runs/{id}/approvals", server.url)).await;
     let request_id = approvals["data"][0]["request_id"].as_str().unwrap();
     let answered = http
-        .post(format!("{}/v1/runs/{id}/approvals/{request_id}", server.url))
+        .post(format!(
+            "{}/v1/runs/{id}/approvals/{request_id}",
+            server.url
+        ))
         .bearer_auth(&key)
         .json(&json!({"approve": true}))
         .send()

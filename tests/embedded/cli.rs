@@ -123,3 +123,89 @@ async fn runs_agents_and_usage_from_the_cli() {
     assert!(stderr.contains("run_not_found"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `agentrun run` puts the example's refund to the person at the terminal:
+/// `y` on standard input approves it and the run succeeds; `n <why>`
+/// refuses it, and the model reads why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agentrun_run_asks_y_or_n_for_an_approval() {
+    use std::io::Write;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut scripts = agentrun::mock_llm::parse_scripts(
+        &std::fs::read_to_string(examples.join("mock-llm.json")).unwrap(),
+    )
+    .unwrap();
+    for script in scripts.values_mut() {
+        script.latency_ms = agentrun::mock_llm::Latency::Fixed(0);
+    }
+    let app = agentrun_e2e::spawn_app_with(scripts).await;
+    agentrun::embedded::load_agent_dir(
+        &app.platform.engine.ledger,
+        app.team,
+        &examples.join("agents"),
+    )
+    .await
+    .unwrap();
+    for (answer, refused) in [("y\n", false), ("n not this month\n", true)] {
+        let mut child = Command::new(agentrun_bin())
+            .args([
+                "run",
+                "--agent",
+                "support-triage",
+                "--input",
+                "I was charged twice",
+            ])
+            .args([
+                "--url",
+                &app.url,
+                "--api-key",
+                &app.key,
+                "--env-file",
+                "/nonexistent",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("approval needed: tool issue_refund"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("approve? [y/n]"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("approved={}", !refused)),
+            "{stdout}"
+        );
+        assert!(stdout.contains("run.succeeded"), "{stdout}");
+        let run_id = stdout.split_whitespace().nth(1).unwrap().to_owned();
+        let steps = app.steps(&run_id).await;
+        let refund = &steps[3]["tool_calls"][0];
+        assert_eq!(refund["is_error"], refused, "{refund}");
+        if refused {
+            assert!(
+                refund["result"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not this month"),
+                "{refund}"
+            );
+        }
+    }
+}

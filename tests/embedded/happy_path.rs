@@ -49,13 +49,20 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     assert_eq!(app.run(&id).await["status"], "waiting");
     assert_eq!(app.mock.state.total_requests(), 4);
     assert_eq!(
-        app.count("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'", &id)
-            .await,
+        app.count(
+            "SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'",
+            &id
+        )
+        .await,
         0
     );
     let request_id = pending[0]["request_id"].as_str().unwrap();
     let (status, answered) = app
-        .answer_approval(&id, request_id, serde_json::json!({"approve": true, "comment": "ok, duplicate"}))
+        .answer_approval(
+            &id,
+            request_id,
+            serde_json::json!({"approve": true, "comment": "ok, duplicate"}),
+        )
         .await;
     assert_eq!(status, 200, "{answered}");
     assert_eq!(answered["status"], "approved");
@@ -80,7 +87,13 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     let agents: Vec<&str> = steps.iter().map(|s| s["agent"].as_str().unwrap()).collect();
     assert_eq!(
         agents,
-        vec!["support-triage", "support-triage", "billing", "billing", "billing"]
+        vec![
+            "support-triage",
+            "support-triage",
+            "billing",
+            "billing",
+            "billing"
+        ]
     );
     assert_eq!(steps[0]["tool_calls"][0]["name"], "lookup_customer");
     assert!(steps[0]["tool_calls"][0]["result"]
@@ -91,8 +104,11 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     assert_eq!(steps[3]["tool_calls"][0]["name"], "issue_refund");
     assert_eq!(steps[3]["tool_calls"][0]["is_error"], false);
     assert_eq!(
-        app.count("SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'", &id)
-            .await,
+        app.count(
+            "SELECT count(*) FROM tool_calls WHERE run_id = $1 AND name = 'issue_refund'",
+            &id
+        )
+        .await,
         1
     );
 
@@ -121,7 +137,11 @@ async fn triage_hands_off_to_billing_and_returns_schema_valid_output() {
     assert_eq!(kinds.iter().filter(|k| *k == "step.completed").count(), 5);
     assert_eq!(kinds.iter().filter(|k| *k == "handoff").count(), 1);
     for kind in ["approval.requested", "approval.answered", "run.resumed"] {
-        assert_eq!(kinds.iter().filter(|k| *k == kind).count(), 1, "{kind}: {kinds:?}");
+        assert_eq!(
+            kinds.iter().filter(|k| *k == kind).count(),
+            1,
+            "{kind}: {kinds:?}"
+        );
     }
     app.assert_slots_released().await;
     assert_eq!(

@@ -384,7 +384,8 @@ impl TestApp {
                     .collect();
             }
             assert!(
-                Instant::now() < until && ["queued", "running"].contains(&run["status"].as_str().unwrap_or_default()),
+                Instant::now() < until
+                    && ["queued", "running"].contains(&run["status"].as_str().unwrap_or_default()),
                 "run {id} did not come to wait for approval within {within:?}: {run}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -161,7 +161,10 @@ pub async fn answer(
             Err(ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::ApprovalAlreadyAnswered,
-                format!("request {request_id} was answered already ({})", approval.status),
+                format!(
+                    "request {request_id} was answered already ({})",
+                    approval.status
+                ),
             )
             .with_details(json!({"approval": approval})))
         }

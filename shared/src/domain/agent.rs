@@ -762,7 +762,10 @@ impl AgentSpec {
                     }
                 }
                 if let Some(problem) = rule.problem() {
-                    problems.push(format!("tool {:?}: requires_approval: {problem}", tool.name));
+                    problems.push(format!(
+                        "tool {:?}: requires_approval: {problem}",
+                        tool.name
+                    ));
                 }
             }
             if let ToolKind::Http {

@@ -259,12 +259,25 @@ mod tests {
 
     #[test]
     fn bad_conditions_are_refused_with_a_reason() {
-        for text in ["amount", "> 5", "amount >", "amount ~ 5", "a..b == 1", "a == [1]", "a == x"] {
+        for text in [
+            "amount",
+            "> 5",
+            "amount >",
+            "amount ~ 5",
+            "a..b == 1",
+            "a == [1]",
+            "a == x",
+        ] {
             assert!(when(text).problem().is_some(), "{text}");
         }
         assert!(when(" amount_cents>=5000 ").problem().is_none());
         let pattern = regex_lite_match(CONDITION_PATTERN);
-        for text in ["amount_cents > 5000", r#"a.b == "x""#, "x != null", "y <= -1.5"] {
+        for text in [
+            "amount_cents > 5000",
+            r#"a.b == "x""#,
+            "x != null",
+            "y <= -1.5",
+        ] {
             assert!(pattern(text), "{text}");
             assert!(when(text).problem().is_none(), "{text}");
         }

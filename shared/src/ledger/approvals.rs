@@ -285,7 +285,7 @@ impl Ledger {
         }
         let event = NewEvent::new(EventType::ApprovalAnswered, Some(approval.step_no), data);
         let last_seq = append_events(&tx, run, last_seq, &[event]).await?;
-        let resume = (open_requests(&tx, run, approval.step_no).await? == 0).then(|| Resume {
+        let resume = (open_requests(&tx, run, approval.step_no).await? == 0).then_some(Resume {
             run,
             step_no: approval.step_no,
             wait_token,

@@ -3,8 +3,8 @@
 //! backend; everything else the engine touches is.
 
 mod accounts;
-mod approvals;
 mod agents;
+mod approvals;
 mod billing;
 mod conn;
 mod events;
@@ -21,8 +21,8 @@ pub use teams::{constant_time_eq, IssuedKey};
 use std::collections::HashMap;
 
 pub use accounts::{AdmissionTerms, KeyInfo, Team, TeamChange};
-pub use approvals::{Answered, ApprovalRequest, Resume, WaitToken};
 pub use agents::{AgentPage, AgentVersion};
+pub use approvals::{Answered, ApprovalRequest, Resume, WaitToken};
 pub use billing::{ModelPrice, ModelUsage, Plan, RunCharge, UsageTotals};
 
 use crate::domain::TeamId;

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::domain::{RunId, StepNext, StepOutcome, StopReason, Terminal};
 use crate::adapters::aws::sfn::answer_wait;
+use crate::domain::{RunId, StepNext, StepOutcome, StopReason, Terminal};
 use crate::engine::{expired_wait, Engine, RunMemory, StepError};
 use crate::ledger::WaitToken;
 use crate::policy::{StepPolicy, LLM_REQUEST_TIMEOUT};

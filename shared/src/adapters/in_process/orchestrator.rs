@@ -292,7 +292,10 @@ impl EmbeddedOrchestrator {
                 Err(error) => {
                     tracing::error!(run_id = %run_id, step_no, error = %error,
                         error_name = %error.error_name(), "step failed; ending run");
-                    return Stepped::Ended(Some(Terminal::new(error.stop_reason(), error.to_string())));
+                    return Stepped::Ended(Some(Terminal::new(
+                        error.stop_reason(),
+                        error.to_string(),
+                    )));
                 }
             };
             let (wait, retry, error) = wait;

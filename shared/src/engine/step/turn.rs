@@ -17,9 +17,7 @@ use super::deltas::StepDeltas;
 use super::guards::{timed_out, FinalTurn, Ready};
 use super::tools::tool_started_events;
 use crate::domain::agent::Builtin;
-use crate::domain::{
-    Approval, ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind,
-};
+use crate::domain::{Approval, ChatMessage, EventType, NewEvent, StepOutcome, ToolCall, ToolKind};
 use crate::engine::{persist, Circuits, Engine, Gate, StepError};
 use crate::ledger::{AgentVersion, LlmTurn};
 use crate::ports::{ChatRequest, TextDeltas};
@@ -62,17 +60,17 @@ pub(super) fn tool_calls_of(message: &ChatMessage) -> Vec<ToolCall> {
 fn must_keep_turn_first(agent: &AgentVersion, calls: &[ToolCall]) -> bool {
     !calls_needing_approval(agent, calls).is_empty()
         || calls.iter().any(|call| {
-        agent.spec.tool(&call.function.name).is_some_and(|tool| {
-            matches!(
-                tool.kind,
-                ToolKind::Http { .. }
-                    | ToolKind::Builtin {
-                        builtin: Builtin::Sleep,
-                        ..
-                    }
-            )
+            agent.spec.tool(&call.function.name).is_some_and(|tool| {
+                matches!(
+                    tool.kind,
+                    ToolKind::Http { .. }
+                        | ToolKind::Builtin {
+                            builtin: Builtin::Sleep,
+                            ..
+                        }
+                )
+            })
         })
-    })
 }
 
 impl Engine {
