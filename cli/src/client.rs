@@ -188,11 +188,12 @@ async fn follow(events_url: &str, run_url: &str, key: &str) -> anyhow::Result<()
                 }
                 println!("{}", describe(&event.event, &data));
                 progress.saw(&event.event, &data);
-                if event.event == "approval.requested" {
-                    ask_for_approval(run_url, key, &data["data"]).await?;
-                }
+                // Kept before asking: a reconnect meanwhile does not ask again.
                 if event.id.is_some() {
                     last = event.id.clone();
+                }
+                if event.event == "approval.requested" {
+                    ask_for_approval(run_url, key, &data["data"]).await?;
                 }
                 if TERMINAL_EVENTS.contains(&event.event.as_str()) {
                     return Ok(());
@@ -240,7 +241,7 @@ async fn ask_for_approval(run_url: &str, key: &str, request: &Value) -> anyhow::
                 println!();
             }
             println!(
-                "  no answer given; the run waits. Answer with: curl -X POST {answer_url} -H 'Authorization: Bearer $AGENTRUN_API_KEY' -d '{{\"approve\": true}}'"
+                "  no answer given; the run waits. Answer with: curl -X POST {answer_url} -H \"Authorization: Bearer $AGENTRUN_API_KEY\" -H 'Content-Type: application/json' -d '{{\"approve\": true}}'"
             );
             return Ok(());
         }

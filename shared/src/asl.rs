@@ -7,7 +7,6 @@
 
 use serde_json::{json, Value};
 
-use crate::domain::StopReason;
 use crate::engine::StepError;
 use crate::policy::StepPolicy;
 
@@ -93,7 +92,7 @@ pub fn state_machine(policy: &StepPolicy) -> Value {
             },
             "Wait for input": {
                 "Type": "Task",
-                "Comment": "The run waits for answers to its approval requests; no function runs meanwhile. A step worker keeps the task token in the ledger and the approval API answers the task, with {run_id, step_no, next: step}. Times out at the requests' expiry or the run's deadline (wait_seconds, from the step).",
+                "Comment": "The run waits for answers to its approval requests; no function runs meanwhile. A step worker keeps the task token in the ledger and the approval API answers the task, with {run_id, step_no, next: step}. Times out at the requests' expiry or the run's deadline (wait_seconds, from the step); the Step then ends the run (approval_timeout, or timeout), or goes on when the answers came in after all.",
                 "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
                 "Parameters": {
                     "QueueUrl": "${step_queue_url}",
@@ -108,24 +107,13 @@ pub fn state_machine(policy: &StepPolicy) -> Value {
                 "Catch": [{
                     "ErrorEquals": ["States.Timeout"],
                     "ResultPath": "$.error",
-                    "Next": "Approval timed out"
+                    "Next": "Step"
                 }, {
                     "ErrorEquals": ["States.ALL"],
                     "ResultPath": "$.error",
                     "Next": "Finalize"
                 }],
                 "Next": "Route"
-            },
-            "Approval timed out": {
-                "Type": "Pass",
-                "Parameters": {
-                    "run_id.$": "$.run_id",
-                    "error": {
-                        "Error": format!("Fatal.{}", StopReason::ApprovalTimeout.as_str()),
-                        "Cause": "no answer to the run's approval requests came in time"
-                    }
-                },
-                "Next": "Finalize"
             },
             "Wait for a slot": {
                 "Type": "Wait",
@@ -213,11 +201,8 @@ mod tests {
         let wait = &asl["States"]["Wait for input"];
         assert_eq!(wait["TimeoutSecondsPath"], "$.wait_seconds");
         assert_eq!(wait["Parameters"]["MessageBody"]["wait"], true);
-        assert_eq!(wait["Catch"][0]["Next"], "Approval timed out");
-        assert_eq!(
-            asl["States"]["Approval timed out"]["Parameters"]["error"]["Error"],
-            "Fatal.approval_timeout"
-        );
+        assert_eq!(wait["Catch"][0]["ErrorEquals"], json!(["States.Timeout"]));
+        assert_eq!(wait["Catch"][0]["Next"], "Step");
         assert_eq!(
             asl["States"]["Wait for a slot"]["Seconds"],
             policy.slot_retry.as_secs()

@@ -76,7 +76,7 @@ impl Default for StepPolicy {
             circuit_cool_down: Duration::from_secs(30),
             circuit_waits: 10,
             steps_per_task: 1,
-            slot_retry: Duration::from_secs(2),
+            slot_retry: Duration::from_secs(5),
             // The longest run, plus one step that may be under way when its
             // deadline passes, plus room for settling it.
             workflow_timeout: Duration::from_secs(u64::from(MAX_RUN_TIMEOUT_SECONDS))

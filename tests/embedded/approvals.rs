@@ -160,6 +160,11 @@ async fn an_unanswered_request_ends_the_run_with_approval_timeout() {
     assert_eq!(run["status"], "cancelled", "{run}");
     assert_eq!(run["stop_reason"], "approval_timeout");
     assert!(receiver.counts().is_empty());
+    // The turn that asked is billed, though its step never committed.
+    assert_eq!(run["usage"]["llm_calls"], 1, "{run}");
+    assert!(run["usage"]["input_tokens"].as_i64().unwrap() > 0, "{run}");
+    assert_eq!(run["usage"]["by_model"][0]["model"], "patient", "{run}");
+    assert_eq!(app.steps(&id).await.len(), 0);
     let request_id = pending[0]["request_id"].as_str().unwrap();
     let (status, body) = app
         .answer_approval(&id, request_id, json!({"approve": true}))

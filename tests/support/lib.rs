@@ -700,6 +700,10 @@ impl DevServer {
                 Instant::now() < until,
                 "run {id} still {status} after {within:?}: {run}"
             );
+            // A waiting run is answered at once by the long poll.
+            if status == "waiting" {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 

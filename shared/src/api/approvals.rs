@@ -150,7 +150,8 @@ pub async fn answer(
                 .await?
                 .iter()
                 .all(|a| a.step_no != approval.step_no || a.answered_at.is_some());
-            if all_answered && run.status == crate::domain::RunStatus::Waiting {
+            let current = approval.step_no == run.next_step;
+            if all_answered && current && run.status == crate::domain::RunStatus::Waiting {
                 let resume = Resume {
                     run: run.id,
                     step_no: approval.step_no,

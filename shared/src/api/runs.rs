@@ -508,8 +508,8 @@ async fn runs_page(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ShowQuery {
-    /// Seconds to wait for the run to end before answering (on AWS at most
-    /// AGENTRUN_MAX_WAIT_SECONDS, 25 by default).
+    /// Seconds to wait for the run to end (or to come to wait for approval)
+    /// before answering (on AWS at most AGENTRUN_MAX_WAIT_SECONDS, 25 by default).
     #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
@@ -543,7 +543,7 @@ pub async fn show(
         ));
     }
     let mut run = team_run(&state, team, &id).await?;
-    if wait > 0 && !run.status.is_terminal() {
+    if wait > 0 && !needs_no_wait(&run) {
         run = wait_for_end(&state, run, Duration::from_secs(wait).min(state.max_wait)).await?;
     }
     let by_model = state.engine.ledger.run_usage(run.id).await?;
@@ -559,13 +559,20 @@ pub async fn show(
     Ok(Json(body))
 }
 
+/// A long poll answers at once for a run that has ended or waits for a
+/// person's answer: nothing changes until somebody acts.
+fn needs_no_wait(run: &Run) -> bool {
+    run.status.is_terminal() || run.status == RunStatus::Waiting
+}
+
 /// Reads the run again on each signal of a commit of its (and at least
-/// every second, for feeds without signals) until it ends or `wait` is over.
+/// every second, for feeds without signals) until it ends, comes to wait
+/// for approval, or `wait` is over.
 async fn wait_for_end(state: &AppState, mut run: Run, wait: Duration) -> Result<Run, ApiError> {
     use tokio::sync::broadcast::error::RecvError;
     let until = tokio::time::Instant::now() + wait;
     let mut signals = state.engine.feed.subscribe();
-    while !run.status.is_terminal() {
+    while !needs_no_wait(&run) {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             break;

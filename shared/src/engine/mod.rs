@@ -20,7 +20,7 @@ pub use context::{build_prompt, Prompt};
 pub use error::StepError;
 pub use output::check_output;
 pub use output::OutputSchemas;
-pub use step::{expired_wait, RunMemory};
+pub use step::RunMemory;
 pub use tools::{sign, ToolRunner};
 
 use crate::domain::{Run, RunId, RunStatus, StopReason, Terminal};

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Row;
 
 use super::events::append_events;
+use super::steps::bill_kept_turn;
 use super::{Ledger, StoreError};
 use crate::domain::event::terminal_event;
 use crate::domain::{
@@ -190,7 +191,7 @@ impl Ledger {
                          SELECT seq, agent, message FROM run_messages
                          WHERE run_id = $15 AND EXISTS (
                              SELECT 1 FROM runs WHERE id = $15 AND team_id = $2
-                                 AND status NOT IN ('queued', 'running'))),
+                                 AND status NOT IN ('queued', 'running', 'waiting'))),
                      n AS (SELECT count(*)::int AS copied FROM p),
                      k AS (
                          INSERT INTO run_idempotency_keys (team_id, key, request_hash, run_id)
@@ -495,8 +496,9 @@ impl Ledger {
         }
     }
 
-    /// Ends a run unless it has ended already: status, stop reason and the
-    /// terminal event in one transaction. Returns the run if this call ended it.
+    /// Ends a run unless it has ended already: status, stop reason, the
+    /// usage of a kept turn its step could not commit, and the terminal
+    /// event in one transaction. Returns the run if this call ended it.
     pub async fn settle_run(
         &self,
         run: RunId,
@@ -521,6 +523,7 @@ impl Ledger {
         {
             return Ok(None);
         }
+        bill_kept_turn(&tx, run).await?;
         let row = tx
             .q_one(
                 &format!(

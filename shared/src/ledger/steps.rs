@@ -66,6 +66,8 @@ pub struct StepContext {
     /// Tokens of the step before, when it is committed (its reservation is
     /// settled as this step reserves).
     pub previous_tokens: Option<i64>,
+    /// An earlier attempt kept this step's LLM turn: no call is made.
+    pub turn_kept: bool,
 }
 
 /// One executed tool call.
@@ -177,6 +179,37 @@ fn tool_call_from_row(row: &tokio_postgres::Row) -> ToolCallRecord {
     }
 }
 
+/// Adds the LLM turn an earlier attempt kept for the run's current step,
+/// never committed, to the run's usage and cost: the run ends (a cancel, a
+/// timeout, an unanswered approval) before that step could commit it, and
+/// the call was made all the same.
+pub(super) async fn bill_kept_turn(tx: &super::Tx<'_>, run: RunId) -> Result<(), StoreError> {
+    tx.exec(
+        "WITH t AS (
+             SELECT t.model, t.input_tokens, t.output_tokens
+             FROM runs r JOIN step_llm_turns t ON t.run_id = r.id AND t.step_no = r.next_step
+             WHERE r.id = $1
+               AND NOT EXISTS (SELECT 1 FROM run_steps s WHERE s.run_id = $1 AND s.step_no = r.next_step)),
+         r AS (
+             UPDATE runs SET input_tokens = runs.input_tokens + t.input_tokens,
+                             output_tokens = runs.output_tokens + t.output_tokens,
+                             llm_calls = runs.llm_calls + 1
+             FROM t WHERE runs.id = $1 RETURNING runs.id)
+         INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cost_exact)
+         SELECT $1, t.model, t.input_tokens, t.output_tokens,
+                t.input_tokens * coalesce(p.input_micros_per_mtok, 0)
+                    + t.output_tokens * coalesce(p.output_micros_per_mtok, 0)
+         FROM t JOIN r ON true LEFT JOIN model_prices p ON p.model = t.model
+         ON CONFLICT (run_id, model) DO UPDATE SET
+             input_tokens = run_usage.input_tokens + EXCLUDED.input_tokens,
+             output_tokens = run_usage.output_tokens + EXCLUDED.output_tokens,
+             cost_exact = run_usage.cost_exact + EXCLUDED.cost_exact",
+        &[&run.0],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Ledger {
     /// Tokens a committed step used.
     pub async fn step_tokens(&self, run: RunId, step_no: i32) -> Result<Option<i64>, StoreError> {
@@ -247,7 +280,9 @@ impl Ledger {
                          message_count::bigint AS message_count,
                          CASE WHEN attempt_step = $2 THEN step_attempts END AS attempts,
                          (SELECT input_tokens + output_tokens FROM run_steps
-                          WHERE run_id = $1 AND step_no = $2 - 1) AS previous_tokens
+                          WHERE run_id = $1 AND step_no = $2 - 1) AS previous_tokens,
+                         EXISTS (SELECT 1 FROM step_llm_turns
+                                 WHERE run_id = $1 AND step_no = $2) AS turn_kept
                      FROM runs WHERE id = $1"
                 ),
                 &[&run.0, &step_no],
@@ -270,6 +305,7 @@ impl Ledger {
             message_count: row.get("message_count"),
             attempts: row.get("attempts"),
             previous_tokens: row.get("previous_tokens"),
+            turn_kept: row.get("turn_kept"),
         }))
     }
 

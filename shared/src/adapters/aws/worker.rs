@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::adapters::aws::sfn::answer_wait;
 use crate::domain::{RunId, StepNext, StepOutcome, StopReason, Terminal};
-use crate::engine::{expired_wait, Engine, RunMemory, StepError};
+use crate::engine::{Engine, RunMemory, StepError};
 use crate::ledger::WaitToken;
 use crate::policy::{StepPolicy, LLM_REQUEST_TIMEOUT};
 
@@ -354,11 +354,6 @@ pub async fn finalize_message(engine: &Engine, body: &str) -> Result<(), WorkerE
             StopReason::Internal,
             "the state machine finished before the run did",
         ),
-    };
-    // A wait that ran out ends the run at its deadline when that came first.
-    let terminal = match (terminal.reason, engine.ledger.get_run(run).await) {
-        (StopReason::ApprovalTimeout, Ok(Some(current))) => expired_wait(&current),
-        _ => terminal,
     };
     engine.finalize(run, terminal).await?;
     Ok(())

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::guards::{timed_out, Ready};
 use super::turn::Turn;
 use crate::domain::{
-    Approval, ApprovalKind, ApprovalStatus, EventType, NewEvent, Run, StepOutcome, StopReason,
-    Terminal, ToolCall,
+    Approval, ApprovalKind, ApprovalStatus, EventType, NewEvent, Run, StepNext, StepOutcome,
+    StopReason, Terminal, ToolCall,
 };
 use crate::engine::{persist, Engine, StepError};
 use crate::ledger::{AgentVersion, ApprovalRequest};
@@ -82,15 +82,31 @@ pub(super) fn refusal(approval: &Approval) -> Value {
 }
 
 /// Seconds until a wait must end: its requests' expiry or the run's
-/// deadline, the earlier; at least one.
+/// deadline, the earlier, rounded up (a wait that ends early is only
+/// asked again); at least one.
 fn wait_seconds(run: &Run, expires_at: DateTime<Utc>) -> u64 {
     let until = run.deadline.map_or(expires_at, |at| at.min(expires_at));
-    (until - Utc::now()).num_seconds().max(1) as u64
+    let millis = (until - Utc::now()).num_milliseconds();
+    (millis.max(0) as u64).div_ceil(1000).max(1)
+}
+
+/// The wait for the step's open requests, if any is still open.
+pub(super) fn still_waiting(
+    run: &Run,
+    step_no: i32,
+    approvals: &[Approval],
+) -> Option<StepOutcome> {
+    approvals
+        .iter()
+        .filter(|a| a.status == ApprovalStatus::Pending)
+        .map(|a| a.expires_at)
+        .min()
+        .map(|expires_at| StepOutcome::wait(run.id, step_no, wait_seconds(run, expires_at)))
 }
 
 /// How a wait that ran out ends the run: its deadline, when that came
 /// first, or `approval_timeout`.
-pub fn expired_wait(run: &Run) -> Terminal {
+fn expired_wait(run: &Run) -> Terminal {
     timed_out(run).unwrap_or_else(|| {
         Terminal::new(
             StopReason::ApprovalTimeout,
@@ -223,9 +239,14 @@ impl Engine {
                 tracing::info!("the run's approvals are answered; it goes on");
                 Ok(Waiting::Resumed(Box::new(resumed)))
             }
-            None => Ok(Waiting::Outcome(
-                self.current_outcome(run.id, step_no).await?,
-            )),
+            None => {
+                // Ended meanwhile (a cancel): the slot just taken goes back.
+                let outcome = self.current_outcome(run.id, step_no).await?;
+                if outcome.next == StepNext::Finish {
+                    self.release(run.id).await;
+                }
+                Ok(Waiting::Outcome(outcome))
+            }
         }
     }
 }

@@ -96,15 +96,11 @@ impl Engine {
             return Ok(Opened::Finished(StepOutcome::finished(&run)));
         }
         // Parked for approval: still waiting, or answered and taking its
-        // slot back. Its turn is kept, so no call's tokens are set aside again.
-        let mut resumed = false;
+        // slot back.
         if run.status == RunStatus::Waiting && step_no == run.next_step {
             match self.step_of_waiting(run, step_no).await? {
                 Waiting::Outcome(outcome) => return Ok(Opened::Finished(outcome)),
-                Waiting::Resumed(run_now) => {
-                    run = *run_now;
-                    resumed = true;
-                }
+                Waiting::Resumed(run_now) => run = *run_now,
             }
         }
         if run.status == RunStatus::Queued {
@@ -224,7 +220,9 @@ impl Engine {
         let settle = context
             .previous_tokens
             .map(|tokens| (step_no - 1, tokens.max(0) as u64));
-        if !resumed
+        // A kept turn makes no call: nothing to set aside (its tokens were
+        // reserved by the attempt that asked, or counted when it parked).
+        if !context.turn_kept
             && !self
                 .hot
                 .settle_and_reserve(settle, reservation, context.daily_token_budget)

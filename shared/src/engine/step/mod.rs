@@ -20,7 +20,6 @@ use crate::domain::{ChatMessage, RunId, StepNext, StepOutcome, StopReason};
 use crate::ledger::{CommitResult, StepCommit};
 use crate::metrics::{Timer, STEPS_COMMITTED, STEP_SECONDS, TOKENS};
 
-pub use approval::expired_wait;
 use guards::Opened;
 use turn::Taken;
 
@@ -111,6 +110,10 @@ impl Engine {
                     ..RunMemory::default()
                 };
                 return self.park(&ready, &turn, &needed).await;
+            }
+            // Another attempt parked the run meanwhile: wait as it does.
+            if let Some(waiting) = approval::still_waiting(&ready.run, step_no, &asked) {
+                return Ok(waiting);
             }
             turn.approvals = asked;
         }
