@@ -420,3 +420,57 @@ async fn a_run_waiting_across_a_restart_goes_on_once_approved() {
     assert_eq!(mock.state.requests("restarted"), 2, "no LLM call repeated");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A run that comes to wait is announced to its webhook, signed, with the
+/// pending requests; its end is announced after as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_is_announced_to_its_webhook_with_its_requests() {
+    let tool = ToolReceiver::start(Duration::ZERO).await;
+    let hook = agentrun_e2e::WebhookReceiver::start(0).await;
+    let app = spawn_app_with(HashMap::from([(
+        "announced".to_owned(),
+        refund_script(9900),
+    )]))
+    .await;
+    // The background work, the webhook deliverer among it.
+    app.platform.resume().await.unwrap();
+    app.put_agent(
+        "announced",
+        refunder(
+            "announced",
+            &tool.url,
+            json!({"webhook": {"url": hook.url, "secret": "hook-secret"}}),
+        ),
+    )
+    .await;
+    let id = app.start_run("announced", json!("refund me")).await;
+    let pending = app.wait_for_approval(&id, Duration::from_secs(20)).await;
+    let received = hook.wait_for(1, Duration::from_secs(10)).await;
+    let body = agentrun_e2e::verify_webhook(&received[0], "hook-secret");
+    assert_eq!(body["type"], "approval.requested", "{body}");
+    assert_eq!(body["run"]["status"], "waiting");
+    assert_eq!(body["approvals"][0]["request_id"], pending[0]["request_id"]);
+    assert_eq!(body["approvals"][0]["arguments"]["amount_cents"], 9900);
+    assert_eq!(
+        received[0].headers["x-agentrun-event"].to_str().unwrap(),
+        "approval.requested"
+    );
+
+    let request_id = pending[0]["request_id"].as_str().unwrap();
+    let (status, body) = app
+        .answer_approval(&id, request_id, json!({"approve": true}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_finished(&id, Duration::from_secs(20)).await;
+    let received = hook.wait_for(2, Duration::from_secs(10)).await;
+    let ended = agentrun_e2e::verify_webhook(&received[1], "hook-secret");
+    assert_eq!(ended["type"], "run.succeeded", "{ended}");
+    let (_, listed) = app.get(&format!("/v1/runs/{id}/webhooks")).await;
+    let events: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["approval.requested", "run.succeeded"], "{listed}");
+}

@@ -547,3 +547,107 @@ async fn a_stream_that_breaks_off_is_tried_again_and_its_text_starts_over() {
     // One call as the ledger counts it: the broken attempt had no answer.
     assert_eq!(run["usage"]["llm_calls"], 1, "{run}");
 }
+
+/// A stream token (for a browser's EventSource, which sends no
+/// Authorization header) streams its one run's events and nothing else: an
+/// expired, unknown or another run's token is refused, it opens no other
+/// endpoint, and another team gets no token for the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_token_streams_its_run_and_nothing_else() {
+    let app = agentrun_e2e::spawn_app_with(std::collections::HashMap::from([(
+        "tokened".to_owned(),
+        agentrun::mock_llm::MockScript::turns(vec![agentrun::mock_llm::MockTurn::text("done")]),
+    )]))
+    .await;
+    app.put_agent(
+        "tokened",
+        agentrun_e2e::agent("tokened", serde_json::json!({})),
+    )
+    .await;
+    let first = app.start_run("tokened", serde_json::json!("one")).await;
+    let second = app.start_run("tokened", serde_json::json!("two")).await;
+    app.wait_finished(&first, std::time::Duration::from_secs(20))
+        .await;
+    app.wait_finished(&second, std::time::Duration::from_secs(20))
+        .await;
+
+    let (status, issued) = app
+        .call_as(
+            &app.key,
+            "POST",
+            &format!("/v1/runs/{first}/stream-token"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_owned();
+    assert_eq!(issued["run_id"], first.as_str());
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(issued["expires_at"].clone()).unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(left <= chrono::Duration::seconds(300) && left > chrono::Duration::seconds(290));
+
+    let anonymous = reqwest::Client::new();
+    let get = |path: String| {
+        let anonymous = anonymous.clone();
+        let url = format!("{}{path}", app.url);
+        async move {
+            let response = anonymous.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, body) = get(issued["events_url"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("event: run.succeeded"), "{body}");
+    assert!(body.contains(&first), "{body}");
+
+    for (path, why) in [
+        (
+            format!("/v1/runs/{second}/events?token={token}"),
+            "another run",
+        ),
+        (
+            format!("/v1/runs/{first}/events?token=st_{}", "x".repeat(40)),
+            "unknown",
+        ),
+        (format!("/v1/runs/{first}/events"), "no token"),
+        (
+            format!("/v1/runs/{first}?token={token}"),
+            "another endpoint",
+        ),
+        (
+            format!("/v1/runs/{first}/steps?token={token}"),
+            "another endpoint",
+        ),
+    ] {
+        let (status, body) = get(path.clone()).await;
+        assert_eq!(status, 401, "{why}: {path}: {body}");
+        assert!(body.contains("unauthorized"), "{why}: {body}");
+    }
+    // Expired.
+    app.db()
+        .await
+        .execute(
+            "UPDATE stream_tokens SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, body) = get(format!("/v1/runs/{first}/events?token={token}")).await;
+    assert_eq!(status, 401, "expired: {body}");
+    assert!(body.contains("expired"), "{body}");
+
+    let (_, other_key) = app
+        .create_team("token-strangers", serde_json::json!({}))
+        .await;
+    let (status, body) = app
+        .call_as(
+            &other_key,
+            "POST",
+            &format!("/v1/runs/{first}/stream-token"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -44,6 +44,53 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The reader of a run's event stream: a team key in the Authorization
+/// header, or (when there is none) a stream token in `?token=`, which also
+/// names the one run it may read.
+pub struct StreamReader {
+    pub team: TeamId,
+    /// The run a stream token is for.
+    pub only_run: Option<crate::domain::RunId>,
+    /// The stream token, to pass on where streams are served elsewhere.
+    pub token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for StreamReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let Caller(team) = Caller::from_request_parts(parts, state).await?;
+            return Ok(Self {
+                team,
+                only_run: None,
+                token: None,
+            });
+        }
+        let token = parts.uri.query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "token")
+                .map(|(_, value)| value.into_owned())
+        });
+        let Some(token) = token else {
+            return Err(unauthorized(
+                "missing Authorization: Bearer <key> (or ?token=<stream token>)",
+            ));
+        };
+        match state.engine.ledger.stream_token(&token).await? {
+            Some((team, run)) => Ok(Self {
+                team,
+                only_run: Some(run),
+                token: Some(token),
+            }),
+            None => Err(unauthorized("the stream token is unknown or expired")),
+        }
+    }
+}
+
 /// A request carrying the operator's admin key (`AGENTRUN_ADMIN_KEY`).
 pub struct Admin;
 

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::auth::Caller;
+use super::auth::{Caller, StreamReader};
 use super::runs::team_run;
 use super::streams::{StreamPermit, RESUME_AFTER};
-use super::views::StreamElsewhere;
+use super::views::{StreamElsewhere, StreamToken};
 use super::{ApiError, AppState};
 use crate::sse::StreamFrame;
 
@@ -32,6 +32,11 @@ pub struct EventsQuery {
     /// Replay from after this seq (as Last-Event-ID).
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<i64>,
+    /// A stream token (`POST /v1/runs/{id}/stream-token`) in place of the
+    /// Authorization header, for clients that cannot send one.
+    #[param(pattern = "^st_[A-Za-z0-9]{40}$")]
+    #[allow(dead_code)] // read by `StreamReader`, before the query is
+    token: Option<String>,
 }
 
 /// One Server-Sent Event of `GET /v1/runs/{id}/events`.
@@ -69,14 +74,22 @@ struct EventFrame {
 )]
 pub async fn stream(
     State(state): State<AppState>,
-    Caller(team): Caller,
+    reader: StreamReader,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let team = reader.team;
     let run = team_run(&state, team, &id).await?;
+    if reader.only_run.is_some_and(|only| only != run.id) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "this stream token is for another run",
+        ));
+    }
     if let Some(base) = &state.stream_url {
-        return Ok(elsewhere(base, &id, query.after));
+        return Ok(elsewhere(base, &id, query.after, reader.token.as_deref()));
     }
     let Some(permit) = state.streams.enter(team) else {
         let mut error = ApiError::new(
@@ -194,11 +207,21 @@ async fn next_event(mut watched: Watched) -> Option<(Result<Event, Infallible>, 
     }
 }
 
-/// 307 to where this run's events are streamed; the body says the same.
-fn elsewhere(base: &str, id: &str, after: Option<i64>) -> Response {
+/// 307 to where this run's events are streamed (with the stream token, when
+/// it came with one); the body says the same.
+fn elsewhere(base: &str, id: &str, after: Option<i64>, token: Option<&str>) -> Response {
     let mut url = format!("{}/v1/runs/{id}/events", base.trim_end_matches('/'));
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(after) = after {
-        url.push_str(&format!("?after={after}"));
+        query.append_pair("after", &after.to_string());
+    }
+    if let Some(token) = token {
+        query.append_pair("token", token);
+    }
+    let query = query.finish();
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query);
     }
     let mut response = (
         StatusCode::TEMPORARY_REDIRECT,
@@ -212,4 +235,35 @@ fn elsewhere(base: &str, id: &str, after: Option<i64>) -> Response {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
+}
+
+/// A token to stream one run's events without an Authorization header.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/stream-token",
+    tag = "runs",
+    summary = "A short-lived, read-only token to stream one run's events (`?token=` on its events; for a browser's EventSource, which cannot send an Authorization header)",
+    params(super::runs::RunPath),
+    responses(
+        (status = 201, description = "Valid for 5 minutes, for this run's events only", body = StreamToken),
+        (status = 404, response = super::error::ErrorBody),
+    )
+)]
+pub async fn stream_token(
+    State(state): State<AppState>,
+    Caller(team): Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<StreamToken>), ApiError> {
+    let run = team_run(&state, team, &id).await?;
+    let (token, expires_at) = state.engine.ledger.issue_stream_token(team, run.id).await?;
+    let events_url = format!("/v1/runs/{}/events?token={token}", run.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamToken {
+            token,
+            run_id: run.id,
+            expires_at,
+            events_url,
+        }),
+    ))
 }

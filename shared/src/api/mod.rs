@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
             get(runs::tool_result),
         )
         .route("/v1/runs/{id}/events", get(events::stream))
+        .route("/v1/runs/{id}/stream-token", post(events::stream_token))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/v1/runs/{id}/webhooks", get(runs::webhooks))
         .route("/v1/runs/{id}/approvals", get(approvals::list))

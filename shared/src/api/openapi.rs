@@ -30,6 +30,7 @@ const DESCRIPTION: &str = "Runs LLM agents as durable, observable, budgeted jobs
         super::runs::thread,
         super::runs::steps,
         super::events::stream,
+        super::events::stream_token,
         super::runs::cancel,
         super::runs::output,
         super::runs::tool_result,

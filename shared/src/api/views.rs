@@ -359,6 +359,18 @@ pub struct ResultPart {
     pub text: TextPart,
 }
 
+/// `POST /v1/runs/{id}/stream-token`: a short-lived token to stream one
+/// run's events without an Authorization header (a browser's EventSource).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StreamToken {
+    /// Passed as `?token=` to the run's events: read-only, this run only.
+    pub token: String,
+    pub run_id: RunId,
+    pub expires_at: DateTime<Utc>,
+    /// The run's events with the token.
+    pub events_url: String,
+}
+
 /// `307` from `/v1/runs/{id}/events` where streams are served elsewhere.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamElsewhere {

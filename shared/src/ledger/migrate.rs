@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "approvals",
         include_str!("../../../migrations/V11__approvals.sql"),
     ),
+    (
+        12,
+        "stream_tokens",
+        include_str!("../../../migrations/V12__stream_tokens.sql"),
+    ),
 ];
 
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_756e; // "agentrun"

@@ -16,7 +16,7 @@ mod teams;
 mod tls;
 mod webhooks;
 
-pub use teams::{constant_time_eq, IssuedKey};
+pub use teams::{constant_time_eq, IssuedKey, STREAM_TOKEN_SECONDS};
 
 use std::collections::HashMap;
 

@@ -41,7 +41,59 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A stream token's lifetime.
+pub const STREAM_TOKEN_SECONDS: i64 = 300;
+
 impl Ledger {
+    /// A new stream token for one run of `team`, valid for
+    /// `STREAM_TOKEN_SECONDS`; the token and when it expires. Expired
+    /// tokens are swept as new ones are made.
+    pub async fn issue_stream_token(
+        &self,
+        team: TeamId,
+        run: crate::domain::RunId,
+    ) -> Result<(String, chrono::DateTime<chrono::Utc>), StoreError> {
+        let token = format!("st_{}", random_text(40));
+        let row = self
+            .client()
+            .await?
+            .q_one(
+                "WITH swept AS (DELETE FROM stream_tokens WHERE expires_at < now() - interval '1 hour')
+                 INSERT INTO stream_tokens (token_hash, run_id, team_id, expires_at)
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+                 RETURNING expires_at",
+                &[
+                    &hash_key(&token),
+                    &run.0,
+                    &team.0,
+                    &(STREAM_TOKEN_SECONDS as f64),
+                ],
+            )
+            .await?;
+        Ok((token, row.get(0)))
+    }
+
+    /// The team and run a stream token is for, unless it is unknown or
+    /// expired.
+    pub async fn stream_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(TeamId, crate::domain::RunId)>, StoreError> {
+        if !token.starts_with("st_") {
+            return Ok(None);
+        }
+        let row = self
+            .client()
+            .await?
+            .q_opt(
+                "SELECT team_id, run_id FROM stream_tokens
+                 WHERE token_hash = $1 AND expires_at > now()",
+                &[&hash_key(token)],
+            )
+            .await?;
+        Ok(row.map(|row| (TeamId(row.get(0)), crate::domain::RunId(row.get(1)))))
+    }
+
     /// Returns the team with this name, creating it when missing.
     pub async fn ensure_team(&self, name: &str) -> Result<TeamId, StoreError> {
         let row = self
