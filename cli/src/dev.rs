@@ -159,6 +159,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         env_file.display()
     );
     println!("  admin key: {admin_key}");
+    println!("  console: {url}/console (sign in with the API key)");
     println!("  try:  cargo run -q --bin agentrun -- run --agent support-triage --input 'I was charged twice'");
 
     let router = platform.router();

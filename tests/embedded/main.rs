@@ -6,6 +6,7 @@ mod admission;
 mod api;
 mod approvals;
 mod cli;
+mod console;
 mod crash;
 mod edge;
 mod failure_modes;

@@ -5,6 +5,7 @@ mod admin;
 mod agents;
 mod approvals;
 mod auth;
+mod console;
 mod error;
 mod events;
 pub mod openapi;
@@ -91,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
         .route("/v1/runs", post(runs::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/threads/{id}", get(runs::thread))
