@@ -141,22 +141,9 @@ pub async fn answer(
             format!("no run {id}"),
         )),
         Answered::RequestNotFound => Err(not_found()),
-        Answered::AlreadyAnswered(approval) => {
+        Answered::AlreadyAnswered { approval, resume } => {
             // A repeated answer may follow one whose resume failed: go on now.
-            let all_answered = state
-                .engine
-                .ledger
-                .run_approvals(run.id)
-                .await?
-                .iter()
-                .all(|a| a.step_no != approval.step_no || a.answered_at.is_some());
-            let current = approval.step_no == run.next_step;
-            if all_answered && current && run.status == crate::domain::RunStatus::Waiting {
-                let resume = Resume {
-                    run: run.id,
-                    step_no: approval.step_no,
-                    wait_token: state.engine.ledger.wait_token(run.id).await?,
-                };
+            if let Some(resume) = resume {
                 go_on(&state, &resume).await?;
             }
             Err(ApiError::new(

@@ -38,8 +38,13 @@ pub enum Answered {
     },
     RunNotFound,
     RequestNotFound,
-    /// Answered before; the answer given then.
-    AlreadyAnswered(Approval),
+    /// Answered before; the answer given then. With `resume`, the run still
+    /// waits at that step with every request answered (an earlier answer's
+    /// resume did not go through): it may go on now.
+    AlreadyAnswered {
+        approval: Approval,
+        resume: Option<Resume>,
+    },
     /// Past `expires_at`: the run is ending `approval_timeout`.
     Expired(Approval),
     /// The run ended first (a cancel, its deadline).
@@ -231,7 +236,9 @@ impl Ledger {
     ) -> Result<Answered, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some((status, _, last_seq, wait_token)) = lock_run(&tx, run, Some(team)).await? else {
+        let Some((status, next_step, last_seq, wait_token)) =
+            lock_run(&tx, run, Some(team)).await?
+        else {
             return Ok(Answered::RunNotFound);
         };
         let Some(row) = tx
@@ -248,7 +255,14 @@ impl Ledger {
         };
         let approval = approval_from_row(&row)?;
         if approval.status != ApprovalStatus::Pending {
-            return Ok(Answered::AlreadyAnswered(approval));
+            let waits_here = status == RunStatus::Waiting && approval.step_no == next_step;
+            let resume = (waits_here && open_requests(&tx, run, approval.step_no).await? == 0)
+                .then_some(Resume {
+                    run,
+                    step_no: approval.step_no,
+                    wait_token,
+                });
+            return Ok(Answered::AlreadyAnswered { approval, resume });
         }
         if status.is_terminal() {
             return Ok(Answered::RunEnded(status));
@@ -351,17 +365,5 @@ impl Ledger {
             )
             .await?;
         row.map(|row| run_from_row(&row)).transpose()
-    }
-}
-
-impl Ledger {
-    /// The state machine's task token a waiting run keeps, if any.
-    pub async fn wait_token(&self, run: RunId) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .q_opt("SELECT wait_token FROM runs WHERE id = $1", &[&run.0])
-            .await?
-            .and_then(|row| row.get(0)))
     }
 }

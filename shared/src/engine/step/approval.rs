@@ -96,12 +96,17 @@ pub(super) fn still_waiting(
     step_no: i32,
     approvals: &[Approval],
 ) -> Option<StepOutcome> {
+    open_until(approvals)
+        .map(|expires_at| StepOutcome::wait(run.id, step_no, wait_seconds(run, expires_at)))
+}
+
+/// When the first of the open requests expires, if any is open.
+fn open_until(approvals: &[Approval]) -> Option<DateTime<Utc>> {
     approvals
         .iter()
         .filter(|a| a.status == ApprovalStatus::Pending)
         .map(|a| a.expires_at)
         .min()
-        .map(|expires_at| StepOutcome::wait(run.id, step_no, wait_seconds(run, expires_at)))
 }
 
 /// How a wait that ran out ends the run: its deadline, when that came
@@ -202,12 +207,7 @@ impl Engine {
         step_no: i32,
     ) -> Result<Waiting, StepError> {
         let approvals = self.ledger.step_approvals(run.id, step_no).await?;
-        let open = approvals
-            .iter()
-            .filter(|a| a.status == ApprovalStatus::Pending)
-            .map(|a| a.expires_at)
-            .min();
-        if let Some(expires_at) = open {
+        if let Some(expires_at) = open_until(&approvals) {
             if Utc::now() >= expires_at || timed_out(&run).is_some() {
                 let outcome = self.stop(&run, expired_wait(&run)).await?;
                 return Ok(Waiting::Outcome(outcome));
