@@ -109,11 +109,18 @@ scripts/schemathesis.sh 2>&1 | tee -a "$log"
 fuzz_status=${PIPESTATUS[0]}
 set -e
 
+# The web console in headless Chromium.
+set +e
+scripts/browser.sh 2>&1 | tee -a "$log"
+browser_status=${PIPESTATUS[0]}
+set -e
+
 # One closing line for the whole suite.
 summary=$(awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed", passed, failed}' "$log")
 fuzz=$(grep '^schemathesis: ' "$log" | tail -n 1)
+browser=$(grep '^browser: [0-9]* checks' "$log" | tail -n 1)
 scripts/test-infra.sh destroy || infra_status=1
 infra=$(grep '^infra: [0-9]* terraform tests' .agentrun/infra-check.log | tail -n 1)
-echo "$summary; ${fuzz:-schemathesis: did not run}; ${infra:-infra: checks did not run}"
+echo "$summary; ${fuzz:-schemathesis: did not run}; ${browser:-browser: did not run}; ${infra:-infra: checks did not run}"
 rm -f "$log"
-[ "$status" -eq 0 ] && [ "$fuzz_status" -eq 0 ] && [ "$infra_status" -eq 0 ]
+[ "$status" -eq 0 ] && [ "$fuzz_status" -eq 0 ] && [ "$browser_status" -eq 0 ] && [ "$infra_status" -eq 0 ]

@@ -63,6 +63,11 @@ pub struct DevArgs {
     webhook_first_retry_ms: u64,
 }
 
+/// What `agentrun dev` charges for the mock's models when they have no
+/// price: micros per million tokens (input, output).
+const DEMO_INPUT_PRICE: i64 = 150_000;
+const DEMO_OUTPUT_PRICE: i64 = 600_000;
+
 /// Writes a file only its owner can read (it holds the admin key).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -87,12 +92,14 @@ pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The mock answers for each provider not given; it lives as long as
     // the server.
+    let mut mock_models: Vec<String> = Vec::new();
     let mock = if args.openai_base_url.is_none() || args.anthropic_api_key.is_none() {
         let scripts = if args.mock_scripts.exists() {
             read_scripts(&args.mock_scripts)?
         } else {
             HashMap::new()
         };
+        mock_models = scripts.keys().cloned().collect();
         let mock = MockLlm::start("127.0.0.1:0".parse()?, scripts).await?;
         tracing::info!(url = %mock.base_url(), "mock LLM started");
         Some(mock)
@@ -139,6 +146,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The mock's models get a price, so usage shows money; one set by the
+    // operator stays.
+    if mock.is_some() {
+        let priced: Vec<String> = ledger
+            .list_prices()
+            .await?
+            .into_iter()
+            .map(|p| p.model)
+            .collect();
+        for model in mock_models.iter().filter(|m| !priced.contains(m)) {
+            ledger
+                .set_price(model, DEMO_INPUT_PRICE, DEMO_OUTPUT_PRICE)
+                .await?;
+        }
+    }
     let key = match saved.get("AGENTRUN_API_KEY") {
         Some(key) if ledger.authenticate(key).await? == Some(team) => key.clone(),
         _ => ledger.issue_api_key(team, None).await?.secret,

@@ -40,12 +40,14 @@ function setAttrs(node, attrs) {
   }
 }
 function append(node, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
 }
 function clear(node) { node.replaceChildren(); return node; }
+// Replaces a node's children (arrays flattened, null and false left out).
+function fill(node, ...children) { node.replaceChildren(); append(node, children); return node; }
 function main() { return document.getElementById('main'); }
 
 function alertBox() { return el('div', { role: 'alert', class: 'alert', hidden: true }); }
@@ -233,7 +235,7 @@ function route() {
 
 // ---------- runs list ----------
 
-const runsFilter = { status: '', agent: '', created_after: '', cursors: [] };
+const runsFilter = { status: '', agent: '', created_after: '', limit: '25', cursors: [] };
 
 function renderRuns(root) {
   const box = alertBox();
@@ -242,8 +244,10 @@ function renderRuns(root) {
   status.value = runsFilter.status;
   const agent = el('input', { id: 'filter-agent', type: 'text', value: runsFilter.agent, placeholder: 'agent name' });
   const after = el('input', { id: 'filter-after', type: 'date', value: runsFilter.created_after });
+  const limit = el('select', { id: 'filter-limit' }, ['10', '25', '50', '100'].map((n) => el('option', { value: n, text: n })));
+  limit.value = runsFilter.limit;
   const form = el('form', { id: 'runs-filter', class: 'filters' },
-    field('Status', status), field('Agent', agent), field('Created on or after', after),
+    field('Status', status), field('Agent', agent), field('Created on or after', after), field('Per page', limit),
     el('button', { type: 'submit', text: 'Apply' }));
   const body = el('div', { id: 'runs-body' });
   const prev = el('button', { type: 'button', id: 'runs-first', text: 'First page' });
@@ -259,7 +263,7 @@ function renderRuns(root) {
     const cursor = runsFilter.cursors[runsFilter.cursors.length - 1] || '';
     const created_after = runsFilter.created_after ? `${runsFilter.created_after}T00:00:00Z` : '';
     try {
-      const page = await api('GET', `/v1/runs${q({ status: runsFilter.status, agent: runsFilter.agent, created_after, cursor })}`);
+      const page = await api('GET', `/v1/runs${q({ status: runsFilter.status, agent: runsFilter.agent, created_after, limit: runsFilter.limit, cursor })}`);
       if (!alive) return;
       hideError(box);
       const rows = page.data.map((r) => el('tr', {},
@@ -269,20 +273,26 @@ function renderRuns(root) {
         el('td', { class: 'num', text: r.steps }),
         el('td', { class: 'num', text: fmtNum(r.usage && r.usage.total_tokens) }),
         el('td', { text: fmtTime(r.created_at) })));
-      clear(body).append(rows.length
+      fill(body, rows.length
         ? table('runs-table', 'Runs, newest first', ['Run', 'Agent', 'Status', 'Steps', 'Tokens', 'Created'], rows)
         : el('p', { class: 'muted', text: 'No runs match.' }));
       next.disabled = !page.next_cursor;
       next.dataset.cursor = page.next_cursor || '';
       prev.disabled = runsFilter.cursors.length === 0;
-      if (page.data.some((r) => ACTIVE.has(r.status))) timer = setTimeout(load, 3000);
+      // Live status: the first page (where new runs appear) and any page
+      // showing an open run refresh every 3 s; not while the tab is hidden.
+      if (!cursor || page.data.some((r) => ACTIVE.has(r.status))) timer = setTimeout(refresh, 3000);
     } catch (e) {
       if (alive) showError(box, e);
     }
   }
+  function refresh() {
+    if (document.hidden) timer = setTimeout(refresh, 3000);
+    else load();
+  }
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    Object.assign(runsFilter, { status: status.value, agent: agent.value.trim(), created_after: after.value, cursors: [] });
+    Object.assign(runsFilter, { status: status.value, agent: agent.value.trim(), created_after: after.value, limit: limit.value, cursors: [] });
     load();
   });
   next.addEventListener('click', () => { if (next.dataset.cursor) { runsFilter.cursors.push(next.dataset.cursor); load(); } });
@@ -347,7 +357,7 @@ function renderRun(root, runId) {
       ['Finished', run.finished_at ? fmtTime(run.finished_at) : '—'],
     ];
     if (run.waiting_for) rows.splice(1, 0, ['Waiting for', run.waiting_for]);
-    clear(header).append(el('dl', { class: 'facts' }, rows.map(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)])));
+    fill(header, el('dl', { class: 'facts' }, rows.map(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)])));
   }
 
   function drawOutput() {
@@ -392,12 +402,12 @@ function renderRun(root, runId) {
     try {
       const list = await allPages(`/v1/runs/${enc(runId)}/steps`);
       if (!alive) return;
-      clear(steps).append(list.length ? list.map(drawStep) : el('p', { class: 'muted', text: 'No committed steps yet.' }));
+      fill(steps, list.length ? list.map(drawStep) : el('p', { class: 'muted', text: 'No committed steps yet.' }));
     } catch (e) { if (alive) showError(box, e); }
   }
 
   function drawStep(s) {
-    const outcome = s.outcome && (s.outcome.type || s.outcome.kind || Object.keys(s.outcome)[0]);
+    const outcome = s.outcome && typeof s.outcome.next === 'string' ? `next: ${s.outcome.next}` : '';
     const det = el('details', { class: 'step', open: s.tool_calls.length > 0 },
       el('summary', {}, `Step ${s.step_no} · ${s.agent} v${s.agent_version} · ${s.model} · ${fmtNum(s.input_tokens)}+${fmtNum(s.output_tokens)} tokens · ${duration(s.started_at, s.finished_at)}`,
         outcome ? ` · ${outcome}` : '', s.attempt > 1 ? ` · attempt ${s.attempt}` : ''));
@@ -419,7 +429,7 @@ function renderRun(root, runId) {
       if (!alive) return;
       const pending = (list.data || []).filter((a) => a.status === 'pending');
       approvals.hidden = false;
-      clear(approvals).append(el('h2', { text: 'Waiting for approval' }),
+      fill(approvals, el('h2', { text: 'Waiting for approval' }),
         pending.length ? pending.map(approvalCard) : el('p', { class: 'muted', text: 'No pending requests.' }));
     } catch (e) { if (alive) showError(box, e); }
   }
@@ -484,6 +494,8 @@ function renderRun(root, runId) {
       case 'step.completed': return `${fmtNum(d.input_tokens)}+${fmtNum(d.output_tokens)} tokens · next: ${d.next ?? ''}`;
       case 'approval.requested': return `${d.kind ?? ''} ${d.name ?? ''} ${d.arguments ? JSON.stringify(d.arguments) : ''}`;
       case 'approval.answered': return `${d.name ?? ''} · ${d.approved ? 'approved' : 'rejected'}${d.comment ? ` · “${d.comment}”` : ''}`;
+      case 'run.succeeded': case 'run.failed': case 'run.cancelled': case 'run.timed_out':
+        return [d.stop_reason, d.detail, d.usage ? `${fmtNum(d.usage.total_tokens)} tokens in all` : null].filter(Boolean).join(' · ');
       case 'context.summarized': return Object.entries(d).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
       default: return Object.keys(d).length ? Object.entries(d).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ') : '';
     }
@@ -498,7 +510,8 @@ function renderRun(root, runId) {
     if (seq) lastSeq = seq;
     retry = 0;
     const g = groupFor(ev.step_no);
-    g.list.append(el('li', { 'data-type': type, 'data-seq': seq || '', class: `ev ev-${type.replace(/\./g, '-')}` },
+    const failed = ev.data && ev.data.is_error ? ' ev-error' : '';
+    g.list.append(el('li', { 'data-type': type, 'data-seq': seq || '', class: `ev ev-${type.replace(/\./g, '-')}${failed}` },
       el('span', { class: 'seq', text: seq ? `#${seq}` : '' }),
       el('span', { class: 'type', text: type }),
       el('span', { class: 'detail', text: describe(type, ev.data) }),
@@ -589,7 +602,7 @@ function renderStart(root) {
     field('Agent', agent), field('Input (JSON if it parses, else text)', input), field('Thread id', thread), box, submit);
   root.append(el('h1', { text: 'Start a run' }), form);
   allPages('/v1/agents').then((list) => {
-    clear(agent).append(list.length ? list.map((a) => el('option', { value: a.name, text: `${a.name} (v${a.version})` }))
+    fill(agent, list.length ? list.map((a) => el('option', { value: a.name, text: `${a.name} (v${a.version})` }))
       : el('option', { value: '', text: 'No agents' }));
   }).catch((e) => showError(box, e));
   form.addEventListener('submit', async (ev) => {
@@ -753,8 +766,8 @@ function renderAgents(root) {
     const a = agents.find((x) => x.name === agentSel.value);
     const n = a ? a.version : 0;
     const opts = () => Array.from({ length: n }, (_, i) => el('option', { value: i + 1, text: `v${i + 1}` }));
-    clear(va).append(...opts());
-    clear(vb).append(...opts());
+    fill(va, ...opts());
+    fill(vb, ...opts());
     va.value = String(Math.max(1, n - 1));
     vb.value = String(n);
   }
@@ -762,7 +775,7 @@ function renderAgents(root) {
   allPages('/v1/agents').then((l) => {
     if (!alive) return;
     agents = l;
-    clear(list).append(l.length ? table('agents-table', 'Agents (latest versions)', ['Name', 'Latest', 'Model', 'Tools', 'Created'],
+    fill(list, l.length ? table('agents-table', 'Agents (latest versions)', ['Name', 'Latest', 'Model', 'Tools', 'Created'],
       l.map((a) => el('tr', {}, el('td', { text: a.name }), el('td', { class: 'num', text: `v${a.version}` }),
         el('td', { text: a.spec && a.spec.model ? a.spec.model : '' }),
         el('td', { text: ((a.spec && a.spec.tools) || []).map((t) => t.name).join(', ') }),
@@ -781,7 +794,7 @@ function renderAgents(root) {
       const [a, b] = await Promise.all([api('GET', base + va.value), api('GET', base + vb.value)]);
       const lines = diffLines(pretty(a.spec).split('\n'), pretty(b.spec).split('\n'));
       const changed = lines.filter((l) => l.op !== ' ').length;
-      clear(out).append(el('p', { class: 'muted', text: changed ? `${changed} changed line(s), v${a.version} → v${b.version}` : 'The specs are the same.' }),
+      fill(out, el('p', { class: 'muted', text: changed ? `${changed} changed line(s), v${a.version} → v${b.version}` : 'The specs are the same.' }),
         el('pre', { class: 'diff', 'aria-label': `Diff of v${a.version} and v${b.version}` },
           lines.map((l) => el('span', { class: l.op === '+' ? 'add' : l.op === '-' ? 'del' : 'same', text: `${l.op} ${l.text}\n` }))));
     } catch (e) { showError(box, e); }
@@ -824,7 +837,7 @@ function renderOperators(root) {
 
   allPages('/v1/admin/teams').then((list) => {
     if (!alive) return;
-    clear(teams).append(list.length ? list.map((t) => teamCard(t)) : el('p', { class: 'muted', text: 'No teams.' }));
+    fill(teams, list.length ? list.map((t) => teamCard(t)) : el('p', { class: 'muted', text: 'No teams.' }));
   }).catch((e) => showError(box, e));
 
   function usageBar(text, value, max) {
@@ -876,7 +889,7 @@ function renderOperators(root) {
             loadKeys();
           } catch (e) { showError(err, e); }
         });
-        clear(keysBox).append(
+        fill(keysBox, 
           list.length ? table(null, `Keys of ${t.name}`, ['Prefix', 'Created', 'Expires', 'Revoked', ''], list.map((k) => {
             const revoke = el('button', { type: 'button', class: 'danger', text: 'Revoke', 'aria-label': `Revoke key ${k.prefix}`, disabled: !!k.revoked_at });
             revoke.addEventListener('click', async () => {
@@ -891,7 +904,7 @@ function renderOperators(root) {
       } catch (e) { showError(err, e); }
     }
 
-    card.append(
+    fill(card,
       el('h2', {}, t.name, ' ', t.disabled_reason ? el('span', { class: 'badge invalid', text: 'disabled' }) : null),
       el('p', { class: 'muted mono', text: `${t.id} · plan ${t.plan} · since ${fmtTime(t.created_at)}` }),
       t.disabled_reason ? el('p', { class: 'note', text: `Disabled: ${t.disabled_reason}` }) : null,
@@ -921,7 +934,7 @@ function renderOperators(root) {
       if (navigator.clipboard) navigator.clipboard.writeText(k.key).then(() => { copy.textContent = 'Copied'; }, () => {});
     });
     dismiss.addEventListener('click', () => clear(issued));
-    clear(issued).append(el('div', { class: 'card issued', role: 'status' },
+    fill(issued, el('div', { class: 'card issued', role: 'status' },
       el('h2', { text: `New key for ${t.name}` }),
       el('p', { text: 'Shown only this once: store it now.' }), keyText,
       el('p', { class: 'muted', text: k.note || '' }),
@@ -934,6 +947,8 @@ function renderOperators(root) {
 
 async function boot() {
   document.getElementById('sign-out').addEventListener('click', signOut);
+  // The skip link moves focus without touching the hash the router reads.
+  document.querySelector('a.skip').addEventListener('click', (ev) => { ev.preventDefault(); main().focus(); });
   window.addEventListener('hashchange', route);
   state.key = sessionStorage.getItem(KEY_NAME);
   if (state.key) state.admin = await checkAdmin(state.key);

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Drives the web console in headless Chromium (Debian's `chromium`, installed
+# here when absent) through Playwright for Python (pinned, in
+# .agentrun/venv-browser), against `agentrun dev` on a fresh database and a
+# free port, with the example agents plus tests/browser/agents and the mock
+# LLM scripts of tests/browser/mock-llm.json (slower turns, so that a run can
+# be watched and cancelled). Screenshots of every page go to
+# .agentrun/artifacts/console. Prints "browser: N checks, F failures" and
+# fails on any failure. Needs a built `target/debug/agentrun` and
+# AGENTRUN_TEST_DATABASE_URL. Arguments pick checks by part of their name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLAYWRIGHT_VERSION=1.64.1
+
+chromium=$(command -v chromium || true)
+if [ -z "$chromium" ]; then
+  echo "installing Debian's chromium"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q chromium >/dev/null ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+  chromium=$(command -v chromium)
+fi
+venv=.agentrun/venv-browser
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
+  echo "installing playwright==$PLAYWRIGHT_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION"
+fi
+
+admin_url="${AGENTRUN_TEST_DATABASE_URL:?set AGENTRUN_TEST_DATABASE_URL}"
+database="agentrun_test_browser_$$"
+psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" -qc "CREATE DATABASE $database" >/dev/null
+state_dir=$(mktemp -d)
+mkdir -p "$state_dir/agents"
+cp examples/agents/*.json tests/browser/agents/*.json "$state_dir/agents/"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+AGENTRUN_LISTEN="127.0.0.1:$port" DATABASE_URL="${admin_url%/*}/$database" \
+  target/debug/agentrun dev --state-dir "$state_dir" --agents "$state_dir/agents" \
+  --mock-scripts tests/browser/mock-llm.json > "$state_dir/server.log" 2>&1 &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" >/dev/null 2>&1 || true
+  [ -n "${KEEP:-}" ] || rm -rf "$state_dir"
+}
+trap cleanup EXIT
+for _ in $(seq 1 150); do
+  [ -f "$state_dir/dev.env" ] && python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+    "http://127.0.0.1:$port/healthz" 2>/dev/null && break
+  sleep 0.2
+done
+# shellcheck disable=SC1091
+source "$state_dir/dev.env"
+
+artifacts=.agentrun/artifacts/console
+rm -rf "$artifacts"
+mkdir -p "$artifacts"
+set +e
+AGENTRUN_URL="http://127.0.0.1:$port" AGENTRUN_API_KEY="$AGENTRUN_API_KEY" \
+  AGENTRUN_ADMIN_KEY="$AGENTRUN_ADMIN_KEY" AGENTRUN_DATABASE_URL="${admin_url%/*}/$database" \
+  CHROMIUM="$chromium" ARTIFACTS="$artifacts" \
+  "$venv/bin/python" tests/browser/console_test.py "$@"
+status=$?
+set -e
+if [ "$status" -ne 0 ]; then
+  cp "$state_dir/server.log" "$artifacts/server.log"
+  echo "the server's log: $artifacts/server.log"
+fi
+exit "$status"
