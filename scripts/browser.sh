@@ -4,7 +4,7 @@
 # .agentrun/venv-browser), against `agentrun dev` on a fresh database and a
 # free port, with the example agents plus tests/browser/agents and the mock
 # LLM scripts of tests/browser/mock-llm.json (slower turns, so that a run can
-# be watched and cancelled). Screenshots of every page go to
+# be watched and cancelled), and event streams that end every 3 s. Screenshots of every page go to
 # .agentrun/artifacts/console. Prints "browser: N checks, F failures" and
 # fails on any failure. Needs a built `target/debug/agentrun` and
 # AGENTRUN_TEST_DATABASE_URL. Arguments pick checks by part of their name.
@@ -36,7 +36,8 @@ state_dir=$(mktemp -d)
 mkdir -p "$state_dir/agents"
 cp examples/agents/*.json tests/browser/agents/*.json "$state_dir/agents/"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-AGENTRUN_LISTEN="127.0.0.1:$port" DATABASE_URL="${admin_url%/*}/$database" \
+# Streams end every 3 s, so that every check also sees the console resume one.
+AGENTRUN_LISTEN="127.0.0.1:$port" DATABASE_URL="${admin_url%/*}/$database" AGENTRUN_STREAM_MAX_SECONDS=3 \
   target/debug/agentrun dev --state-dir "$state_dir" --agents "$state_dir/agents" \
   --mock-scripts tests/browser/mock-llm.json > "$state_dir/server.log" 2>&1 &
 server=$!

@@ -61,6 +61,10 @@ pub struct DevArgs {
         default_value_t = 10_000
     )]
     webhook_first_retry_ms: u64,
+    /// An event stream ends after this many seconds; its client resumes
+    /// where it was (Last-Event-ID).
+    #[arg(long, env = "AGENTRUN_STREAM_MAX_SECONDS", default_value_t = 600)]
+    stream_max_seconds: u64,
 }
 
 /// What `agentrun dev` charges for the mock's models when they have no
@@ -133,6 +137,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     settings.policy.retry_base = Duration::from_millis(args.retry_base_ms);
     settings.admin_key = Some(admin_key.as_str().into());
     settings.webhooks.first_retry = Duration::from_millis(args.webhook_first_retry_ms);
+    settings.stream_limits.max_lifetime = Duration::from_secs(args.stream_max_seconds.max(1));
     settings.outbound_allow = OutboundAllow::parse(&args.outbound_allow)
         .map_err(|e| anyhow::anyhow!("AGENTRUN_OUTBOUND_ALLOW: {e}"))?;
     let platform = Embedded::start(settings)

@@ -57,13 +57,14 @@ def api(method, path, body=None, key=KEY):
         return error.code, (json.loads(text) if text else None)
 
 
-def wait_for(what, predicate, timeout=TIMEOUT_MS / 1000):
+def wait_for(page, what, predicate, timeout=TIMEOUT_MS / 1000):
+    """Polls predicate; the page's wait lets its event handlers run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        page.wait_for_timeout(100)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -171,6 +172,7 @@ def signing_in_keeps_the_key_in_the_tab_and_a_wrong_key_is_told(browser):
     assert KEY in stored, f"the key is not in sessionStorage: {stored}"
     assert page.evaluate("localStorage.length") == 0, "something went to localStorage"
     expect(page.locator("#key-kind")).to_have_text("team key")
+    expect(page.locator('#nav a[data-route="operators"]')).to_be_hidden()
     page.click("#sign-out")
     expect(page.locator("#api-key")).to_be_visible()
     assert KEY not in page.evaluate("Object.values(sessionStorage)"), "sign-out kept the key"
@@ -184,7 +186,7 @@ def a_run_started_from_the_console_streams_its_steps_live_and_shows_its_output(b
     run_id = start_from_console(page, "technical", "I cannot log in after changing phones.")
     # Live: events are on the page while the run still runs.
     seen_live = wait_for(
-        "events while the run is running",
+        page, "events while the run is running",
         lambda: status_of(page) == "running" and len(event_types(page)) >= 2,
     )
     assert seen_live
@@ -219,7 +221,7 @@ def the_model_text_appears_as_it_is_written(browser):
     sign_in(page)
     start_from_console(page, "writer", "My codes are on my old phone.")
     wait_for(
-        "model text while the step runs",
+        page, "model text while the step runs",
         lambda: len(page.locator("pre.live-text:not([hidden])").all_text_contents()) == 1
         and len(page.locator("pre.live-text:not([hidden])").text_content()) > 0
         and "llm.completed" not in event_types(page),
@@ -275,6 +277,32 @@ def cancel_works_from_the_run_page(browser):
     _, run = api("GET", f"/v1/runs/{run_id}")
     assert run["status"] == "cancelled", run
     shot(page, "run-cancelled")
+    return page
+
+
+@check
+def a_dropped_stream_reconnects_with_a_fresh_token_and_misses_nothing(browser):
+    page = browser.page()
+    sign_in(page)
+    urls = []
+    page.on("request", lambda r: urls.append(r.url))
+    run_id = start_from_console(page, "slow", "Keep looking.")
+    expect(page.locator("#stream-state")).to_have_text("(live)")
+    # The server ends each stream after 3 s (scripts/browser.sh).
+    wait_for(page, "a reconnect", lambda: sum(u.endswith("/stream-token") for u in urls) >= 2, timeout=10)
+    expect(page.locator("#stream-state")).to_have_text("(live)")
+    count = event_types(page).count("step.completed")
+    wait_for(page, "a step after the reconnect", lambda: event_types(page).count("step.completed") > count)
+    page.click("#cancel-run")
+    expect(page.locator("#stream-state")).to_have_text("(ended)")
+    tokens = [u for u in urls if u.endswith("/stream-token")]
+    streams = [u for u in urls if "/events?" in u]
+    assert len(tokens) >= 2, f"no fresh token for the reconnect: {tokens}"
+    assert len(set(streams)) >= 2 and "after=" in streams[-1], f"the reconnect did not resume: {streams}"
+    seqs = page.eval_on_selector_all(
+        "#timeline li[data-seq]", "items => items.map(i => Number(i.dataset.seq))"
+    )
+    assert seqs == ledger_event_seqs(run_id), f"the timeline has gaps or repeats: {seqs}"
     return page
 
 
@@ -443,6 +471,9 @@ def operators_see_teams_switch_agents_off_and_issue_and_revoke_keys(browser):
     page = browser.page()
     sign_in(page, key=ADMIN_KEY)
     expect(page.locator("#key-kind")).to_have_text("admin key")
+    # The admin key reaches only the operators' view.
+    expect(page.locator('#nav a[data-route="operators"]')).to_be_visible()
+    expect(page.locator('#nav a[data-route="runs"]')).to_be_hidden()
     card = page.locator("article.team", has_text="demo").first
     expect(card).to_be_visible()
     expect(card).to_contain_text("Slots:")
@@ -475,7 +506,7 @@ def operators_see_teams_switch_agents_off_and_issue_and_revoke_keys(browser):
     revoke = card.get_by_role("button", name=f"Revoke key {prefix}")
     revoke.click()
     expect(revoke).to_be_disabled()
-    wait_for("the key to be refused", lambda: api("GET", "/v1/agents?limit=1", key=key)[0] == 401)
+    wait_for(page, "the key to be refused", lambda: api("GET", "/v1/agents?limit=1", key=key)[0] == 401)
     page.click("#issued-key button:has-text('Dismiss')")
     expect(page.locator("#issued-key code.secret")).to_have_count(0)
     return page

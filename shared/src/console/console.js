@@ -66,9 +66,10 @@ function fmtTime(iso) {
   const d = new Date(iso);
   return isNaN(d) ? String(iso) : d.toLocaleString();
 }
-function fmtMoney(micros, unit) {
-  const s = (Number(micros || 0) / 1e6).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 6 });
-  return !unit || unit === 'USD' ? `$${s}` : `${s} ${unit}`;
+// The API counts money in micros (1,000,000 to one unit of the billing
+// currency); the console shows units.
+function fmtMoney(micros) {
+  return (Number(micros || 0) / 1e6).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 6 });
 }
 function fmtNum(n) { return Number(n || 0).toLocaleString('en-US'); }
 function isoDay(d) { return d.toISOString().slice(0, 10); }
@@ -193,7 +194,8 @@ function updateChrome() {
   const signedIn = !!state.key;
   document.getElementById('nav').hidden = !signedIn;
   document.getElementById('sign-out').hidden = !signedIn;
-  document.getElementById('nav-operators').hidden = !state.admin;
+  // The admin key reaches only the operators' view; a team key everything else.
+  for (const a of document.querySelectorAll('#nav a')) a.parentElement.hidden = state.admin !== (a.dataset.route === 'operators');
   document.getElementById('key-kind').textContent = signedIn ? (state.admin ? 'admin key' : 'team key') : '';
   const current = (location.hash.split('/')[1] || 'runs');
   for (const a of document.querySelectorAll('#nav a')) {
@@ -636,7 +638,8 @@ function renderUsage(root) {
   const stmt = el('div', { id: 'statement' });
   const more = el('button', { type: 'button', id: 'statement-next', text: 'Next page', hidden: true });
   root.append(el('h1', { text: 'Usage' }), box,
-    el('h2', { text: 'Cost per day, last 30 days' }), chartBox, totals,
+    el('h2', { text: 'Cost per day, last 30 days' }),
+    el('p', { class: 'muted', text: 'Amounts are in units of the billing currency.' }), chartBox, totals,
     el('h2', { text: 'Today\'s token budget' }), budget,
     el('h2', { text: 'Monthly statement' }),
     el('div', { class: 'filters' }, field('Month', month), download), stmt, more);
@@ -654,9 +657,9 @@ function renderUsage(root) {
       const day = isoDay(d);
       days.push(byDay.get(day) || { day, cost_micros: 0, runs: 0, total_tokens: 0 });
     }
-    chartBox.append(drawChart(days, u.money_unit));
+    chartBox.append(drawChart(days));
     const t = u.totals || {};
-    totals.append(el('p', { text: `${fmtNum(t.runs)} runs · ${fmtNum(t.total_tokens)} tokens · ${fmtNum(t.llm_calls)} model calls · ${fmtMoney(t.cost_micros, u.money_unit)} (fees ${fmtMoney(t.fee_micros, u.money_unit)}, tokens ${fmtMoney(t.token_cost_micros, u.money_unit)})` }));
+    totals.append(el('p', { text: `${fmtNum(t.runs)} runs · ${fmtNum(t.total_tokens)} tokens · ${fmtNum(t.llm_calls)} model calls · ${fmtMoney(t.cost_micros)} (fees ${fmtMoney(t.fee_micros)}, tokens ${fmtMoney(t.token_cost_micros)})` }));
     const tt = u.tokens_today || {};
     const held = Number(tt.used || 0) + Number(tt.reserved || 0);
     if (tt.daily_budget) {
@@ -675,7 +678,7 @@ function renderUsage(root) {
       let tbody = stmt.querySelector('tbody');
       if (!tbody) {
         const t = s.totals || {};
-        stmt.append(el('p', { text: `${s.month}: ${fmtNum(t.runs)} runs · ${fmtNum(t.total_tokens)} tokens · ${fmtMoney(t.cost_micros, s.money_unit)}` }),
+        stmt.append(el('p', { text: `${s.month}: ${fmtNum(t.runs)} runs · ${fmtNum(t.total_tokens)} tokens · ${fmtMoney(t.cost_micros)}` }),
           table('statement-table', `Statement ${s.month}`, ['Run', 'Created', 'Agent', 'Status', 'Tokens in', 'Tokens out', 'Calls', 'Cost'], []));
         tbody = stmt.querySelector('tbody');
       }
@@ -684,7 +687,7 @@ function renderUsage(root) {
         el('td', { text: fmtTime(r.created_at) }), el('td', { text: `${r.agent} v${r.version}` }),
         el('td', {}, statusBadge(r.status)), el('td', { class: 'num', text: fmtNum(r.input_tokens) }),
         el('td', { class: 'num', text: fmtNum(r.output_tokens) }), el('td', { class: 'num', text: fmtNum(r.llm_calls) }),
-        el('td', { class: 'num', text: fmtMoney(r.cost_micros, s.money_unit) }))));
+        el('td', { class: 'num', text: fmtMoney(r.cost_micros) }))));
       cursor = s.next_cursor || null;
       more.hidden = !cursor;
     } catch (e) { if (alive) showError(box, e); }
@@ -720,20 +723,20 @@ function renderUsage(root) {
   loadStatement(true);
 }
 
-function drawChart(days, unit) {
+function drawChart(days) {
   const W = 720;
   const H = 220;
-  const pad = { l: 56, r: 8, t: 12, b: 28 };
+  const pad = { l: 84, r: 8, t: 12, b: 28 };
   const max = Math.max(1, ...days.map((d) => Number(d.cost_micros || 0)));
   const total = days.reduce((s, d) => s + Number(d.cost_micros || 0), 0);
   const bw = (W - pad.l - pad.r) / days.length;
   const ih = H - pad.t - pad.b;
-  const label = `Bar chart of cost per day from ${days[0].day} to ${days[days.length - 1].day}; total ${fmtMoney(total, unit)}, highest day ${fmtMoney(max, unit)}.`;
+  const label = `Bar chart of cost per day from ${days[0].day} to ${days[days.length - 1].day}; total ${fmtMoney(total)}, highest day ${fmtMoney(max)}.`;
   const chart = svg('svg', { id: 'usage-chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label, preserveAspectRatio: 'xMidYMid meet' },
     svg('title', {}, label),
     svg('line', { x1: pad.l, y1: pad.t + ih, x2: W - pad.r, y2: pad.t + ih, class: 'axis' }),
-    svg('text', { x: pad.l - 6, y: pad.t + 8, 'text-anchor': 'end', class: 'tick' }, fmtMoney(max, unit)),
-    svg('text', { x: pad.l - 6, y: pad.t + ih, 'text-anchor': 'end', class: 'tick' }, fmtMoney(0, unit)),
+    svg('text', { x: pad.l - 6, y: pad.t + 8, 'text-anchor': 'end', class: 'tick' }, fmtMoney(max)),
+    svg('text', { x: pad.l - 6, y: pad.t + ih, 'text-anchor': 'end', class: 'tick' }, fmtMoney(0)),
     svg('text', { x: pad.l, y: H - 8, class: 'tick' }, days[0].day),
     svg('text', { x: W - pad.r, y: H - 8, 'text-anchor': 'end', class: 'tick' }, days[days.length - 1].day));
   days.forEach((d, i) => {
@@ -741,7 +744,7 @@ function drawChart(days, unit) {
     const h = Math.max(v > 0 ? 1 : 0, (v / max) * ih);
     chart.append(svg('rect', { class: 'bar', 'data-day': d.day, x: (pad.l + i * bw + bw * 0.1).toFixed(2), y: (pad.t + ih - h).toFixed(2),
       width: (bw * 0.8).toFixed(2), height: h.toFixed(2) },
-    svg('title', {}, `${d.day}: ${fmtMoney(v, unit)} · ${fmtNum(d.runs)} runs · ${fmtNum(d.total_tokens)} tokens`)));
+    svg('title', {}, `${d.day}: ${fmtMoney(v)} · ${fmtNum(d.runs)} runs · ${fmtNum(d.total_tokens)} tokens`)));
   });
   return chart;
 }
@@ -831,7 +834,7 @@ function renderOperators(root) {
   const box = alertBox();
   const issued = el('div', { id: 'issued-key' });
   const teams = el('div', { id: 'teams' });
-  root.append(el('h1', { text: 'Operators' }), adminNote(), box, issued, teams);
+  root.append(el('h1', { text: 'Operators' }), box, issued, teams);
   let alive = true;
   onCleanup(() => { alive = false; });
 
