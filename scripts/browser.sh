@@ -16,15 +16,23 @@ chromium=$(command -v chromium || true)
 if [ -z "$chromium" ]; then
   echo "installing Debian's chromium"
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
+      echo "scripts/browser.sh: no chromium, and apt-get needs root: run 'sudo apt-get install chromium' once" >&2
+      exit 1
+    fi
+    sudo="sudo -n"
+  fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get install -y -q chromium >/dev/null ||
     { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
   chromium=$(command -v chromium)
 fi
+echo "browser tests use $("$chromium" --version 2>/dev/null || echo "$chromium")"
 venv=.agentrun/venv-browser
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
   echo "installing playwright==$PLAYWRIGHT_VERSION into $venv"
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION"
 fi
@@ -53,6 +61,11 @@ for _ in $(seq 1 150); do
     "http://127.0.0.1:$port/healthz" 2>/dev/null && break
   sleep 0.2
 done
+if ! kill -0 "$server" 2>/dev/null || [ ! -f "$state_dir/dev.env" ]; then
+  echo "scripts/browser.sh: agentrun dev did not start:" >&2
+  cat "$state_dir/server.log" >&2
+  exit 1
+fi
 # shellcheck disable=SC1091
 source "$state_dir/dev.env"
 

@@ -13,7 +13,7 @@ const EVENT_TYPES = [
   'approval.answered', 'run.resumed', 'context.summarized', ...TERMINAL_EVENTS,
 ];
 
-const state = { key: null, admin: false, cleanups: [] };
+const state = { key: null, admin: false, cleanups: [], notice: null };
 
 // ---------- helpers ----------
 
@@ -73,6 +73,8 @@ function fmtMoney(micros) {
 }
 function fmtNum(n) { return Number(n || 0).toLocaleString('en-US'); }
 function isoDay(d) { return d.toISOString().slice(0, 10); }
+// A date input's value (YYYY-MM-DD) as the start of that day here, in UTC.
+function localMidnight(day) { return day ? new Date(`${day}T00:00:00`).toISOString() : ''; }
 function duration(a, b) {
   const ms = new Date(b) - new Date(a);
   return isNaN(ms) ? '' : ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
@@ -125,6 +127,11 @@ async function api(method, path, body, key = state.key) {
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
   if (!res.ok) {
     const err = data && data.error;
+    // The key this tab signed in with no longer works (revoked, expired):
+    // back to the sign-in form. (A team key asking /v1/admin is only a probe.)
+    if (res.status === 401 && key === state.key && !path.startsWith('/v1/admin')) {
+      signOut('The key was refused (revoked or expired): sign in again.');
+    }
     throw new ApiError(res.status, err ? err.code : `http_${res.status}`,
       err ? err.message : (text || res.statusText), err && err.details);
   }
@@ -179,10 +186,12 @@ function renderSignIn() {
     else route();
   });
   clear(main()).append(form);
+  if (state.notice) { showError(box, state.notice); state.notice = null; }
   input.focus();
 }
 
-function signOut() {
+function signOut(notice) {
+  state.notice = typeof notice === 'string' ? notice : null;
   sessionStorage.removeItem(KEY_NAME);
   state.key = null; state.admin = false;
   runCleanups();
@@ -219,7 +228,8 @@ function route() {
   runCleanups();
   updateChrome();
   if (!state.key) { renderSignIn(); return; }
-  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  let parts;
+  try { parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent); } catch (e) { parts = ['?']; }
   const view = parts[0] || (state.admin ? 'operators' : 'runs');
   const root = clear(main());
   if (view === 'operators') {
@@ -258,15 +268,18 @@ function renderRuns(root) {
 
   let timer = null;
   let alive = true;
+  let latest = 0;
   onCleanup(() => { alive = false; clearTimeout(timer); });
 
   async function load() {
     clearTimeout(timer);
+    const mine = ++latest;
     const cursor = runsFilter.cursors[runsFilter.cursors.length - 1] || '';
-    const created_after = runsFilter.created_after ? `${runsFilter.created_after}T00:00:00Z` : '';
+    const created_after = localMidnight(runsFilter.created_after);
     try {
       const page = await api('GET', `/v1/runs${q({ status: runsFilter.status, agent: runsFilter.agent, created_after, limit: runsFilter.limit, cursor })}`);
-      if (!alive) return;
+      // A slower, older answer (a refresh overtaken by a new filter) is dropped.
+      if (!alive || mine !== latest) return;
       hideError(box);
       const rows = page.data.map((r) => el('tr', {},
         el('td', {}, el('a', { href: `#/runs/${enc(r.id)}`, class: 'mono', text: r.id })),
@@ -285,7 +298,7 @@ function renderRuns(root) {
       // showing an open run refresh every 3 s; not while the tab is hidden.
       if (!cursor || page.data.some((r) => ACTIVE.has(r.status))) timer = setTimeout(refresh, 3000);
     } catch (e) {
-      if (alive) showError(box, e);
+      if (alive && mine === latest) showError(box, e);
     }
   }
   function refresh() {
@@ -309,8 +322,8 @@ function renderRun(root, runId) {
   const header = el('div', { class: 'run-header' });
   const cancel = el('button', { type: 'button', id: 'cancel-run', class: 'danger', hidden: true, text: 'Cancel run' });
   const approvals = el('section', { id: 'approvals', 'aria-label': 'Approvals', hidden: true });
-  const timeline = el('div', { id: 'timeline', 'aria-live': 'polite' });
-  const streamState = el('span', { id: 'stream-state', class: 'muted' });
+  const timeline = el('div', { id: 'timeline' });
+  const streamState = el('span', { id: 'stream-state', class: 'muted', 'aria-live': 'polite' });
   const steps = el('div', { id: 'run-steps' });
   const output = el('div', { id: 'run-output' });
   root.append(el('section', { id: 'run' },
@@ -333,10 +346,14 @@ function renderRun(root, runId) {
   let lastGroup = null;
   onCleanup(() => { alive = false; clearTimeout(retryTimer); if (es) es.close(); });
 
+  let runAsked = 0;
   async function loadRun() {
+    const mine = ++runAsked;
     try {
-      run = await api('GET', `/v1/runs/${enc(runId)}`);
-      if (!alive) return;
+      const fresh = await api('GET', `/v1/runs/${enc(runId)}`);
+      // An older answer landing last must not put a finished run back to running.
+      if (!alive || mine !== runAsked) return;
+      run = fresh;
       hideError(box);
       drawHeader(); drawOutput();
       cancel.hidden = !ACTIVE.has(run.status);
@@ -369,23 +386,29 @@ function renderRun(root, runId) {
       output.append(el('p', {}, el('span', { class: 'badge valid', id: 'output-validity', text: 'valid' }),
         invalid.length ? ` after ${invalid.length} invalid answer(s) repaired` : ''));
       if (run.output_inline) output.append(el('pre', { class: 'json', text: pretty(run.output) }));
-      else {
-        const pre = el('pre', { class: 'json' });
-        const more = el('button', { type: 'button', text: `Load output (${fmtNum(run.output_bytes)} bytes)` });
-        more.addEventListener('click', async () => {
-          more.disabled = true;
-          try { pre.textContent = await readParts(`/v1/runs/${enc(runId)}/output`); } catch (e) { showError(box, e); }
-          more.remove();
-        });
-        output.append(more, pre);
-      }
+      else output.append(loadAll(`Load output (${fmtNum(run.output_bytes)} bytes)`, `/v1/runs/${enc(runId)}/output`));
     } else if (badInvalid) {
       output.append(el('p', {}, el('span', { class: 'badge invalid', id: 'output-validity', text: 'invalid' }), ' The final answer failed the output schema.'));
       for (const errs of invalid) output.append(el('ul', { class: 'errors' }, errs.map((x) => el('li', { text: x }))));
       if (run.raw_output) output.append(el('h3', { text: 'Raw answer' }), el('pre', { text: run.raw_output }));
+      else if (run.raw_output_bytes) {
+        output.append(el('h3', { text: 'Raw answer' }),
+          loadAll(`Load the raw answer (${fmtNum(run.raw_output_bytes)} bytes)`, `/v1/runs/${enc(runId)}/output?part=raw_output`));
+      }
     } else {
       output.append(el('p', { class: 'muted', text: ACTIVE.has(run.status) ? 'No output yet.' : 'No output.' }));
     }
+  }
+
+  // A button that reads a text too large to come inline, part by part, into a <pre>.
+  function loadAll(label, path) {
+    const pre = el('pre', { class: 'json', hidden: true });
+    const button = el('button', { type: 'button', text: label });
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      try { pre.textContent = await readParts(path); pre.hidden = false; button.remove(); } catch (e) { showError(box, e); button.disabled = false; }
+    });
+    return el('div', { class: 'load-all' }, button, pre);
   }
 
   async function readParts(path) {
@@ -419,7 +442,8 @@ function renderRun(root, runId) {
         el('p', { class: 'muted', text: `call ${c.call_index} · ${c.attempts} attempt(s) · ${duration(c.started_at, c.finished_at)} · ${fmtTime(c.started_at)}` }),
         el('h5', { text: 'Arguments' }), el('pre', { class: 'json', text: pretty(c.arguments) }),
         el('h5', { text: 'Result' }), el('pre', { text: prettyMaybe(c.result) }),
-        c.result_cut ? el('p', { class: 'muted', text: `Result cut; ${fmtNum(c.result_bytes)} bytes in all.` }) : null));
+        c.result_cut ? loadAll(`Load the whole result (${fmtNum(c.result_bytes)} bytes)`,
+          `/v1/runs/${enc(runId)}/steps/${s.step_no}/tool_calls/${c.call_index}/result`) : null));
     }
     det.append(el('details', { class: 'outcome' }, el('summary', { text: 'Outcome' }), el('pre', { class: 'json', text: pretty(s.outcome) })));
     return det;
@@ -431,6 +455,9 @@ function renderRun(root, runId) {
       if (!alive) return;
       const pending = (list.data || []).filter((a) => a.status === 'pending');
       approvals.hidden = false;
+      // The same open requests keep their cards (and any comment being typed).
+      const shown = [...approvals.querySelectorAll('article.approval')].map((c) => c.dataset.requestId);
+      if (pending.length && shown.join() === pending.map((a) => a.request_id).join()) return;
       fill(approvals, el('h2', { text: 'Waiting for approval' }),
         pending.length ? pending.map(approvalCard) : el('p', { class: 'muted', text: 'No pending requests.' }));
     } catch (e) { if (alive) showError(box, e); }
@@ -537,7 +564,15 @@ function renderRun(root, runId) {
     try { d = JSON.parse(msg.data); } catch (e) { return; }
     const g = groupFor(d.step_no);
     g.live.hidden = false;
+    // offset 0 starts the text again (a retried call); text missed while the
+    // stream reconnected (deltas are not replayed) shows as a gap.
+    const have = g.live.dataset.upTo ? Number(g.live.dataset.upTo) : 0;
+    const offset = Number(d.offset || 0);
+    if (offset === 0) g.live.textContent = '';
+    else if (offset > have) g.live.textContent += ' … ';
+    else if (offset < have) return;
     g.live.textContent += d.text || '';
+    g.live.dataset.upTo = String(offset + [...(d.text || '')].length); // offsets count code points
   }
 
   const timers = {};
@@ -559,14 +594,15 @@ function renderRun(root, runId) {
       es = source;
       for (const t of EVENT_TYPES) source.addEventListener(t, onEvent);
       source.addEventListener('llm.delta', onDelta);
-      source.addEventListener('open', () => { streamState.textContent = '(live)'; });
+      source.addEventListener('open', () => { streamState.textContent = '(live)'; retry = 0; });
       source.addEventListener('error', () => {
         source.close();
         if (es === source) es = null;
         if (!alive || finished) return;
         streamState.textContent = '(reconnecting)';
+        // A stream the server ended is resumed at once; failures back off.
         retry = Math.min(retry + 1, 6);
-        retryTimer = setTimeout(connect, 500 * 2 ** (retry - 1));
+        retryTimer = setTimeout(connect, retry === 1 ? 0 : 500 * 2 ** (retry - 2));
       });
     } catch (e) {
       if (!alive) return;
@@ -647,7 +683,7 @@ function renderUsage(root) {
   onCleanup(() => { alive = false; });
 
   const today = new Date();
-  const from = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - 30));
+  const from = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - 29));
   const to = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate()));
   api('GET', `/v1/usage${q({ from: isoDay(from), to: isoDay(to) })}`).then((u) => {
     if (!alive) return;
@@ -669,11 +705,14 @@ function renderUsage(root) {
   }).catch((e) => { if (alive) showError(box, e); });
 
   let cursor = null;
+  let asked = 0;
   async function loadStatement(reset) {
     if (reset) { cursor = null; clear(stmt); }
+    const mine = ++asked;
     try {
       const s = await api('GET', `/v1/usage/runs${q({ month: month.value, cursor })}`);
-      if (!alive) return;
+      // Another month asked for meanwhile: this answer is stale.
+      if (!alive || mine !== asked) return;
       hideError(box);
       let tbody = stmt.querySelector('tbody');
       if (!tbody) {
@@ -886,7 +925,8 @@ function renderOperators(root) {
         issue.addEventListener('click', async () => {
           hideError(err);
           try {
-            const body = expires.value ? { expires_at: `${expires.value}T00:00:00Z` } : {};
+            // The key works through the chosen day, here.
+            const body = expires.value ? { expires_at: new Date(`${expires.value}T23:59:59`).toISOString() } : {};
             const k = await api('POST', `/v1/admin/teams/${enc(t.id)}/keys`, body);
             showIssued(k, t);
             loadKeys();
