@@ -37,50 +37,28 @@ if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   "$venv/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION"
 fi
 
-admin_url="${AGENTRUN_TEST_DATABASE_URL:?set AGENTRUN_TEST_DATABASE_URL}"
-database="agentrun_test_browser_$$"
-psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" -qc "CREATE DATABASE $database" >/dev/null
-state_dir=$(mktemp -d)
-mkdir -p "$state_dir/agents"
-cp examples/agents/*.json tests/browser/agents/*.json "$state_dir/agents/"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+agents=.agentrun/browser-agents
+rm -rf "$agents"
+mkdir -p "$agents"
+cp examples/agents/*.json tests/browser/agents/*.json "$agents/"
 # Streams end every 3 s, so that every check also sees the console resume one.
-AGENTRUN_LISTEN="127.0.0.1:$port" DATABASE_URL="${admin_url%/*}/$database" AGENTRUN_STREAM_MAX_SECONDS=3 \
-  target/debug/agentrun dev --state-dir "$state_dir" --agents "$state_dir/agents" \
-  --mock-scripts tests/browser/mock-llm.json > "$state_dir/server.log" 2>&1 &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" >/dev/null 2>&1 || true
-  [ -n "${KEEP:-}" ] || rm -rf "$state_dir"
-}
-trap cleanup EXIT
-for _ in $(seq 1 150); do
-  [ -f "$state_dir/dev.env" ] && python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-    "http://127.0.0.1:$port/healthz" 2>/dev/null && break
-  sleep 0.2
-done
-if ! kill -0 "$server" 2>/dev/null || [ ! -f "$state_dir/dev.env" ]; then
-  echo "scripts/browser.sh: agentrun dev did not start:" >&2
-  cat "$state_dir/server.log" >&2
-  exit 1
-fi
-# shellcheck disable=SC1091
-source "$state_dir/dev.env"
+export AGENTRUN_STREAM_MAX_SECONDS=3
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
+start_dev_server browser --agents "$agents" --mock-scripts tests/browser/mock-llm.json
 
 artifacts=.agentrun/artifacts/console
 rm -rf "$artifacts"
 mkdir -p "$artifacts"
 set +e
-AGENTRUN_URL="http://127.0.0.1:$port" AGENTRUN_API_KEY="$AGENTRUN_API_KEY" \
-  AGENTRUN_ADMIN_KEY="$AGENTRUN_ADMIN_KEY" AGENTRUN_DATABASE_URL="${admin_url%/*}/$database" \
+AGENTRUN_URL="$DEV_URL" AGENTRUN_API_KEY="$AGENTRUN_API_KEY" \
+  AGENTRUN_ADMIN_KEY="$AGENTRUN_ADMIN_KEY" AGENTRUN_DATABASE_URL="$DEV_DATABASE_URL" \
   CHROMIUM="$chromium" ARTIFACTS="$artifacts" \
   "$venv/bin/python" tests/browser/console_test.py "$@"
 status=$?
 set -e
 if [ "$status" -ne 0 ]; then
-  cp "$state_dir/server.log" "$artifacts/server.log"
+  cp "$DEV_STATE_DIR/server.log" "$artifacts/server.log"
   echo "the server's log: $artifacts/server.log"
 fi
 exit "$status"

@@ -16,30 +16,11 @@ if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version | g
   "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-admin_url="${AGENTRUN_TEST_DATABASE_URL:?set AGENTRUN_TEST_DATABASE_URL}"
-database="agentrun_test_schemathesis_$$"
-psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" -qc "CREATE DATABASE $database" >/dev/null
-state_dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-AGENTRUN_LISTEN="127.0.0.1:$port" DATABASE_URL="${admin_url%/*}/$database" \
-  target/debug/agentrun dev --state-dir "$state_dir" \
-  > "$state_dir/server.log" 2>&1 &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database" >/dev/null 2>&1 || true
-  [ -n "${KEEP:-}" ] || rm -rf "$state_dir"
-}
-trap cleanup EXIT
-for _ in $(seq 1 150); do
-  [ -f "$state_dir/dev.env" ] && python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-    "http://127.0.0.1:$port/healthz" 2>/dev/null && break
-  sleep 0.2
-done
-# shellcheck disable=SC1091
-source "$state_dir/dev.env"
-base="http://127.0.0.1:$port"
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
+start_dev_server schemathesis
+base=$DEV_URL
+state_dir=$DEV_STATE_DIR
 
 cases=0
 failures=0
