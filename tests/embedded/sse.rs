@@ -334,6 +334,45 @@ async fn the_buffered_api_points_event_streams_at_the_relay() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 404, "another team's run is not confirmed");
+
+    // The console's stream: a token whose URL is the relay's own, a page
+    // allowed to reach the relay, and a relay that lets the page read it.
+    let issued: Value = client
+        .post(format!("{url}/v1/runs/{id}/stream-token"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap();
+    assert_eq!(
+        issued["events_url"],
+        format!("https://relay.example.test/v1/runs/{id}/events?token={token}").as_str()
+    );
+    let page = client.get(format!("{url}/console")).send().await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("connect-src 'self' https://relay.example.test;"),
+        "{policy}"
+    );
+    let relay_state = agentrun::api::AppState::new(
+        app.platform.engine.clone(),
+        app.platform.orchestrator.clone(),
+        None,
+    );
+    let relay = agentrun_e2e::serve(agentrun::api::relay_router(relay_state))
+        .await
+        .0;
+    let stream = client
+        .get(format!("http://{relay}/v1/runs/{id}/events?token={token}"))
+        .header("origin", "http://console.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["access-control-allow-origin"], "*");
 }
 
 /// What the streaming agent's model writes in its last turn.

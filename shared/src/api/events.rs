@@ -207,10 +207,17 @@ async fn next_event(mut watched: Watched) -> Option<(Result<Event, Infallible>, 
     }
 }
 
-/// 307 to where this run's events are streamed (with the stream token, when
-/// it came with one); the body says the same.
-fn elsewhere(base: &str, id: &str, after: Option<i64>, token: Option<&str>) -> Response {
-    let mut url = format!("{}/v1/runs/{id}/events", base.trim_end_matches('/'));
+/// Where this run's events are streamed: `base` (the relay, in AWS) or,
+/// without one, this server's own path; with `after` and the stream token
+/// when given.
+fn events_location(
+    base: Option<&str>,
+    id: &str,
+    after: Option<i64>,
+    token: Option<&str>,
+) -> String {
+    let base = base.map_or("", |b| b.trim_end_matches('/'));
+    let mut url = format!("{base}/v1/runs/{id}/events");
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(after) = after {
         query.append_pair("after", &after.to_string());
@@ -223,6 +230,13 @@ fn elsewhere(base: &str, id: &str, after: Option<i64>, token: Option<&str>) -> R
         url.push('?');
         url.push_str(&query);
     }
+    url
+}
+
+/// 307 to where this run's events are streamed (with the stream token, when
+/// it came with one); the body says the same.
+fn elsewhere(base: &str, id: &str, after: Option<i64>, token: Option<&str>) -> Response {
+    let url = events_location(Some(base), id, after, token);
     let mut response = (
         StatusCode::TEMPORARY_REDIRECT,
         Json(StreamElsewhere {
@@ -256,7 +270,14 @@ pub async fn stream_token(
 ) -> Result<(StatusCode, Json<StreamToken>), ApiError> {
     let run = team_run(&state, team, &id).await?;
     let (token, expires_at) = state.engine.ledger.issue_stream_token(team, run.id).await?;
-    let events_url = format!("/v1/runs/{}/events?token={token}", run.id);
+    // Straight to the relay where there is one: a browser's EventSource
+    // then needs no cross-origin redirect.
+    let events_url = events_location(
+        state.stream_url.as_deref(),
+        &run.id.to_string(),
+        None,
+        Some(&token),
+    );
     Ok((
         StatusCode::CREATED,
         Json(StreamToken {

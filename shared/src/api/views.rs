@@ -367,7 +367,8 @@ pub struct StreamToken {
     pub token: String,
     pub run_id: RunId,
     pub expires_at: DateTime<Utc>,
-    /// The run's events with the token.
+    /// The run's events with the token: a path on this server, or the
+    /// relay's absolute URL where streams are served there (AWS).
     pub events_url: String,
 }
 
