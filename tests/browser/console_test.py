@@ -135,6 +135,13 @@ def start_from_console(page, agent, text):
     return page.url.rsplit("/", 1)[1]
 
 
+def settle(page, selector):
+    """Clicks a control of the runs list and waits for the list it asks for
+    (the list is aria-busy while a request is out)."""
+    page.click(selector)
+    page.locator("#runs-body:not([aria-busy])").wait_for(state="attached")
+
+
 def event_types(page):
     return page.eval_on_selector_all(
         "#timeline li[data-type]", "items => items.map(i => i.dataset.type)"
@@ -335,20 +342,20 @@ def the_runs_list_filters_pages_and_follows_an_open_run(browser):
     api("POST", f"/v1/runs/{run['id']}/cancel", {})
     expect(row).to_contain_text("cancelled")
     page.select_option("#filter-status", "succeeded")
-    page.click('#runs-filter button[type="submit"]')
+    settle(page, '#runs-filter button[type="submit"]')
     expect(page.locator("#runs-table tbody tr").first).to_contain_text("succeeded")
     statuses = page.locator("#runs-table tbody tr td:nth-child(3)").all_text_contents()
     assert statuses and set(statuses) == {"succeeded"}, statuses
     page.select_option("#filter-status", "")
     page.fill("#filter-agent", "technical")
-    page.click('#runs-filter button[type="submit"]')
+    settle(page, '#runs-filter button[type="submit"]')
     expect(page.locator("#runs-table tbody tr").first).to_contain_text("technical")
     agents = page.locator("#runs-table tbody tr td:nth-child(2)").all_text_contents()
     assert agents and all(a.startswith("technical ") for a in agents), agents
     tomorrow = (datetime.date.today() + datetime.timedelta(days=2)).isoformat()
     page.fill("#filter-agent", "")
     page.fill("#filter-after", tomorrow)
-    page.click('#runs-filter button[type="submit"]')
+    settle(page, '#runs-filter button[type="submit"]')
     expect(page.locator("#runs-body")).to_contain_text("No runs match.")
     # Paging: more runs than a page holds.
     page.fill("#filter-after", "")
@@ -359,16 +366,16 @@ def the_runs_list_filters_pages_and_follows_an_open_run(browser):
             break
         status, body = api("POST", "/v1/runs", {"agent": "technical", "input": "again"})
         assert status in (201, 202), body
-    page.click('#runs-filter button[type="submit"]')
+    settle(page, '#runs-filter button[type="submit"]')
     expect(page.locator("#runs-next")).to_be_enabled()
     first_ids = page.locator("#runs-table tbody a").all_text_contents()
-    page.click("#runs-next")
+    settle(page, "#runs-next")
     expect(page.locator("#runs-first")).to_be_enabled()
     expect(page.locator("#runs-table tbody a").first).not_to_have_text(first_ids[0])
     second_ids = page.locator("#runs-table tbody a").all_text_contents()
     assert not set(first_ids) & set(second_ids), "the second page repeats the first"
     assert len(first_ids) == per_page, (len(first_ids), per_page)
-    page.click("#runs-first")
+    settle(page, "#runs-first")
     expect(page.locator("#runs-table tbody a").first).to_have_text(first_ids[0])
 
 
@@ -477,6 +484,9 @@ def agent_versions_are_listed_and_two_are_diffed(browser):
     expect(page.locator("#agent-diff span.add")).to_contain_text("Cite the article.")
     expect(page.locator("#agent-diff span.del")).not_to_contain_text("Cite the article.")
     assert page.locator("#agent-diff span.del").count() == 1
+    # Long lines wrap: the change at the end of the instructions is in view.
+    hidden = page.eval_on_selector("#agent-diff pre.diff", "p => p.scrollWidth - p.clientWidth")
+    assert hidden <= 0, f"the diff hides {hidden} px to the right"
     shot(page, "agents")
 
 

@@ -274,6 +274,7 @@ function renderRuns(root) {
   async function load() {
     clearTimeout(timer);
     const mine = ++latest;
+    body.setAttribute('aria-busy', 'true');
     const cursor = runsFilter.cursors[runsFilter.cursors.length - 1] || '';
     const created_after = localMidnight(runsFilter.created_after);
     try {
@@ -281,6 +282,7 @@ function renderRuns(root) {
       // A slower, older answer (a refresh overtaken by a new filter) is dropped.
       if (!alive || mine !== latest) return;
       hideError(box);
+      body.removeAttribute('aria-busy');
       const rows = page.data.map((r) => el('tr', {},
         el('td', {}, el('a', { href: `#/runs/${enc(r.id)}`, class: 'mono', text: r.id })),
         el('td', { text: `${r.agent} v${r.version}` }),
@@ -298,7 +300,7 @@ function renderRuns(root) {
       // showing an open run refresh every 3 s; not while the tab is hidden.
       if (!cursor || page.data.some((r) => ACTIVE.has(r.status))) timer = setTimeout(refresh, 3000);
     } catch (e) {
-      if (alive && mine === latest) showError(box, e);
+      if (alive && mine === latest) { body.removeAttribute('aria-busy'); showError(box, e); }
     }
   }
   function refresh() {
