@@ -30,12 +30,9 @@ if [ -z "$chromium" ]; then
 fi
 echo "browser tests use $("$chromium" --version 2>/dev/null || echo "$chromium")"
 venv=.agentrun/venv-browser
-if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
-  echo "installing playwright==$PLAYWRIGHT_VERSION into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "playwright==$PLAYWRIGHT_VERSION"
-fi
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ensure_venv "$venv" "playwright==$PLAYWRIGHT_VERSION"
 
 agents=.agentrun/browser-agents
 rm -rf "$agents"

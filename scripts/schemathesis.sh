@@ -10,11 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
 venv=.agentrun/venv-schemathesis
-if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
-  echo "installing schemathesis==$SCHEMATHESIS_VERSION into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ensure_venv "$venv" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # shellcheck source=scripts/dev-server.sh
 source scripts/dev-server.sh

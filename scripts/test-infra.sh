@@ -68,19 +68,8 @@ tf_init() {
   terraform -chdir="$1" init -backend=false -input=false -no-color -plugin-dir="$(realpath "$mirror")" > "$2" 2>&1
 }
 
-# Installs pinned packages into a virtualenv once; false when that is not
-# possible (offline on a fresh machine).
-ensure_venv() {
-  local dir=$1 marker=$1/.infra-tools
-  shift
-  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$*" ]; then
-    return 0
-  fi
-  [ -x "$dir/bin/python" ] || python3 -m venv "$dir" || return 1
-  say "installing $* into $dir"
-  "$dir/bin/pip" install -q --disable-pip-version-check "$@" || return 1
-  echo "$*" > "$marker"
-}
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 ensure_tools() {
   ensure_venv "$venv" "moto[server]==$MOTO_VERSION" "python-hcl2==$PYTHON_HCL2_VERSION"

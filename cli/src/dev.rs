@@ -96,14 +96,14 @@ pub fn read_scripts(path: &Path) -> anyhow::Result<HashMap<String, MockScript>> 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The mock answers for each provider not given; it lives as long as
     // the server.
-    let mut mock_models: Vec<String> = Vec::new();
-    let mock = if args.openai_base_url.is_none() || args.anthropic_api_key.is_none() {
-        let scripts = if args.mock_scripts.exists() {
-            read_scripts(&args.mock_scripts)?
-        } else {
-            HashMap::new()
-        };
-        mock_models = scripts.keys().cloned().collect();
+    let use_mock = args.openai_base_url.is_none() || args.anthropic_api_key.is_none();
+    let scripts = if use_mock && args.mock_scripts.exists() {
+        read_scripts(&args.mock_scripts)?
+    } else {
+        HashMap::new()
+    };
+    let mock_models: Vec<String> = scripts.keys().cloned().collect();
+    let mock = if use_mock {
         let mock = MockLlm::start("127.0.0.1:0".parse()?, scripts).await?;
         tracing::info!(url = %mock.base_url(), "mock LLM started");
         Some(mock)

@@ -45,9 +45,14 @@ function append(node, children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
 }
-function clear(node) { node.replaceChildren(); return node; }
 // Replaces a node's children (arrays flattened, null and false left out).
 function fill(node, ...children) { node.replaceChildren(); append(node, children); return node; }
+// For a view whose requests can overlap: each ask() returns a check that
+// holds until the next ask(), so an answer overtaken by a newer request is dropped.
+function newestWins() {
+  let asked = 0;
+  return () => { const mine = ++asked; return () => mine === asked; };
+}
 function main() { return document.getElementById('main'); }
 
 function alertBox() { return el('div', { role: 'alert', class: 'alert', hidden: true }); }
@@ -185,7 +190,7 @@ function renderSignIn() {
     if (location.hash !== target) location.hash = target; // hashchange routes
     else route();
   });
-  clear(main()).append(form);
+  fill(main(), form);
   if (state.notice) { showError(box, state.notice); state.notice = null; }
   input.focus();
 }
@@ -231,7 +236,7 @@ function route() {
   let parts;
   try { parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent); } catch (e) { parts = ['?']; }
   const view = parts[0] || (state.admin ? 'operators' : 'runs');
-  const root = clear(main());
+  const root = fill(main());
   if (view === 'operators') {
     if (!state.admin) { root.append(el('p', { role: 'alert', class: 'alert', text: 'The Operators view needs the admin key.' })); return; }
     renderOperators(root); return;
@@ -268,19 +273,19 @@ function renderRuns(root) {
 
   let timer = null;
   let alive = true;
-  let latest = 0;
+  const ask = newestWins();
   onCleanup(() => { alive = false; clearTimeout(timer); });
 
   async function load() {
     clearTimeout(timer);
-    const mine = ++latest;
+    const current = ask();
     body.setAttribute('aria-busy', 'true');
     const cursor = runsFilter.cursors[runsFilter.cursors.length - 1] || '';
     const created_after = localMidnight(runsFilter.created_after);
     try {
       const page = await api('GET', `/v1/runs${q({ status: runsFilter.status, agent: runsFilter.agent, created_after, limit: runsFilter.limit, cursor })}`);
       // A slower, older answer (a refresh overtaken by a new filter) is dropped.
-      if (!alive || mine !== latest) return;
+      if (!alive || !current()) return;
       hideError(box);
       body.removeAttribute('aria-busy');
       const rows = page.data.map((r) => el('tr', {},
@@ -300,7 +305,7 @@ function renderRuns(root) {
       // showing an open run refresh every 3 s; not while the tab is hidden.
       if (!cursor || page.data.some((r) => ACTIVE.has(r.status))) timer = setTimeout(refresh, 3000);
     } catch (e) {
-      if (alive && mine === latest) { body.removeAttribute('aria-busy'); showError(box, e); }
+      if (alive && current()) { body.removeAttribute('aria-busy'); showError(box, e); }
     }
   }
   function refresh() {
@@ -348,18 +353,18 @@ function renderRun(root, runId) {
   let lastGroup = null;
   onCleanup(() => { alive = false; clearTimeout(retryTimer); if (es) es.close(); });
 
-  let runAsked = 0;
+  const askRun = newestWins();
   async function loadRun() {
-    const mine = ++runAsked;
+    const current = askRun();
     try {
       const fresh = await api('GET', `/v1/runs/${enc(runId)}`);
       // An older answer landing last must not put a finished run back to running.
-      if (!alive || mine !== runAsked) return;
+      if (!alive || !current()) return;
       run = fresh;
       hideError(box);
       drawHeader(); drawOutput();
       cancel.hidden = !ACTIVE.has(run.status);
-      if (run.status === 'waiting') loadApprovals(); else { approvals.hidden = true; clear(approvals); }
+      if (run.status === 'waiting') loadApprovals(); else { approvals.hidden = true; fill(approvals); }
     } catch (e) { if (alive) showError(box, e); }
   }
 
@@ -382,7 +387,7 @@ function renderRun(root, runId) {
   }
 
   function drawOutput() {
-    clear(output);
+    fill(output);
     const badInvalid = run.stop_reason === 'output_invalid' || invalid.length > 0;
     if (run.status === 'succeeded') {
       output.append(el('p', {}, el('span', { class: 'badge valid', id: 'output-validity', text: 'valid' }),
@@ -707,14 +712,14 @@ function renderUsage(root) {
   }).catch((e) => { if (alive) showError(box, e); });
 
   let cursor = null;
-  let asked = 0;
+  const askStatement = newestWins();
   async function loadStatement(reset) {
-    if (reset) { cursor = null; clear(stmt); }
-    const mine = ++asked;
+    if (reset) { cursor = null; fill(stmt); }
+    const current = askStatement();
     try {
       const s = await api('GET', `/v1/usage/runs${q({ month: month.value, cursor })}`);
       // Another month asked for meanwhile: this answer is stale.
-      if (!alive || mine !== asked) return;
+      if (!alive || !current()) return;
       hideError(box);
       let tbody = stmt.querySelector('tbody');
       if (!tbody) {
@@ -978,7 +983,7 @@ function renderOperators(root) {
     copy.addEventListener('click', () => {
       if (navigator.clipboard) navigator.clipboard.writeText(k.key).then(() => { copy.textContent = 'Copied'; }, () => {});
     });
-    dismiss.addEventListener('click', () => clear(issued));
+    dismiss.addEventListener('click', () => fill(issued));
     fill(issued, el('div', { class: 'card issued', role: 'status' },
       el('h2', { text: `New key for ${t.name}` }),
       el('p', { text: 'Shown only this once: store it now.' }), keyText,
